@@ -1,0 +1,2 @@
+"""collapse-kit: measure embedding collapse in sequential recommenders."""
+__version__ = "0.1.0"
