@@ -1,0 +1,143 @@
+"""The checkpoint format: the only contract between the trainer and the analyzers.
+
+A checkpoint is a plain dict of tensors and primitives, loadable with
+``torch.load(path, weights_only=True)`` (no pickled objects):
+
+=================  ======================================================================
+format             "collapse-kit-checkpoint"
+format_version     1
+package_version    version of collapse-kit that wrote it
+model              registry name ("sasrec", "stage1", "adrec", ...)
+model_args         the model's Args dataclass as a dict
+config             the resolved TrainConfig as a dict
+dataset            {"name", "n_items", "n_users", "fingerprint"}
+stage              "stage1" | "stage2" | "stage3" | "best" | "final"
+parent             None or {"path", "stage", "sha256"} of the checkpoint this one started from
+metrics            {"valid": {...}, "test": {...}} in percent, with "protocol"
+epoch              epochs trained in this stage
+item_embeddings    float32 (n_items, D), the item table WITHOUT the padding row
+state_dict         the model's state dict (uncompiled module names)
+=================  ======================================================================
+
+Writes are atomic: a temporary file in the same folder, fsync, then ``os.replace``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+
+from adrec import __version__
+
+FORMAT = "collapse-kit-checkpoint"
+FORMAT_VERSION = 1
+REQUIRED = ("format", "format_version", "model", "model_args", "dataset", "state_dict",
+            "item_embeddings")
+
+
+def atomic_save(obj, path: str | Path) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def make_checkpoint(model, *, dataset: dict, config, stage: str, epoch: int,
+                    metrics: dict | None = None, parent: dict | None = None) -> dict:
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "package_version": __version__,
+        "model": model.name,
+        "model_args": dataclasses.asdict(model.args),
+        "config": dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config),
+        "dataset": dict(dataset),
+        "stage": stage,
+        "parent": parent,
+        "metrics": metrics or {},
+        "epoch": int(epoch),
+        "item_embeddings": model.item_embeddings().detach().cpu().float().contiguous(),
+        "state_dict": state,
+    }
+
+
+def safe_load(path: str | Path) -> dict:
+    """``torch.load(weights_only=True)`` on CPU with one-line errors for every failure mode."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(2, "No such checkpoint file", str(path))
+    if path.is_dir():
+        raise IsADirectoryError(21, "Is a folder, not a checkpoint file", str(path))
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(f"{path} contains pickled Python objects that could run code; refusing "
+                         f"to load it ({str(exc).splitlines()[0][:120]})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint (corrupt or truncated?): "
+                         f"{str(exc).splitlines()[0][:160]}") from None
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load and validate a collapse-kit checkpoint (raises ValueError naming what is wrong)."""
+    ckpt = safe_load(path)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a collapse-kit checkpoint; to evaluate the authors' "
+                         "stage-1 state dict use `collapse-kit evaluate PATH --model stage1 "
+                         "--dataset NAME`")
+    missing = [k for k in REQUIRED if k not in ckpt]
+    if missing:
+        raise ValueError(f"{path} is missing fields {missing}; it is damaged or from another tool")
+    if ckpt["format_version"] > FORMAT_VERSION:
+        raise ValueError(f"{path} has format version {ckpt['format_version']}, newer than this "
+                         f"collapse-kit ({FORMAT_VERSION}); upgrade collapse-kit")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict, *, overrides: dict | None = None):
+    """Rebuild the model of a checkpoint and load its weights (shape mismatches are errors)."""
+    from adrec.models import build_model
+
+    args = {**ckpt["model_args"], **(overrides or {})}
+    model = build_model(ckpt["model"], int(ckpt["dataset"]["n_items"]), args)
+    load_weights(model, ckpt["state_dict"])
+    return model
+
+
+def load_weights(model, state_dict: dict) -> None:
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    if missing or unexpected:
+        raise ValueError(f"checkpoint does not fit model {model.name!r}: missing {missing[:4]}, "
+                         f"unexpected {unexpected[:4]}; pick the right --model")
+    for k, v in state_dict.items():
+        if tuple(v.shape) != tuple(own[k].shape):
+            raise ValueError(f"checkpoint tensor {k} has shape {tuple(v.shape)} but the model "
+                             f"expects {tuple(own[k].shape)}; wrong --dataset or --model?")
+    model.load_state_dict(state_dict)

@@ -1,0 +1,107 @@
+"""Typed training configuration, presets and checked ``key=value`` overrides.
+
+Model hyper-parameters live in each model's own ``Args`` dataclass (adrec/models/*.py); the
+training loop's live here. ``apply_overrides`` routes each ``key=value`` to whichever of the two
+declares ``key`` and converts the value to the field's type; unknown keys are errors.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+CHOICES = {
+    "protocol": ("strict", "official"),
+    "batching": ("bucket", "random"),
+    "attention_mask": ("correct", "official"),
+    "device": ("auto", "cpu", "cuda", "mps"),
+}
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 500            # maximum epochs per stage (early stopping normally ends sooner)
+    batch_size: int = 512        # sequences per batch
+    lr: float = 1e-3             # Adam learning rate
+    weight_decay: float = 1e-5   # coupled L2 (torch Adam weight_decay), as the authors
+    cosine_t_max: int = 500      # CosineAnnealingLR period in epochs, stepped once per epoch
+    eval_every: int = 5          # validate every N epochs (and after the last epoch)
+    patience: int = 4            # stop after this many evaluations without improvement
+    protocol: str = "strict"     # evaluation protocol for selection: strict | official
+    max_len: int = 50            # history window
+    seed: int = 0                # seeds init, batching, dropout, diffusion noise and evaluation
+    batching: str = "bucket"     # bucket: length-bucketed, trimmed batches; random: plain shuffle
+    device: str = "auto"         # auto = cuda if available, else cpu
+    warmup_epochs: int = 5       # ADRec stage 2 length (embedding frozen)
+
+
+def _convert(value: str, target_type, key: str):
+    if target_type is bool or isinstance(target_type, bool):
+        low = value.lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise TypeError(f"--set {key}={value}: expected true or false")
+    if target_type is int:
+        try:
+            return int(value)
+        except ValueError:
+            raise TypeError(f"--set {key}={value}: expected an integer") from None
+    if target_type is float:
+        try:
+            return float(value)
+        except ValueError:
+            raise TypeError(f"--set {key}={value}: expected a number") from None
+    if target_type is str:
+        if key in CHOICES and value not in CHOICES[key]:
+            raise ValueError(f"--set {key}={value}: choose one of {', '.join(CHOICES[key])}")
+        return value
+    raise TypeError(f"--set {key}: unsupported field type {target_type}")
+
+
+def _field_types(obj_or_cls) -> dict[str, Any]:
+    hints = {}
+    for f in dataclasses.fields(obj_or_cls):
+        t = f.type
+        if isinstance(t, str):  # postponed annotations
+            t = {"int": int, "float": float, "bool": bool, "str": str}.get(t, str)
+        hints[f.name] = t
+    return hints
+
+
+def parse_overrides(pairs: list[str] | None, *configs) -> list[dict[str, Any]]:
+    """Parse ``key=value`` strings against dataclass types ``configs``; one dict per config.
+
+    A key goes to the first config that declares it. Raises on malformed pairs, unknown keys and
+    values of the wrong type.
+    """
+    out: list[dict[str, Any]] = [{} for _ in configs]
+    types = [_field_types(c) for c in configs]
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ValueError(f"--set expects key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        key = key.strip()
+        for i, t in enumerate(types):
+            if key in t:
+                out[i][key] = _convert(value.strip(), t[key], key)
+                break
+        else:
+            known = sorted(set().union(*types))
+            raise ValueError(f"unknown --set key {key!r}; valid keys: {', '.join(known)}")
+    return out
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    for key, choices in CHOICES.items():
+        if hasattr(cfg, key) and getattr(cfg, key) not in choices:
+            raise ValueError(f"{key}={getattr(cfg, key)!r}: choose one of {', '.join(choices)}")
+    for key in ("epochs", "batch_size", "eval_every", "max_len", "cosine_t_max"):
+        if getattr(cfg, key) < 1:
+            raise ValueError(f"{key} must be >= 1, got {getattr(cfg, key)}")
+    if cfg.lr <= 0:
+        raise ValueError(f"lr must be > 0, got {cfg.lr}")
+    if cfg.patience < 1:
+        raise ValueError(f"patience must be >= 1, got {cfg.patience}")
+    return cfg

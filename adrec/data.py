@@ -1,0 +1,388 @@
+"""Datasets -> padded id tensors: bundled sets, user files, leave-one-out splits, batching.
+
+A dataset is a list of per-user chronological item sequences already split leave-one-out:
+``train[u]`` (oldest first), then ``valid[u]`` (second-to-last interaction) and ``test[u]`` (last).
+Item ids run 1..n_items; 0 is the padding id.
+
+Sources accepted by :func:`load_dataset`:
+
+* a bundled name (``ml-100k``, ``beauty``, ``baby``, ``sports``, ``toys``);
+* a sequences file in the bundled format (``.tsv`` or ``.tsv.gz`` with header
+  ``user train valid test``; ``train`` is space-separated ids);
+* a raw interaction log: CSV/TSV with user, item and timestamp columns (optionally rating), or a
+  RecBole ``.inter`` atomic file. Raw logs go through :func:`build_from_interactions`.
+
+Raw-log recipe (also how the paper's Yelp set was built: ``rating_threshold=3`` keeps ratings > 3,
+then the 5-core filter):
+
+1. optional rating filter: keep rows with ``rating > rating_threshold``;
+2. drop exact duplicate (user, item) pairs, keeping the earliest;
+3. iterative k-core: repeatedly drop users and items with fewer than ``k`` interactions until none
+   is left (k = 5 by default);
+4. order each user's interactions by timestamp; ties are broken by the row order in the file
+   (a stable sort), so the result is deterministic for a given file;
+5. re-index items 1..N in order of first appearance over users sorted by original id, users 0..U-1;
+6. leave-one-out: last item = test, second-to-last = valid, the rest = train (users need >= 3).
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import logging
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+BUNDLED = ("ml-100k", "beauty", "baby", "sports", "toys")
+PAD = 0
+
+
+@dataclass
+class SequenceDataset:
+    """Leave-one-out sequences. ``train[u]`` is an int64 array, ``valid``/``test`` are (U,) arrays."""
+
+    name: str
+    n_items: int
+    train: list[np.ndarray]
+    valid: np.ndarray
+    test: np.ndarray
+    source: str = ""
+    fingerprint: str = field(default="", repr=False)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.train)
+
+    def stats(self) -> dict:
+        """The paper's Table 7: users, items, interactions (train + valid + test), avg. length."""
+        n_inter = int(sum(len(s) for s in self.train) + 2 * self.n_users)
+        return {
+            "dataset": self.name,
+            "users": self.n_users,
+            "items": self.n_items,
+            "interactions": n_inter,
+            "avg_length": round(n_inter / self.n_users, 2),
+        }
+
+    def describe(self) -> dict:
+        return {"name": self.name, "n_items": self.n_items, "n_users": self.n_users,
+                "fingerprint": self.fingerprint}
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+def load_dataset(name_or_path: str | Path, *, rating_threshold: float | None = None,
+                 k_core: int = 5) -> SequenceDataset:
+    """Load a bundled dataset by name, or a user file (sequences file or raw interaction log).
+
+    ``rating_threshold`` and ``k_core`` apply to raw interaction logs only.
+    """
+    key = str(name_or_path)
+    if key in BUNDLED:
+        ref = resources.files("adrec") / "datasets" / key / "sequences.tsv.gz"
+        with resources.as_file(ref) as path:
+            return read_sequences(path, name=key)
+    path = Path(key)
+    if not path.exists():
+        raise FileNotFoundError(
+            2, f"unknown dataset {key!r}: not a bundled name ({', '.join(BUNDLED)}) "
+               "and no such file", key)
+    if path.is_dir():
+        cand = [p for p in (path / "sequences.tsv.gz", path / "sequences.tsv") if p.exists()]
+        if not cand:
+            raise ValueError(f"dataset folder {path} has no sequences.tsv(.gz); "
+                             "pass the file itself")
+        path = cand[0]
+    head = _read_text_head(path)
+    if head.split("\n", 1)[0].strip().split("\t")[:4] == ["user", "train", "valid", "test"]:
+        return read_sequences(path)
+    return build_from_interactions(read_interactions(path), name=path.name.split(".")[0],
+                                   rating_threshold=rating_threshold, k_core=k_core,
+                                   source=str(path))
+
+
+def _open_text(path: Path):
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def _read_text_head(path: Path) -> str:
+    try:
+        with _open_text(path) as f:
+            return f.read(4096)
+    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as exc:
+        raise ValueError(f"cannot read {path} as text ({exc}); expected a sequences .tsv(.gz) "
+                         "or a CSV/TSV/.inter interaction log") from None
+
+
+def read_sequences(path: str | Path, *, name: str | None = None) -> SequenceDataset:
+    """Read a sequences file (``user<TAB>train<TAB>valid<TAB>test``, train space-separated)."""
+    path = Path(path)
+    train, valid, test = [], [], []
+    digest = hashlib.sha256()
+    try:
+        with _open_text(path) as f:
+            header = f.readline().rstrip("\n").split("\t")
+            if header[:4] != ["user", "train", "valid", "test"]:
+                raise ValueError(f"{path}: header must be 'user<TAB>train<TAB>valid<TAB>test', "
+                                 f"got {header!r}")
+            for lineno, line in enumerate(f, start=2):
+                if not line.strip():
+                    continue
+                digest.update(line.encode())
+                parts = line.rstrip("\n").split("\t")
+                if len(parts) != 4:
+                    raise ValueError(f"{path}:{lineno}: expected 4 tab-separated fields, "
+                                     f"got {len(parts)}")
+                try:
+                    seq = np.array(parts[1].split(), dtype=np.int64)
+                    v, t = int(parts[2]), int(parts[3])
+                except ValueError:
+                    raise ValueError(f"{path}:{lineno}: item ids must be integers") from None
+                if len(seq) < 1:
+                    raise ValueError(f"{path}:{lineno}: empty train sequence; every user needs "
+                                     "at least one train item")
+                train.append(seq)
+                valid.append(v)
+                test.append(t)
+    except (gzip.BadGzipFile, EOFError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is corrupt or truncated ({exc}); re-create or re-download it") \
+            from None
+    if not train:
+        raise ValueError(f"{path} has no users")
+    valid_a, test_a = np.array(valid, dtype=np.int64), np.array(test, dtype=np.int64)
+    n_items = int(max(max(int(s.max()) for s in train), valid_a.max(), test_a.max()))
+    lowest = min(min(int(s.min()) for s in train), valid_a.min(), test_a.min())
+    if lowest < 1:
+        raise ValueError(f"{path}: item ids must start at 1 (0 is padding); found {lowest}")
+    if name is None:
+        name = path.name.split(".")[0]
+        if name == "sequences":
+            name = path.parent.name
+    return SequenceDataset(name=name, n_items=n_items, train=train, valid=valid_a, test=test_a,
+                           source=str(path), fingerprint=digest.hexdigest()[:16])
+
+
+INTER_COLUMNS = {
+    "user": ("user_id", "user", "userid", "uid", "user_id:token"),
+    "item": ("item_id", "item", "itemid", "iid", "movie_id", "business_id", "item_id:token"),
+    "timestamp": ("timestamp", "time", "ts", "date", "timestamp:float"),
+    "rating": ("rating", "stars", "score", "rating:float"),
+}
+
+
+def read_interactions(path: str | Path):
+    """Read a raw interaction log into a DataFrame with columns user, item, timestamp[, rating].
+
+    CSV (comma), TSV (tab) and RecBole ``.inter`` files (tab, typed headers such as
+    ``user_id:token``) are recognised by their header line.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    head = _read_text_head(path).split("\n", 1)[0]
+    sep = "\t" if "\t" in head else ","
+    try:
+        df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+    except Exception as exc:  # pandas raises many types for malformed files
+        raise ValueError(f"cannot parse {path} as a {('TSV' if sep == chr(9) else 'CSV')} "
+                         f"interaction log: {exc}") from None
+    lower = {c.lower().strip(): c for c in df.columns}
+    chosen = {}
+    for role, names in INTER_COLUMNS.items():
+        for n in names:
+            if n in lower:
+                chosen[role] = lower[n]
+                break
+    missing = [r for r in ("user", "item", "timestamp") if r not in chosen]
+    if missing:
+        raise ValueError(f"{path}: no {'/'.join(missing)} column found in header "
+                         f"{list(df.columns)}; name them user_id, item_id, timestamp")
+    out = pd.DataFrame({"user": df[chosen["user"]], "item": df[chosen["item"]]})
+    ts = pd.to_numeric(df[chosen["timestamp"]], errors="coerce")
+    if ts.isna().any():
+        parsed = pd.to_datetime(df[chosen["timestamp"]], errors="coerce")
+        if parsed.isna().any():
+            bad = df[chosen["timestamp"]][parsed.isna()].iloc[0]
+            raise ValueError(f"{path}: timestamp {bad!r} is neither a number nor a date")
+        ts = parsed.astype("int64") / 1e9
+    out["timestamp"] = ts.astype(float)
+    if "rating" in chosen:
+        r = pd.to_numeric(df[chosen["rating"]], errors="coerce")
+        if r.isna().any():
+            raise ValueError(f"{path}: rating column has non-numeric values")
+        out["rating"] = r.astype(float)
+    return out
+
+
+def build_from_interactions(df, *, name: str = "custom", rating_threshold: float | None = None,
+                            k_core: int = 5, source: str = "") -> SequenceDataset:
+    """Turn an interaction log (user, item, timestamp[, rating]) into a leave-one-out dataset.
+
+    See the module docstring for the exact recipe (filter, dedupe, k-core, stable time order,
+    re-index, leave-one-out).
+    """
+    if k_core < 1:
+        raise ValueError(f"k_core must be >= 1, got {k_core}")
+    df = df.reset_index(drop=True).copy()
+    df["_row"] = np.arange(len(df))
+    if rating_threshold is not None:
+        if "rating" not in df:
+            raise ValueError("rating_threshold given but the log has no rating column")
+        df = df[df["rating"] > rating_threshold]
+    df = df.sort_values(["timestamp", "_row"], kind="stable")
+    df = df.drop_duplicates(["user", "item"], keep="first")
+    while True:  # iterative k-core
+        ucount = df.groupby("user")["item"].transform("size")
+        icount = df.groupby("item")["user"].transform("size")
+        keep = (ucount >= k_core) & (icount >= k_core)
+        if keep.all():
+            break
+        df = df[keep]
+    df = df[df.groupby("user")["item"].transform("size") >= 3]
+    if df.empty:
+        raise ValueError(f"no interactions left after the rating filter and {k_core}-core; "
+                         "lower --k-core or the rating threshold")
+    # stable chronological order per user: timestamp, then original row order
+    df = df.sort_values(["user", "timestamp", "_row"], kind="stable")
+    item_ids: dict = {}
+    train, valid, test = [], [], []
+    for _, items in df.groupby("user", sort=True)["item"]:
+        ids = [item_ids.setdefault(i, len(item_ids) + 1) for i in items]
+        train.append(np.array(ids[:-2], dtype=np.int64))
+        valid.append(ids[-2])
+        test.append(ids[-1])
+    digest = hashlib.sha256(repr((train[:50], valid, test)).encode()).hexdigest()[:16]
+    return SequenceDataset(name=name, n_items=len(item_ids), train=train,
+                           valid=np.array(valid, dtype=np.int64),
+                           test=np.array(test, dtype=np.int64), source=source,
+                           fingerprint=digest)
+
+
+# --------------------------------------------------------------------------------------------
+# Tensors
+
+def left_pad(seqs: list[np.ndarray], max_len: int, width: int | None = None) -> torch.Tensor:
+    """Keep the last ``max_len`` items of each sequence and left-pad with 0 to ``width``.
+
+    ``width`` defaults to ``max_len``; a smaller width (>= the longest kept sequence) trims
+    all-padding columns, which changes nothing under a correct key-padding mask.
+    """
+    width = max_len if width is None else width
+    out = np.zeros((len(seqs), width), dtype=np.int64)
+    for i, s in enumerate(seqs):
+        s = s[-max_len:] if max_len > 0 else s[:0]
+        if len(s):
+            out[i, width - len(s):] = s
+    return torch.from_numpy(out)
+
+
+@dataclass
+class Batch:
+    """One training batch.
+
+    history: (B, L) item ids, left-padded with 0.
+    target:  (B, L) next-item ids aligned with ``history`` (0 where there is no target);
+             ``target[:, -1]`` is the last item of each sequence.
+    offset:  number of leading padding columns trimmed away (positions start at ``offset``).
+    """
+
+    history: torch.Tensor
+    target: torch.Tensor
+    offset: int = 0
+
+    def to(self, device) -> "Batch":
+        return Batch(self.history.to(device), self.target.to(device), self.offset)
+
+
+def training_pairs(dataset: SequenceDataset, max_len: int, *, prefixes: bool = False
+                   ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Training sequences as (history, target) id arrays, one pair per sample.
+
+    Default (one sample per user): s = train[u]; history = s[:-1][-max_len:], target = the
+    history shifted left by one (teacher forcing at every position).
+
+    ``prefixes=True`` (DiffuRec, paper appendix B): truncate s to its last max_len+1 items
+    first, then emit every prefix of length 2..len(s); history = prefix[:-1], target = the prefix's
+    last item only (placed at the last position, zeros elsewhere).
+    """
+    hists, tgts = [], []
+    for s in dataset.train:
+        if len(s) < 2:
+            continue
+        if not prefixes:
+            hists.append(s[:-1][-max_len:])
+            tgts.append(s[1:][-max_len:])
+        else:
+            s = s[-(max_len + 1):]
+            for end in range(2, len(s) + 1):
+                h = s[:end - 1]
+                hists.append(h)
+                t = np.zeros(len(h), dtype=np.int64)
+                t[-1] = s[end - 1]
+                tgts.append(t)
+    return hists, tgts
+
+
+class BatchIterator:
+    """Yields shuffled training batches; seeded through a torch.Generator (resumable state).
+
+    ``bucket=True`` groups sequences of similar length: shuffle, cut into pools of 50 batches,
+    sort each pool by length, cut into batches, shuffle the batch order. Each batch is then
+    trimmed to its longest sequence, so short Amazon sequences do not pay for 50 padded
+    positions. ``trim=False`` keeps every batch at full width (needed for the official
+    query-only padding mask, where padding keys are visible and width changes the outputs).
+    """
+
+    def __init__(self, hists, tgts, *, max_len: int, batch_size: int, generator: torch.Generator,
+                 bucket: bool = True, trim: bool = True):
+        self.hists, self.tgts = hists, tgts
+        self.lengths = np.array([len(h) for h in hists])
+        self.max_len, self.batch_size = max_len, batch_size
+        self.generator, self.bucket, self.trim = generator, bucket, trim
+
+    def __len__(self) -> int:
+        return -(-len(self.hists) // self.batch_size)
+
+    def _order(self) -> list[np.ndarray]:
+        n, bs = len(self.hists), self.batch_size
+        perm = torch.randperm(n, generator=self.generator).numpy()
+        if not self.bucket:
+            return [perm[i:i + bs] for i in range(0, n, bs)]
+        pool = bs * 50
+        batches = []
+        for p in range(0, n, pool):
+            chunk = perm[p:p + pool]
+            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
+            batches += [chunk[i:i + bs] for i in range(0, len(chunk), bs)]
+        order = torch.randperm(len(batches), generator=self.generator).numpy()
+        return [batches[i] for i in order]
+
+    def __iter__(self):
+        for idx in self._order():
+            width = self.max_len
+            if self.trim:
+                width = int(min(self.lengths[idx].max(), self.max_len))
+            h = left_pad([self.hists[i] for i in idx], self.max_len, width)
+            t = left_pad([self.tgts[i] for i in idx], self.max_len, width)
+            yield Batch(h, t, offset=self.max_len - width)
+
+
+def eval_histories(dataset: SequenceDataset, split: str, max_len: int
+                   ) -> tuple[list[np.ndarray], np.ndarray]:
+    """Evaluation inputs: valid uses history = train, test uses history = train + valid."""
+    if split == "valid":
+        return list(dataset.train), dataset.valid
+    if split == "test":
+        hists = [np.append(s, v) for s, v in zip(dataset.train, dataset.valid)]
+        return hists, dataset.test
+    raise ValueError(f"split must be 'valid' or 'test', got {split!r}")

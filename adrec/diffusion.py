@@ -1,0 +1,104 @@
+"""The DDPM noise schedule shared by the diffusion models; no nn layers.
+
+Truncated-linear schedule (official-implementation.md section 2.5), with ``scale = 1000 / T``:
+beta_start = scale * 1e-4 + 0.01, beta_end = scale * 0.02 + 0.01 (scale * 1e-3 + 0.01 if that
+exceeds 1), betas = linspace(beta_start, beta_end, T). Index t = 0 is already one noising step.
+
+Constants are computed once in float64 and stored as float32 tensors; the schedule is a plain
+object (move it with ``.to(device)``).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+class NoiseSchedule:
+    """Forward process q(x_t | x_0) and the DDPM posterior step, named as in the paper.
+
+    * ``q_sample(x0, t, noise)``: x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps (paper eq. 11),
+      with one timestep per token (t of shape (B, L)) or per sequence (t of shape (B,)).
+    * ``posterior_mean(x0, x_t, t)``: mu = c1_t x0 + c2_t x_t, c1_t = beta_t sqrt(abar_{t-1}) /
+      (1 - abar_t), c2_t = (1 - abar_{t-1}) sqrt(alpha_t) / (1 - abar_t), abar_{-1} = 1.
+    * ``step(x0_pred, x_t, t, noise)``: one reverse step x_{t-1} = mu + 1[t > 0] sigma_t z with the
+      "fixed large" variance sigma_t^2 = beta_t (section 2.9).
+    """
+
+    def __init__(self, steps: int = 32, kind: str = "trunc_lin"):
+        if kind != "trunc_lin":
+            raise ValueError(f"noise schedule {kind!r} is not implemented; use 'trunc_lin'")
+        if steps < 1:
+            raise ValueError(f"diffusion steps must be >= 1, got {steps}")
+        self.steps = steps
+        scale = 1000.0 / steps
+        beta_start, beta_end = scale * 1e-4 + 0.01, scale * 0.02 + 0.01
+        if beta_end > 1:
+            beta_end = scale * 0.001 + 0.01
+        betas = np.linspace(beta_start, beta_end, steps, dtype=np.float64)
+        alphas = 1.0 - betas
+        abar = np.cumprod(alphas)
+        abar_prev = np.append(1.0, abar[:-1])
+        consts = {
+            "betas": betas,
+            "alphas_cumprod": abar,
+            "alphas_cumprod_prev": abar_prev,
+            "sqrt_alphas_cumprod": np.sqrt(abar),
+            "sqrt_one_minus_alphas_cumprod": np.sqrt(1.0 - abar),
+            "posterior_mean_coef1": betas * np.sqrt(abar_prev) / (1.0 - abar),
+            "posterior_mean_coef2": (1.0 - abar_prev) * np.sqrt(alphas) / (1.0 - abar),
+            "posterior_variance": betas * (1.0 - abar_prev) / (1.0 - abar),
+            "sampling_std": np.sqrt(betas),
+        }
+        self.float64 = consts
+        for name, value in consts.items():
+            setattr(self, name, torch.tensor(value, dtype=torch.float32))
+
+    def to(self, device) -> "NoiseSchedule":
+        for name in self.float64:
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
+    @staticmethod
+    def _gather(const: torch.Tensor, t: torch.Tensor, ndim: int) -> torch.Tensor:
+        """const[t] reshaped to broadcast against a tensor of ``ndim`` dims: (B,) or (B, L) -> + 1s."""
+        out = const.to(t.device)[t]
+        return out.reshape(*t.shape, *([1] * (ndim - t.ndim)))
+
+    def _check_t(self, t: torch.Tensor) -> None:
+        if t.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"timesteps must be integers, got {t.dtype}")
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.steps):
+            raise ValueError(f"timesteps must lie in [0, {self.steps - 1}]")
+
+    def sample_timesteps(self, shape, *, device=None, generator=None) -> torch.Tensor:
+        """Uniform integer timesteps in [0, T-1] of ``shape``."""
+        return torch.randint(0, self.steps, shape, device=device, generator=generator)
+
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None,
+                 mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Noise ``x0`` (B, L, D) or (B, D) to level ``t``; positions where ``mask`` is 0 stay x0."""
+        self._check_t(t)
+        if noise is None:
+            noise = torch.randn_like(x0)
+        xt = (self._gather(self.sqrt_alphas_cumprod, t, x0.ndim) * x0
+              + self._gather(self.sqrt_one_minus_alphas_cumprod, t, x0.ndim) * noise)
+        if mask is not None:
+            xt = torch.where(mask.reshape(*mask.shape, *([1] * (x0.ndim - mask.ndim))).bool(),
+                             xt, x0)
+        return xt
+
+    def posterior_mean(self, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self._check_t(t)
+        return (self._gather(self.posterior_mean_coef1, t, xt.ndim) * x0
+                + self._gather(self.posterior_mean_coef2, t, xt.ndim) * xt)
+
+    def step(self, x0_pred: torch.Tensor, xt: torch.Tensor, t: torch.Tensor,
+             noise: torch.Tensor | None = None, generator=None) -> torch.Tensor:
+        """One reverse step: 1. mu = posterior mean; 2. add sigma_t z where t > 0 (fixed large)."""
+        mean = self.posterior_mean(x0_pred, xt, t)  # step 1
+        if noise is None:
+            noise = torch.randn(xt.shape, device=xt.device, dtype=xt.dtype, generator=generator)
+        nonzero = (t > 0).to(xt.dtype)
+        std = self._gather(self.sampling_std, t, xt.ndim) * nonzero.reshape(
+            *t.shape, *([1] * (xt.ndim - t.ndim)))
+        return mean + std * noise  # step 2

@@ -1,0 +1,144 @@
+"""Full-ranking evaluation: HR@k and NDCG@k over all items, two declared protocols.
+
+Rank r (1-based) of the target = 1 + the number of candidates scoring strictly higher.
+HR@k = 1[r <= k]; NDCG@k = 1[r <= k] / log2(r + 1) (one relevant item, ideal DCG = 1).
+Reported in percent.
+
+Protocols (official-implementation.md section 1.5):
+
+* ``strict`` (default): the padding row 0 is not a candidate; metrics are exact per-user means;
+  model selection on valid NDCG@20.
+* ``official``: the authors' pipeline: row 0 is scored like an item; each metric is averaged within
+  consecutive batches of 512 users (in user order), the batch means are averaged with equal
+  weight, x100 and rounded to 4 decimals; the model is kept when any of the six valid metrics
+  improves.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from adrec.data import SequenceDataset, eval_histories, left_pad
+
+KS = (5, 10, 20)
+PROTOCOLS = ("strict", "official")
+METRIC_NAMES = tuple(f"{m}@{k}" for m in ("HR", "NDCG") for k in KS)
+OFFICIAL_BATCH = 512
+
+
+def check_protocol(protocol: str) -> None:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+
+
+def target_ranks(scores: torch.Tensor, target: torch.Tensor, *, exclude_padding: bool
+                 ) -> torch.Tensor:
+    """1-based rank of ``target`` (B,) among the scores (B, N+1); ties count in the target's favour.
+
+    With ``exclude_padding`` row 0 is not a candidate.
+    """
+    if scores.ndim != 2 or target.shape != scores.shape[:1]:
+        raise ValueError(f"scores must be (B, N+1) and target (B,); got {tuple(scores.shape)} "
+                         f"and {tuple(target.shape)}")
+    s = scores.float()
+    tgt = s.gather(1, target[:, None])  # (B, 1)
+    higher = s > tgt
+    if exclude_padding:
+        higher[:, 0] = False
+    return higher.sum(1) + 1
+
+
+def ranking_metrics(ranks: np.ndarray, ks=KS) -> dict[str, np.ndarray]:
+    """Per-user HR@k and NDCG@k (fractions, not percent) from 1-based ranks."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    if ranks.ndim != 1 or (ranks < 1).any():
+        raise ValueError("ranks must be a 1-D array of 1-based ranks")
+    out = {}
+    for k in ks:
+        hit = ranks <= k
+        out[f"HR@{k}"] = hit.astype(np.float64)
+        out[f"NDCG@{k}"] = np.where(hit, 1.0 / np.log2(ranks + 1.0), 0.0)
+    return {name: out[name] for name in METRIC_NAMES if name in out}
+
+
+def aggregate(per_user: dict[str, np.ndarray], protocol: str = "strict") -> dict[str, float]:
+    """Average per-user metrics into percentages under ``protocol``."""
+    check_protocol(protocol)
+    out = {}
+    for name, v in per_user.items():
+        if protocol == "strict":
+            out[name] = float(100.0 * v.mean())
+        else:
+            means = [v[i:i + OFFICIAL_BATCH].mean() for i in range(0, len(v), OFFICIAL_BATCH)]
+            out[name] = round(float(100.0 * np.mean(means)), 4)
+    return out
+
+
+def improved(new: dict[str, float], best: dict[str, float] | None, protocol: str) -> bool:
+    """Model selection: strict -> valid NDCG@20 improves; official -> any of the six improves."""
+    if best is None:
+        return True
+    if protocol == "strict":
+        return new["NDCG@20"] > best["NDCG@20"]
+    return any(new[k] > best[k] for k in METRIC_NAMES)
+
+
+def best_of(new: dict[str, float], best: dict[str, float] | None, protocol: str) -> dict:
+    """The running 'best' record: the selected metrics (strict) or per-metric maxima (official)."""
+    if best is None or protocol == "strict":
+        return dict(new) if improved(new, best, protocol) else best
+    return {k: max(new[k], best[k]) for k in new}
+
+
+@torch.no_grad()
+def compute_ranks(model, dataset: SequenceDataset, split: str, *, protocol: str = "strict",
+                  max_len: int = 50, device: str | torch.device = "cpu", seed: int = 0,
+                  score_budget: int = 1 << 24) -> np.ndarray:
+    """Rank of each user's target (user order) under a full ranking, computed in chunks.
+
+    Users are processed in length order so short histories are not padded to ``max_len`` (unless
+    the model needs full width), in chunks of at most ``score_budget`` scores, so memory stays
+    bounded for large catalogues. ``seed`` fixes any sampling noise of diffusion models.
+    """
+    check_protocol(protocol)
+    hists, targets = eval_histories(dataset, split, max_len)
+    n = len(hists)
+    lengths = np.array([min(len(h), max_len) for h in hists])
+    order = np.argsort(lengths, kind="stable")
+    chunk = max(1, min(OFFICIAL_BATCH, score_budget // (dataset.n_items + 1)))
+    full_width = bool(getattr(model, "needs_full_width", False))
+    generator = torch.Generator(device=device).manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    ranks = np.empty(n, dtype=np.int64)
+    try:
+        for i in range(0, n, chunk):
+            idx = order[i:i + chunk]
+            width = max_len if full_width else int(lengths[idx].max())
+            h = left_pad([hists[j] for j in idx], max_len, width).to(device)
+            scores = model.score_all(h, generator=generator)
+            if scores.shape != (len(idx), dataset.n_items + 1):
+                raise ValueError(f"model scored {tuple(scores.shape)}, expected "
+                                 f"({len(idx)}, {dataset.n_items + 1}): checkpoint and dataset "
+                                 "do not match")
+            tgt = torch.as_tensor(targets[idx], device=device)
+            r = target_ranks(scores, tgt, exclude_padding=(protocol == "strict"))
+            ranks[idx] = r.cpu().numpy()
+    finally:
+        model.train(was_training)
+    return ranks
+
+
+def evaluate(model, dataset: SequenceDataset, split: str, *, protocol: str = "strict",
+             max_len: int = 50, device: str | torch.device = "cpu", seed: int = 0
+             ) -> dict[str, float]:
+    """HR/NDCG@{5,10,20} in percent for ``split`` ('valid' or 'test') under ``protocol``."""
+    ranks = compute_ranks(model, dataset, split, protocol=protocol, max_len=max_len,
+                          device=device, seed=seed)
+    return aggregate(ranking_metrics(ranks), protocol)
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    return "  ".join(f"{k} {v:7.3f}" for k, v in metrics.items() if not math.isnan(v))

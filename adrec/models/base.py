@@ -1,0 +1,54 @@
+"""The model contract shared by every recommender (checked by tests/test_model_contract.py).
+
+A model is an ``nn.Module`` built as ``Model(args, n_items)`` from its own ``Args`` dataclass and
+implements:
+
+* ``loss(batch) -> dict[str, Tensor]``: scalar losses; ``"loss"`` is the one back-propagated,
+  the others (e.g. ``"ce"``, ``"mse"``) are logged.
+* ``score_all(history, generator=None) -> Tensor (B, n_items + 1)``: a score for every embedding
+  row, padding row 0 included (the evaluation protocol decides whether row 0 competes).
+  ``generator`` seeds any sampling noise (diffusion models), so evaluation is reproducible.
+* ``item_embeddings() -> Tensor (n_items, D)``: the item table without the padding row.
+* ``embedding_parameters()``: the parameters that make up the item table (for freezing).
+
+Class attributes: ``name`` (registry key), ``Args`` (dataclass; saved in checkpoints) and
+``train_samples`` (``"sequence"``: one teacher-forced sample per user, or ``"prefixes"``).
+"""
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from adrec.data import Batch
+
+
+class Recommender(nn.Module):
+    name: ClassVar[str] = ""
+    Args: ClassVar[type]
+    train_samples: ClassVar[str] = "sequence"
+
+    def __init__(self, args, n_items: int):
+        super().__init__()
+        if n_items < 1:
+            raise ValueError(f"n_items must be >= 1, got {n_items}")
+        self.args, self.n_items = args, n_items
+
+    def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def score_all(self, history: torch.Tensor, generator: torch.Generator | None = None
+                  ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def item_embeddings(self) -> torch.Tensor:
+        return self.item_embedding.weight[1:].detach()
+
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        return [self.item_embedding.weight]
+
+    @property
+    def needs_full_width(self) -> bool:
+        """True when outputs depend on left padding (official mask): batches are not trimmed."""
+        return getattr(self.args, "attention_mask", "correct") == "official"

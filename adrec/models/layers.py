@@ -1,0 +1,187 @@
+"""The transformer block shared by every model (official-implementation.md section 2.2).
+
+4 heads, Q/K/V/output Linear(D, D) with bias and Xavier-normal weights, attention-probability
+dropout 0.1, FFN D -> 4D -> D with tanh-GELU, LayerNorm eps 1e-12, post-norm by default
+(``LN(x + Dropout(f(x)))``) or pre-norm (``x + Dropout(f(LN(x)))``, DiffuRec).
+
+Attention masks (``attention_mask``):
+
+* ``"correct"`` (default): padding *keys* are masked, so outputs at real positions do not depend
+  on how much left padding there is nor on the padding row's embedding.
+* ``"official"``: the authors' mask, broadcast over the *query* axis: rows of padding queries are
+  set to -1e9 (uniform attention) and padding keys stay visible to real tokens. Only for parity
+  with the released checkpoints and numbers.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ATTENTION_MASKS = ("correct", "official")
+LN_EPS = 1e-12
+
+
+class Dropout(nn.Module):
+    """Inverted dropout whose CPU mask is drawn from 15-bit integers instead of ``bernoulli_``.
+
+    PyTorch's CPU ``bernoulli_`` was 38% of a SASRec epoch on ML-100K; four 15-bit lanes per
+    64-bit ``random_()`` draw give the mask about 2x faster from the same seeded generator. The
+    drop probability is quantised to ``round(p * 32768) / 32768`` (0.100006 for p = 0.1) and the
+    kept values are scaled by the exact ``1 / (1 - p_quantised)``. On GPU it is ``F.dropout``.
+    """
+
+    def __init__(self, p: float):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = p
+        self.threshold = round(p * 32768)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.threshold == 0:
+            return x
+        if x.device.type != "cpu":
+            return F.dropout(x, self.p, True)
+        n = x.numel()
+        bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_()
+        keep = (bits.view(torch.int16)[:n].view(x.shape) & 0x7FFF) >= self.threshold
+        scale = 32768.0 / (32768 - self.threshold)
+        return _MaskedScale.apply(x, keep.to(x.dtype).mul_(scale))
+
+
+class _MaskedScale(torch.autograd.Function):
+    """y = x * m with a precomputed (already scaled) mask; saves only the mask for backward."""
+
+    @staticmethod
+    def forward(ctx, x, mask):
+        ctx.save_for_backward(mask)
+        return x * mask
+
+    @staticmethod
+    def backward(ctx, grad):
+        (mask,) = ctx.saved_tensors
+        return grad * mask, None
+
+
+def attention_bias(valid: torch.Tensor, *, causal: bool, mode: str) -> torch.Tensor:
+    """Additive attention bias of shape (B, 1, L, L) from ``valid`` (B, L) bool (True = item).
+
+    ``correct``: query i may attend key j iff j is valid (and j <= i when causal); a query with
+    no visible key (a padding query) attends to itself so the softmax is defined.
+    ``official``: causal mask only; every key of a padding query row is -1e9.
+    """
+    if mode not in ATTENTION_MASKS:
+        raise ValueError(f"attention_mask must be one of {ATTENTION_MASKS}, got {mode!r}")
+    B, L = valid.shape
+    idx = torch.arange(L, device=valid.device)
+    allowed = torch.ones(L, L, dtype=torch.bool, device=valid.device)
+    if causal:
+        allowed = idx[None, :] <= idx[:, None]  # (L, L): key j <= query i
+    neg_inf = torch.finfo(torch.float32).min
+    if mode == "correct":
+        ok = allowed[None] & valid[:, None, :]  # (B, L, L)
+        ok = ok | torch.eye(L, dtype=torch.bool, device=valid.device)[None]
+        bias = torch.zeros(B, L, L, device=valid.device).masked_fill(~ok, neg_inf)
+    else:
+        bias = torch.zeros(B, L, L, device=valid.device)
+        bias = bias.masked_fill(~valid[:, :, None], -1e9)  # padding query rows
+        bias = bias.masked_fill(~allowed[None], neg_inf)
+    return bias[:, None]  # (B, 1, L, L)
+
+
+class MultiHeadAttention(nn.Module):
+    def __init__(self, d: int, n_heads: int, dropout: float):
+        super().__init__()
+        if d % n_heads:
+            raise ValueError(f"hidden size {d} must be divisible by n_heads {n_heads}")
+        self.n_heads, self.dropout = n_heads, dropout
+        self.prob_dropout = Dropout(dropout)
+        self.q, self.k, self.v, self.out = (nn.Linear(d, d) for _ in range(4))
+        for lin in (self.q, self.k, self.v, self.out):
+            nn.init.xavier_normal_(lin.weight)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        B, L, D = x.shape
+        h = self.n_heads
+
+        def split(t):  # (B, L, D) -> (B, h, L, D/h)
+            return t.view(B, L, h, D // h).transpose(1, 2)
+
+        q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
+        if self.training and self.dropout > 0 and x.device.type == "cpu":
+            # explicit softmax so the probability dropout uses the fast mask above
+            att = (q @ k.transpose(-2, -1)) * (D // h) ** -0.5 + bias  # (B, h, L, L)
+            y = self.prob_dropout(att.softmax(-1)) @ v                  # (B, h, L, D/h)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
+                                               dropout_p=self.dropout if self.training else 0.0)
+        return self.out(y.transpose(1, 2).reshape(B, L, D))  # (B, L, D)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, d: int, dropout: float):
+        super().__init__()
+        self.w1, self.w2 = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+        nn.init.xavier_normal_(self.w1.weight)
+        nn.init.xavier_normal_(self.w2.weight)
+        self.drop = Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(self.drop(F.gelu(self.w1(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    """One transformer block: attention then FFN, each a residual sublayer (post- or pre-norm)."""
+
+    def __init__(self, d: int, n_heads: int = 4, dropout: float = 0.1, pre_norm: bool = False):
+        super().__init__()
+        self.attn = MultiHeadAttention(d, n_heads, dropout)
+        self.ffn = FeedForward(d, dropout)
+        self.norm1, self.norm2 = nn.LayerNorm(d, eps=LN_EPS), nn.LayerNorm(d, eps=LN_EPS)
+        self.drop = Dropout(dropout)
+        self.pre_norm = pre_norm
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        if self.pre_norm:
+            x = x + self.drop(self.attn(self.norm1(x), bias))
+            return x + self.drop(self.ffn(self.norm2(x)))
+        x = self.norm1(x + self.drop(self.attn(x, bias)))
+        return self.norm2(x + self.drop(self.ffn(x)))
+
+
+class Encoder(nn.Module):
+    """A stack of blocks. ``forward(x (B, L, D), valid (B, L) bool) -> (B, L, D)``."""
+
+    def __init__(self, d: int, n_blocks: int = 2, n_heads: int = 4, dropout: float = 0.1, *,
+                 causal: bool = True, pre_norm: bool = False, attention_mask: str = "correct"):
+        super().__init__()
+        if attention_mask not in ATTENTION_MASKS:
+            raise ValueError(f"attention_mask must be one of {ATTENTION_MASKS}, "
+                             f"got {attention_mask!r}")
+        self.blocks = nn.ModuleList(Block(d, n_heads, dropout, pre_norm) for _ in range(n_blocks))
+        self.causal, self.attention_mask = causal, attention_mask
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        bias = attention_bias(valid, causal=self.causal, mode=self.attention_mask)
+        for block in self.blocks:
+            x = block(x, bias)
+        return x
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, *, scale: float = 1.0) -> torch.Tensor:
+    """Sinusoidal embedding of (possibly fractional) timesteps, cos first (section 2.4).
+
+    t: any shape (...,); returns (..., dim) with [cos(t' f_k), sin(t' f_k)], t' = scale * t,
+    f_k = exp(-ln(10000) k / (dim/2)), k = 0..dim/2-1.
+    """
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device,
+                                                         dtype=torch.float32) / half)
+    args = (t.float() * scale)[..., None] * freqs  # (..., half)
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    if dim % 2:
+        emb = torch.cat([emb, torch.zeros_like(emb[..., :1])], dim=-1)
+    return emb

@@ -1,0 +1,165 @@
+"""`collapse-kit train`, `collapse-kit evaluate` and `collapse-kit data stats`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from collapse_kit.errors import UserError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train a model (all stages for adrec) and save checkpoints")
+    p.add_argument("--model", required=True, help="sasrec | stage1 | adrec | diffurec | dreamrec")
+    p.add_argument("--dataset", required=True, help="bundled name (ml-100k, beauty, ...) or path")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    p.add_argument("--out", default=None, help="output folder (default runs/MODEL-DATASET-sSEED)")
+    p.add_argument("--epochs", type=int, default=None, help="cap on the epochs of each stage")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a training or model setting (repeatable), e.g. --set lr=5e-4")
+    p.add_argument("--stage1", default=None, metavar="CKPT",
+                   help="adrec: start from this stage-1 checkpoint (ours or the authors')")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in --out (finished stages are reused)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--json", action="store_true",
+                   help='last stdout line: {"valid": {...}, "test": {...}, "checkpoint": PATH}')
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="full-ranking HR/NDCG@5/10/20 of a checkpoint")
+    p.add_argument("checkpoint", metavar="CKPT")
+    p.add_argument("--dataset", default=None, help="dataset (default: the checkpoint's own)")
+    p.add_argument("--model", default=None,
+                   help="model to load a foreign state dict into (e.g. stage1 for the authors' "
+                        "pretrain.pth)")
+    p.add_argument("--protocol", choices=("strict", "official"), default="strict")
+    p.add_argument("--attention-mask", choices=("correct", "official"), default=None,
+                   help="padding mask used at evaluation (default: the checkpoint's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of diffusion sampling noise")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("data", help="dataset utilities")
+    dsub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+    s = dsub.add_parser("stats", help="users, items, interactions, average length (Table 7)")
+    s.add_argument("dataset", metavar="NAME|PATH")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--rating-threshold", type=float, default=None,
+                   help="raw logs: keep ratings strictly above this value")
+    s.add_argument("--k-core", type=int, default=5, help="raw logs: k of the k-core filter")
+    s.set_defaults(func=cmd_data_stats)
+
+
+def cmd_train(args) -> int:
+    from adrec.config import TrainConfig
+    from adrec.data import load_dataset
+    from adrec.models import model_class
+    from adrec.pipeline import train_model
+
+    cls = model_class(args.model)
+    train_over, model_over = _parse_sets(args.overrides, TrainConfig, cls.Args)
+    if args.seed is not None:
+        train_over["seed"] = args.seed
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise UserError(f"--epochs must be >= 1, got {args.epochs}")
+        train_over["epochs"] = args.epochs
+    cfg = TrainConfig(**train_over)
+    dataset = load_dataset(args.dataset)
+    out = Path(args.out or f"runs/{args.model}-{dataset.name}-s{cfg.seed}")
+    options = {}
+    if args.stage1 is not None:
+        if args.model != "adrec":
+            raise UserError("--stage1 applies only to --model adrec")
+        options["stage1"] = args.stage1
+    result = train_model(args.model, dataset, cfg, out, model_args=model_over,
+                         resume=args.resume, progress=not args.no_progress, **options)
+    summary = result.summary(cfg.protocol)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        _print_metrics(summary, cfg.protocol)
+        print(f"checkpoint: {summary['checkpoint']}")
+    return 0
+
+
+def _parse_sets(pairs, *configs):
+    from adrec.config import parse_overrides
+
+    return parse_overrides(pairs, *configs)
+
+
+def cmd_evaluate(args) -> int:
+    import torch
+
+    from adrec.checkpoint import load_checkpoint, load_weights, safe_load
+    from adrec.data import load_dataset
+    from adrec.evaluate import evaluate
+    from adrec.models import build_model
+    from adrec.models.sasrec import convert_official_state_dict, is_official_state_dict
+
+    raw = safe_load(args.checkpoint)
+    overrides = {}
+    if args.attention_mask:
+        overrides["attention_mask"] = args.attention_mask
+    if isinstance(raw, dict) and raw.get("format") == "collapse-kit-checkpoint":
+        ckpt = load_checkpoint(args.checkpoint)
+        name = args.model or ckpt["model"]
+        if name != ckpt["model"]:
+            raise UserError(f"{args.checkpoint} holds a {ckpt['model']!r} model, not {name!r}; "
+                            "drop --model")
+        dataset = load_dataset(args.dataset or ckpt["dataset"]["name"])
+        if dataset.n_items != ckpt["dataset"]["n_items"]:
+            raise UserError(f"{args.checkpoint} was trained on {ckpt['dataset']['n_items']} items "
+                            f"but {dataset.name} has {dataset.n_items}; pass the right --dataset")
+        model = build_model(name, dataset.n_items, {**ckpt["model_args"], **overrides})
+        load_weights(model, ckpt["state_dict"])
+        max_len = ckpt.get("config", {}).get("max_len", 50)
+    elif isinstance(raw, dict) and is_official_state_dict(raw):
+        if not args.model or not args.dataset:
+            raise UserError("this is a foreign state dict: name the model and data, e.g. "
+                            "--model stage1 --dataset ml-100k")
+        if args.model not in ("stage1", "sasrec"):
+            raise UserError(f"the authors' SASRec/pretrain weights load into --model stage1 or "
+                            f"sasrec, not {args.model!r}")
+        dataset = load_dataset(args.dataset)
+        rows = raw["item_embedding.weight"].shape[0]
+        if rows != dataset.n_items + 1:
+            raise UserError(f"{args.checkpoint} has {rows - 1} items but {dataset.name} has "
+                            f"{dataset.n_items}; pass the dataset it was trained on")
+        model = build_model(args.model, dataset.n_items, overrides)
+        load_weights(model, convert_official_state_dict(raw, positions=model.args.positions))
+        max_len = 50
+    else:
+        raise UserError(f"{args.checkpoint} is neither a collapse-kit checkpoint nor a known "
+                        "state dict (expected item_embedding.weight and trm_encoder.* keys)")
+    device = torch.device("cpu")
+    result = {split: evaluate(model, dataset, split, protocol=args.protocol, max_len=max_len,
+                              device=device, seed=args.seed) for split in ("valid", "test")}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        _print_metrics(result, args.protocol)
+    return 0
+
+
+def _print_metrics(result: dict, protocol: str) -> None:
+    from adrec.evaluate import METRIC_NAMES
+
+    print(f"protocol: {protocol} (metrics in %)")
+    print(f"{'split':<6}" + "".join(f"{m:>9}" for m in METRIC_NAMES))
+    for split in ("valid", "test"):
+        print(f"{split:<6}" + "".join(f"{result[split][m]:9.3f}" for m in METRIC_NAMES))
+
+
+def cmd_data_stats(args) -> int:
+    from adrec.data import load_dataset
+
+    ds = load_dataset(args.dataset, rating_threshold=args.rating_threshold, k_core=args.k_core)
+    stats = ds.stats()
+    if args.json:
+        print(json.dumps(stats))
+    else:
+        print(f"{'dataset':<12}{'users':>8}{'items':>8}{'interactions':>14}{'avg. length':>13}")
+        print(f"{stats['dataset']:<12}{stats['users']:>8}{stats['items']:>8}"
+              f"{stats['interactions']:>14}{stats['avg_length']:>13.2f}")
+    return 0
