@@ -1,0 +1,72 @@
+"""The checkpoint format: round trip, weights_only loading, atomic writes, bad files."""
+import pickle
+
+import pytest
+import torch
+
+from adrec.checkpoint import (atomic_save, load_checkpoint, make_checkpoint,
+                              model_from_checkpoint)
+from adrec.config import TrainConfig
+from adrec.models import build_model
+from tests.conftest import make_dataset
+
+
+def _ckpt(tmp_path):
+    ds = make_dataset()
+    torch.manual_seed(0)
+    m = build_model("sasrec", ds.n_items, {"max_len": 8})
+    path = atomic_save(make_checkpoint(m, dataset=ds.describe(), config=TrainConfig(),
+                                       stage="sasrec", epoch=3), tmp_path / "m.pt")
+    return m, path
+
+
+def test_round_trip_reproduces_scores(tmp_path):
+    m, path = _ckpt(tmp_path)
+    raw = torch.load(path, weights_only=True)  # plain tensors and primitives only
+    assert raw["format"] == "collapse-kit-checkpoint" and raw["epoch"] == 3
+    assert raw["item_embeddings"].shape == (30, 128)
+    torch.testing.assert_close(raw["item_embeddings"], m.item_embedding.weight[1:])
+    m2 = model_from_checkpoint(load_checkpoint(path))
+    h = torch.tensor([[0, 0, 1, 2, 3, 4, 5, 6]])
+    torch.testing.assert_close(m.eval().score_all(h), m2.eval().score_all(h))
+
+
+def test_atomic_save_leaves_nothing_on_failure(tmp_path):
+    class Boom:
+        def __reduce__(self):
+            raise RuntimeError("cannot pickle")
+
+    with pytest.raises(Exception):
+        atomic_save({"x": Boom()}, tmp_path / "a.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_checkpoints(tmp_path):
+    _, path = _ckpt(tmp_path)
+    trunc = tmp_path / "trunc.pt"
+    trunc.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="corrupt or truncated"):
+        load_checkpoint(trunc)
+    evil = tmp_path / "evil.pt"
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    evil.write_bytes(pickle.dumps({"a": Evil()}))
+    with pytest.raises(ValueError, match="could run code|not a readable"):
+        load_checkpoint(evil)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"w": torch.zeros(2)}, foreign)
+    with pytest.raises(ValueError, match="not a collapse-kit checkpoint"):
+        load_checkpoint(foreign)
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_wrong_shape_is_reported(tmp_path):
+    _, path = _ckpt(tmp_path)
+    ck = load_checkpoint(path)
+    ck["dataset"]["n_items"] = 31
+    with pytest.raises(ValueError, match="shape"):
+        model_from_checkpoint(ck)

@@ -1,0 +1,180 @@
+"""Data loading, bundled statistics, raw-log import and leave-one-out properties."""
+import gzip
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from adrec.data import (BatchIterator, build_from_interactions, eval_histories, left_pad,
+                        load_dataset, read_interactions, training_pairs)
+from tests.conftest import SHARED
+
+# ../shared/data/README.md, the paper's Table 7 for the bundled sets
+TABLE = {
+    "baby": (11761, 4731, 92823, 7.89),
+    "beauty": (10553, 6086, 94148, 8.92),
+    "ml-100k": (938, 1008, 54413, 58.01),
+    "sports": (22686, 12301, 185718, 8.19),
+    "toys": (11268, 7309, 95420, 8.47),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TABLE))
+def test_bundled_stats_match_table(name):
+    s = load_dataset(name).stats()
+    assert (s["users"], s["items"], s["interactions"], s["avg_length"]) == TABLE[name]
+
+
+def test_bundled_ids_are_contiguous_and_loo():
+    ds = load_dataset("ml-100k")
+    seen = set(np.concatenate(ds.train)) | set(ds.valid) | set(ds.test)
+    assert seen == set(range(1, ds.n_items + 1))
+    for s, v, t in zip(ds.train, ds.valid, ds.test):
+        assert v not in s and t not in s  # targets never in the history (section 1.1)
+
+
+def test_training_pairs_shift_by_one():
+    ds = load_dataset("ml-100k")
+    hists, tgts = training_pairs(ds, 50)
+    assert len(hists) == ds.n_users
+    for s, h, t in zip(ds.train[:50], hists, tgts):
+        assert len(h) == min(len(s) - 1, 50)
+        np.testing.assert_array_equal(h, s[:-1][-50:])
+        np.testing.assert_array_equal(t, s[1:][-50:])
+        np.testing.assert_array_equal(h[1:], t[:-1])  # target = history shifted left
+
+
+@pytest.mark.parametrize("name,count", [("ml-100k", 30619), ("beauty", 61379)])
+def test_prefix_split_counts(name, count):
+    """Section 1.3: DiffuRec's truncate-then-split sample counts on the bundled data."""
+    hists, tgts = training_pairs(load_dataset(name), 50, prefixes=True)
+    assert len(hists) == count
+    assert all(t[-1] > 0 and (t[:-1] == 0).all() for t in tgts[:200])
+
+
+def test_eval_histories_valid_and_test():
+    ds = load_dataset("ml-100k")
+    h, y = eval_histories(ds, "valid", 50)
+    np.testing.assert_array_equal(h[3], ds.train[3]) and np.testing.assert_array_equal(y, ds.valid)
+    h, y = eval_histories(ds, "test", 50)
+    assert h[3][-1] == ds.valid[3] and len(h[3]) == len(ds.train[3]) + 1
+    np.testing.assert_array_equal(y, ds.test)
+    with pytest.raises(ValueError, match="split"):
+        eval_histories(ds, "train", 50)
+
+
+def test_left_pad_keeps_last_items():
+    out = left_pad([np.array([1, 2, 3, 4]), np.array([5])], 3)
+    assert out.tolist() == [[2, 3, 4], [0, 0, 5]]
+    assert left_pad([np.array([1, 2])], 3, width=2).tolist() == [[1, 2]]
+
+
+def test_bucketed_batches_cover_every_sample_once():
+    ds = load_dataset("beauty")
+    hists, tgts = training_pairs(ds, 50)
+    it = BatchIterator(hists, tgts, max_len=50, batch_size=512,
+                       generator=torch.Generator().manual_seed(0))
+    rows = 0
+    widths = []
+    for b in it:
+        rows += b.history.shape[0]
+        widths.append(b.history.shape[1])
+        assert b.offset + b.history.shape[1] == 50
+        assert (b.history[:, -1] > 0).all()  # no all-padding sample
+    assert rows == len(hists)
+    assert np.median(widths) < 20  # short Amazon sequences are not padded to 50
+
+
+def test_batches_are_seeded():
+    ds = load_dataset("ml-100k")
+    h, t = training_pairs(ds, 50)
+    a = [b.history for b in BatchIterator(h, t, max_len=50, batch_size=256,
+                                          generator=torch.Generator().manual_seed(3))]
+    b = [b.history for b in BatchIterator(h, t, max_len=50, batch_size=256,
+                                          generator=torch.Generator().manual_seed(3))]
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def _log(rows):
+    return pd.DataFrame(rows, columns=["user", "item", "timestamp", "rating"])
+
+
+def test_raw_log_kcore_order_and_split():
+    rows = []
+    # user a (sorted first) fixes the item ids: x1..x6 -> 1..6 by first appearance
+    for k, item in enumerate(["x1", "x2", "x3", "x4", "x5", "x6"]):
+        rows.append(("a", item, k, 5))
+    # user b: x4 and x3 share timestamp 2; the stable tie-break keeps file order (x4 first)
+    for item, ts in [("x6", 0), ("x5", 1), ("x4", 2), ("x3", 2), ("x2", 3)]:
+        rows.append(("b", item, ts, 5))
+    rows.append(("c", "x1", 0, 5))  # user c has 1 interaction: no valid/test possible
+    ds = build_from_interactions(_log(rows), k_core=1)
+    assert ds.n_users == 2 and ds.n_items == 6
+    full_b = ds.train[1].tolist() + [int(ds.valid[1]), int(ds.test[1])]
+    assert full_b == [6, 5, 4, 3, 2]
+    assert ds.train[0].tolist() == [1, 2, 3, 4] and (ds.valid[0], ds.test[0]) == (5, 6)
+
+
+def test_iterative_kcore_removes_cascades():
+    # u0..u4 hold i0..i4; z is held by u0..u3 and u5; u5 holds only z, i0, i1, i2 (4 items).
+    # Pass 1 drops u5; then z has 4 users and must go too (iterative, not one pass).
+    holdings = {f"u{u}": [f"i{j}" for j in range(5)] for u in range(5)}
+    for u in range(4):
+        holdings[f"u{u}"].append("z")
+    holdings["u5"] = ["z", "i0", "i1", "i2"]
+    rows, t = [], 0
+    for user, items in holdings.items():
+        for it in items:
+            rows.append((user, it, t, 5))
+            t += 1
+    ds = build_from_interactions(_log(rows), k_core=5)
+    assert ds.n_items == 5 and ds.n_users == 5
+
+
+def test_rating_threshold_keeps_strictly_greater():
+    rows = [(f"u{u}", f"i{i}", i, 3 if i == 0 else 4) for u in range(5) for i in range(6)]
+    ds = build_from_interactions(_log(rows), rating_threshold=3, k_core=5)
+    assert ds.n_items == 5  # item i0 has rating 3 everywhere: dropped
+
+
+def test_read_csv_tsv_and_recbole(tmp_path):
+    csv = tmp_path / "log.csv"
+    csv.write_text("user_id,item_id,rating,timestamp\n1,10,5,100\n1,11,4,200\n")
+    df = read_interactions(csv)
+    assert list(df.columns) == ["user", "item", "timestamp", "rating"]
+    inter = tmp_path / "x.inter"
+    inter.write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+                     "1\t10\t5\t100\n")
+    assert read_interactions(inter)["timestamp"].tolist() == [100.0]
+
+
+def test_load_user_files(tmp_path):
+    rows = "\n".join(f"u{u},i{i},{u * 10 + i}" for u in range(6) for i in range(7))
+    (tmp_path / "log.csv").write_text("user,item,timestamp\n" + rows + "\n")
+    ds = load_dataset(tmp_path / "log.csv")
+    assert ds.n_users == 6 and ds.n_items == 7 and len(ds.train[0]) == 5
+    seq = tmp_path / "seqs.tsv.gz"
+    with gzip.open(seq, "wt") as f:
+        f.write("user\ttrain\tvalid\ttest\n0\t1 2 3\t4\t5\n1\t2 3\t1\t4\n")
+    ds = load_dataset(seq)
+    assert ds.n_items == 5 and ds.train[1].tolist() == [2, 3]
+
+
+def test_bad_dataset_inputs(tmp_path):
+    with pytest.raises(FileNotFoundError, match="unknown dataset"):
+        load_dataset("no-such-set")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="user"):
+        load_dataset(bad)
+    trunc = tmp_path / "t.tsv.gz"
+    data = gzip.compress(b"user\ttrain\tvalid\ttest\n0\t1 2\t3\t4\n" * 50)
+    trunc.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="corrupt or truncated|cannot read"):
+        load_dataset(trunc)
+    zero = tmp_path / "z.tsv"
+    zero.write_text("user\ttrain\tvalid\ttest\n0\t0 2\t3\t4\n")
+    with pytest.raises(ValueError, match="start at 1"):
+        load_dataset(zero)

@@ -1,0 +1,80 @@
+"""The shared transformer block: causality, padding invariance, the official mask, dropout."""
+import pytest
+import torch
+
+from adrec.models import build_model
+from adrec.models.layers import Dropout, Encoder, attention_bias
+
+
+def _model(mask="correct", name="sasrec"):
+    torch.manual_seed(0)
+    return build_model(name, 30, {"attention_mask": mask, "max_len": 8}).eval()
+
+
+@pytest.mark.parametrize("name", ["sasrec", "stage1"])
+def test_causality_later_items_do_not_change_earlier_outputs(name):
+    m = _model(name=name)
+    h = torch.tensor([[0, 0, 3, 4, 5, 6, 7, 8]])
+    h2 = h.clone()
+    h2[0, -1] = 20
+    a, b = m.encode(h), m.encode(h2)
+    torch.testing.assert_close(a[:, :-1], b[:, :-1])
+    assert not torch.allclose(a[:, -1], b[:, -1])
+
+
+def test_padding_invariance_with_correct_mask():
+    m = _model("correct", "stage1")
+    short = torch.tensor([[3, 4, 5]])
+    padded = torch.tensor([[0, 0, 0, 0, 0, 3, 4, 5]])
+    torch.testing.assert_close(m.score_all(short), m.score_all(padded), atol=1e-5, rtol=1e-5)
+    with torch.no_grad():  # the padding row's content does not matter either
+        m.item_embedding.weight[0].normal_()
+    torch.testing.assert_close(m.score_all(short)[:, 1:], m.score_all(padded)[:, 1:],
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_official_mask_depends_on_padding_count():
+    m = _model("official", "stage1")
+    wide = torch.tensor([[0, 0, 0, 0, 0, 3, 4, 5]])
+    narrow = torch.tensor([[0, 3, 4, 5]])
+    assert m.needs_full_width
+    assert not torch.allclose(m.encode(wide)[:, -1], m.encode(narrow, offset=4)[:, -1])
+
+
+def test_official_mask_bias_layout():
+    valid = torch.tensor([[False, True, True]])
+    b = attention_bias(valid, causal=True, mode="official")[0, 0]
+    assert b[0].tolist()[0] == -1e9           # padding query row
+    assert b[1, 0] == 0 and b[1, 1] == 0      # real query sees the padding key
+    assert b[1, 2] < -1e30                    # causal
+    c = attention_bias(valid, causal=True, mode="correct")[0, 0]
+    assert c[1, 0] < -1e30 and c[0, 0] == 0   # padding key hidden; padding query sees itself
+
+
+def test_official_padding_keys_visible_changes_output():
+    m = _model("official", "stage1")
+    h = torch.tensor([[0, 0, 3, 4, 5, 6, 7, 8]])
+    base = m.encode(h)[:, -1].clone()
+    with torch.no_grad():
+        m.item_embedding.weight[0].add_(1.0)
+    assert not torch.allclose(base, m.encode(h)[:, -1])
+
+
+def test_dropout_rate_scale_and_determinism():
+    d = Dropout(0.1).train()
+    x = torch.ones(200_000)
+    torch.manual_seed(1)
+    y = d(x)
+    frac = (y == 0).float().mean().item()
+    assert abs(frac - 0.1) < 0.003
+    assert y.mean().item() == pytest.approx(1.0, abs=0.01)  # inverted scaling keeps the mean
+    torch.manual_seed(1)
+    assert torch.equal(y, d(x))
+    assert torch.equal(d.eval()(x), x)
+    with pytest.raises(ValueError, match="dropout"):
+        Dropout(1.0)
+
+
+def test_encoder_rejects_unknown_mask():
+    with pytest.raises(ValueError, match="attention_mask"):
+        Encoder(8, attention_mask="sometimes")

@@ -1,0 +1,121 @@
+"""The one trainer: determinism, logging, early stopping, freezing and resume equivalence."""
+import json
+
+import pytest
+import torch
+
+import adrec.train as train_mod
+from adrec.checkpoint import load_checkpoint
+from adrec.config import TrainConfig
+from adrec.models import build_model
+from adrec.train import train_stage
+from tests.conftest import make_dataset
+
+CFG = dict(epochs=6, batch_size=16, eval_every=2, patience=2, max_len=10, seed=7,
+           device="cpu")
+
+
+def _run(tmp_path, name="run", resume=False, callbacks=(), **kw):
+    ds = make_dataset()
+    torch.manual_seed(7)
+    model = build_model("sasrec", ds.n_items, {"max_len": 10, "hidden": 16, "n_heads": 2})
+    cfg = TrainConfig(**{**CFG, **kw})
+    return train_stage(model, ds, cfg, tmp_path / name, stage="sasrec", resume=resume,
+                       progress=False, callbacks=callbacks), model
+
+
+def test_deterministic_and_logged(tmp_path):
+    a, ma = _run(tmp_path, "a")
+    b, mb = _run(tmp_path, "b")
+    assert a.metrics["strict"] == b.metrics["strict"]
+    for (k, v), w in zip(ma.state_dict().items(), mb.state_dict().values()):
+        assert torch.equal(v, w), k
+    rows = [json.loads(x) for x in (tmp_path / "a" / "sasrec.log.jsonl").read_text().split("\n")
+            if x]
+    assert [r["epoch"] for r in rows] == list(range(1, len(rows) + 1))
+    assert all("loss" in r and "seconds" in r for r in rows)
+    assert [r["epoch"] for r in rows if "valid" in r] == [e for e in (2, 4, 6) if e <= len(rows)]
+    ck = load_checkpoint(a.checkpoint)
+    assert ck["stage"] == "sasrec" and set(ck["metrics"]) >= {"strict", "official"}
+    assert not (tmp_path / "a" / "sasrec.resume.pt").exists()
+
+
+def test_loss_decreases(tmp_path):
+    r, _ = _run(tmp_path, epochs=6, patience=10)
+    assert r.history[-1]["loss"] < r.history[0]["loss"]
+
+
+class _Kill:
+    def __init__(self, at_epoch):
+        self.at_epoch = at_epoch
+
+    def on_evaluate(self, *, model, stage, epoch):
+        if epoch == self.at_epoch:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("kill_epoch", [2, 4])
+def test_resume_after_kill_equals_uninterrupted(tmp_path, kill_epoch):
+    full, m_full = _run(tmp_path, "full", patience=10)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path, "killed", callbacks=[_Kill(kill_epoch)], patience=10)
+    assert (tmp_path / "killed" / "sasrec.resume.pt").exists()
+    assert not (tmp_path / "killed" / "sasrec.pt").exists()
+    resumed, m_res = _run(tmp_path, "killed", resume=True, patience=10)
+    assert resumed.metrics["strict"] == full.metrics["strict"]
+    for v, w in zip(m_full.state_dict().values(), m_res.state_dict().values()):
+        assert torch.equal(v, w)
+    epochs = [r["epoch"] for r in resumed.history]
+    assert epochs == sorted(set(epochs))  # no duplicated log lines after resume
+
+
+def test_resume_mid_epoch(tmp_path, monkeypatch):
+    """A kill inside an epoch (between batches) resumes from the last finished epoch."""
+    full, _ = _run(tmp_path, "full", patience=10)
+    calls = {"n": 0}
+    real = train_mod.BatchIterator.__iter__
+
+    def dying_iter(self):
+        for i, b in enumerate(real(self)):
+            calls["n"] += 1
+            if calls["n"] == 9:
+                raise KeyboardInterrupt
+            yield b
+
+    monkeypatch.setattr(train_mod.BatchIterator, "__iter__", dying_iter)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path, "k", patience=10)
+    monkeypatch.setattr(train_mod.BatchIterator, "__iter__", real)
+    resumed, _ = _run(tmp_path, "k", resume=True, patience=10)
+    assert resumed.metrics["strict"] == full.metrics["strict"]
+
+
+def test_existing_run_needs_resume(tmp_path):
+    _run(tmp_path, "x", epochs=2)
+    with pytest.raises(FileExistsError, match="resume"):
+        _run(tmp_path, "x", epochs=2)
+    again, _ = _run(tmp_path, "x", epochs=2, resume=True)  # finished stage is reused
+    assert again.epochs == 2
+
+
+def test_early_stopping_and_selection(tmp_path):
+    r, _ = _run(tmp_path, epochs=40, eval_every=1, patience=2, lr=0.3)
+    evals = [h for h in r.history if "valid" in h]
+    best = max(evals, key=lambda h: h["valid"]["NDCG@20"])
+    assert r.metrics["best_epoch"] == best["epoch"]
+    if r.epochs < 40:  # stopped early: the last `patience` evaluations did not improve
+        assert all(h["valid"]["NDCG@20"] <= best["valid"]["NDCG@20"] for h in evals[-2:])
+        assert r.epochs - r.metrics["best_epoch"] == 2
+
+
+def test_real_freeze_keeps_embedding(tmp_path):
+    ds = make_dataset()
+    torch.manual_seed(0)
+    m = build_model("stage1", ds.n_items, {"max_len": 10, "hidden": 16, "n_heads": 2})
+    before = m.item_embedding.weight.detach().clone()
+    enc = m.encoder.blocks[0].ffn.w1.weight.detach().clone()
+    train_stage(m, ds, TrainConfig(**CFG), tmp_path, stage="s2", freeze_embedding=True,
+                select=False, progress=False)
+    assert torch.equal(m.item_embedding.weight, before)
+    assert not torch.equal(m.encoder.blocks[0].ffn.w1.weight, enc)
+    assert m.item_embedding.weight.requires_grad  # unfrozen again for the next stage
