@@ -48,22 +48,22 @@ class Dropout(nn.Module):
         n = x.numel()
         bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_()
         keep = (bits.view(torch.int16)[:n].view(x.shape) & 0x7FFF) >= self.threshold
-        scale = 32768.0 / (32768 - self.threshold)
-        return _MaskedScale.apply(x, keep.to(x.dtype).mul_(scale))
+        return _MaskedScale.apply(x, keep, 32768.0 / (32768 - self.threshold))
 
 
 class _MaskedScale(torch.autograd.Function):
-    """y = x * m with a precomputed (already scaled) mask; saves only the mask for backward."""
+    """y = x * keep * scale; saves only the bool mask (1 byte per element) for backward."""
 
     @staticmethod
-    def forward(ctx, x, mask):
-        ctx.save_for_backward(mask)
-        return x * mask
+    def forward(ctx, x, keep, scale):
+        ctx.save_for_backward(keep)
+        ctx.scale = scale
+        return x.mul(keep).mul_(scale)
 
     @staticmethod
     def backward(ctx, grad):
-        (mask,) = ctx.saved_tensors
-        return grad * mask, None
+        (keep,) = ctx.saved_tensors
+        return grad.mul(keep).mul_(ctx.scale), None, None
 
 
 def attention_bias(valid: torch.Tensor, *, causal: bool, mode: str) -> torch.Tensor:
