@@ -78,3 +78,19 @@ def test_dropout_rate_scale_and_determinism():
 def test_encoder_rejects_unknown_mask():
     with pytest.raises(ValueError, match="attention_mask"):
         Encoder(8, attention_mask="sometimes")
+
+
+@pytest.mark.parametrize("pre_norm,causal", [(False, True), (True, False)])
+def test_packed_tokens_match_padded_computation(pre_norm, causal):
+    """The correct-mask fast path (real tokens only) equals the plain padded computation."""
+    torch.manual_seed(0)
+    enc = Encoder(16, 2, 2, 0.1, causal=causal, pre_norm=pre_norm).eval()
+    x = torch.randn(3, 6, 16)
+    valid = torch.tensor([[0, 0, 1, 1, 1, 1], [1] * 6, [0, 0, 0, 0, 0, 1]], dtype=torch.bool)
+    packed = enc(x, valid)
+    bias = attention_bias(valid, causal=causal, mode="correct")
+    y = x
+    for block in enc.blocks:
+        y = block(y, bias)
+    torch.testing.assert_close(packed[valid], y[valid], atol=1e-5, rtol=1e-5)
+    assert (packed[~valid] == 0).all()

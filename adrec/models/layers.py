@@ -103,14 +103,21 @@ class MultiHeadAttention(nn.Module):
         for lin in (self.q, self.k, self.v, self.out):
             nn.init.xavier_normal_(lin.weight)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        B, L, D = x.shape
+    def forward(self, x: torch.Tensor, bias: torch.Tensor, packing: "Packing | None" = None
+                ) -> torch.Tensor:
+        """x: (B, L, D), or (M, D) real tokens only when ``packing`` is given."""
+        if packing is None:
+            B, L, D = x.shape
+            q, k, v = self.q(x), self.k(x), self.v(x)
+        else:
+            (B, L), D = packing.shape, x.shape[-1]
+            q, k, v = (packing.unpack(lin(x)) for lin in (self.q, self.k, self.v))
         h = self.n_heads
 
         def split(t):  # (B, L, D) -> (B, h, L, D/h)
             return t.view(B, L, h, D // h).transpose(1, 2)
 
-        q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
+        q, k, v = split(q), split(k), split(v)
         if self.training and self.dropout > 0 and x.device.type == "cpu":
             # explicit softmax so the probability dropout uses the fast mask above
             att = (q @ k.transpose(-2, -1)) * (D // h) ** -0.5 + bias  # (B, h, L, L)
@@ -118,7 +125,8 @@ class MultiHeadAttention(nn.Module):
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
                                                dropout_p=self.dropout if self.training else 0.0)
-        return self.out(y.transpose(1, 2).reshape(B, L, D))  # (B, L, D)
+        y = y.transpose(1, 2).reshape(B, L, D)  # (B, L, D)
+        return self.out(y if packing is None else packing.pack(y))
 
 
 class FeedForward(nn.Module):
@@ -144,12 +152,33 @@ class Block(nn.Module):
         self.drop = Dropout(dropout)
         self.pre_norm = pre_norm
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, bias: torch.Tensor, packing: "Packing | None" = None
+                ) -> torch.Tensor:
         if self.pre_norm:
-            x = x + self.drop(self.attn(self.norm1(x), bias))
+            x = x + self.drop(self.attn(self.norm1(x), bias, packing))
             return x + self.drop(self.ffn(self.norm2(x)))
-        x = self.norm1(x + self.drop(self.attn(x, bias)))
+        x = self.norm1(x + self.drop(self.attn(x, bias, packing)))
         return self.norm2(x + self.drop(self.ffn(x)))
+
+
+class Packing:
+    """Index of the real (non-padding) tokens of a (B, L) batch.
+
+    Everything in a block except the attention itself is per token, so with the correct mask
+    (padding keys invisible, padding outputs never used) those ops can run on the M real tokens
+    only: ML-100K batches are about a quarter padding even after length bucketing.
+    """
+
+    def __init__(self, valid: torch.Tensor):
+        self.shape = tuple(valid.shape)
+        self.index = valid.reshape(-1).nonzero().squeeze(1)  # (M,)
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, ...) -> (M, ...)
+        return x.reshape(-1, *x.shape[2:]).index_select(0, self.index)
+
+    def unpack(self, x: torch.Tensor) -> torch.Tensor:  # (M, ...) -> (B, L, ...), zeros at padding
+        out = x.new_zeros(self.shape[0] * self.shape[1], *x.shape[1:])
+        return out.index_copy(0, self.index, x).view(*self.shape, *x.shape[1:])
 
 
 class Encoder(nn.Module):
@@ -165,7 +194,15 @@ class Encoder(nn.Module):
         self.causal, self.attention_mask = causal, attention_mask
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """x (B, L, D), valid (B, L) -> (B, L, D). With the correct mask, outputs at padding
+        positions are zeros (they are never used) and only real tokens are computed."""
         bias = attention_bias(valid, causal=self.causal, mode=self.attention_mask)
+        if self.attention_mask == "correct" and not bool(valid.all()):
+            packing = Packing(valid)
+            x = packing.pack(x)  # (M, D)
+            for block in self.blocks:
+                x = block(x, bias, packing)
+            return packing.unpack(x)
         for block in self.blocks:
             x = block(x, bias)
         return x
