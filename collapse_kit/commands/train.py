@@ -21,6 +21,8 @@ def register(sub) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in --out (finished stages are reused)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--no-monitor", action="store_true",
+                   help="do not record collapse statistics of the item table at evaluations")
     p.add_argument("--json", action="store_true",
                    help='last stdout line: {"valid": {...}, "test": {...}, "checkpoint": PATH}')
     p.set_defaults(func=cmd_train)
@@ -71,8 +73,12 @@ def cmd_train(args) -> int:
         if args.model != "adrec":
             raise UserError("--stage1 applies only to --model adrec")
         options["stage1"] = args.stage1
+    from collapse_kit.monitor import CollapseMonitor
+
+    callbacks = [] if args.no_monitor else [CollapseMonitor()]
     result = train_model(args.model, dataset, cfg, out, model_args=model_over,
-                         resume=args.resume, progress=not args.no_progress, **options)
+                         resume=args.resume, progress=not args.no_progress, callbacks=callbacks,
+                         **options)
     summary = result.summary(cfg.protocol)
     if args.json:
         print(json.dumps(summary))
