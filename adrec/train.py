@@ -161,7 +161,10 @@ def train_stage(model, dataset: SequenceDataset, cfg: TrainConfig, out_dir: str 
         for batch in batches:
             losses = model.loss(batch.to(device))
             optimizer.zero_grad(set_to_none=True)
-            losses["loss"].backward()
+            if hasattr(model, "backward"):  # a model may do its own backward (e.g. PCGrad)
+                model.backward(losses)
+            else:
+                losses["loss"].backward()
             optimizer.step()
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + v.detach()

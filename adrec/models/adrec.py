@@ -1,0 +1,474 @@
+"""ADRec: auto-regressive diffusion with token-level noise (paper section 3).
+
+Model (paper 3.2-3.3; official-implementation.md sections 2.1-2.9):
+
+* e = LN(Dropout_0.3(E[history])), no positional encoding (order comes from the causal mask);
+* c = CAM(e): the causal attention module, 2 causal post-norm blocks;
+* every target token gets its own timestep t ~ U{0..T-1}, padding keeps t = 0 and stays clean;
+  x_t = q_sample(E[target], t) (eq. 11);
+* t_emb = MLP(sinusoid(1000 t / T)) with a SiLU MLP (eq. 8);
+* z = c + lambda (x_t + t_emb) (eq. 9); x0_hat = ADM(z) (eq. 10): 2 causal blocks predicting x0 at
+  every position;
+* loss = CE(x0_hat E^T, target) over all items at every non-padding position + the masked MSE
+  between x0_hat and E[target] (eq. 13).
+
+Inference (paper 3.5, eq. 14): only the last token is noised, t = [0, ..., 0, i] for
+i = T-1 .. 0, the history stays clean at every step, and the score is the last position's x0
+prediction against every embedding row. Because attention is causal and the history never
+changes, the CAM and every history position of the ADM are computed once per user; each reverse
+step recomputes the last position only (``score_all(..., cache=True)``, the default).
+
+Where the released code departs from the paper, the default follows the paper and an option
+reproduces the code (all recorded in the checkpoint through ``ADRecArgs``):
+
+* ``loss_merge="sum"``: L = CE + MSE (eq. 13). The released code's PCGrad wrapper averages the two
+  gradients, i.e. (CE + MSE) / 2: ``loss_merge="mean"`` (section 2.8).
+* ``leak_weight_decay=False``: the warm-up freezes E for real. ``True`` reproduces the released
+  code, where Adam's weight decay still shrinks the "frozen" E (section 3.2).
+* ``attention_mask="correct"`` masks padding keys; ``"official"`` is the authors' query-only mask.
+
+Deliberately kept from the released code: the MSE target E[target] is not detached, so once E is
+unfrozen the MSE also trains the embedding (section 2.8); the MSE is a per-sequence mean over
+valid positions and dimensions, averaged over sequences; row 0 (padding) stays in the softmax as
+a class that is never a label.
+
+The three-stage training (paper 3.4) is ``run_pipeline`` at the end of this file.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from adrec.data import Batch
+from adrec.diffusion import NoiseSchedule
+from adrec.models.base import Recommender
+from adrec.models.layers import ATTENTION_MASKS, LN_EPS, Block, Dropout, Encoder, \
+    attention_bias, timestep_embedding
+
+log = logging.getLogger(__name__)
+
+DENOISERS = ("attention", "mlp")
+LOSS_MERGES = ("sum", "mean")
+
+
+@dataclass
+class ADRecArgs:
+    hidden: int = 128            # embedding and model width D
+    n_blocks: int = 2            # transformer blocks in the CAM and in the ADM (each)
+    n_heads: int = 4             # attention heads (head size D / n_heads)
+    dropout: float = 0.1         # attention-probability, residual and FFN dropout
+    emb_dropout: float = 0.3     # dropout on history embeddings, applied before the input LN
+    max_len: int = 50            # history window
+    steps: int = 32              # diffusion steps T (truncated-linear schedule)
+    lam: float = 1e-3            # lambda of the aggregation z = c + lambda (x_t + t_emb), eq. 9
+    use_mse: bool = True         # add the denoising MSE of eq. 13; False = CE only (ablation)
+    use_cam: bool = True         # causal attention module; False: c = the input embeddings e
+    denoiser: str = "attention"  # ADM: "attention" (2 causal blocks) | "mlp" (ablation, per token)
+    loss_merge: str = "sum"      # "sum": CE + MSE (paper); "mean": (CE + MSE) / 2 (released code)
+    pcgrad: bool = False         # project conflicting CE / MSE gradients (PCGrad) before merging
+    pretrain: bool = True        # pipeline stage 1: pre-train E with the stage-1 model (CE)
+    warmup: bool = True          # pipeline stage 2: warm-up with E frozen (warmup_epochs epochs)
+    leak_weight_decay: bool = False  # parity: weight decay still shrinks the frozen E in stage 2
+    emb_init_std: float = 1.0    # N(0, std) init of E when not pre-trained (nn.Embedding default)
+    stage1_init_std: float = 0.1  # stage-1 model's N(0, std) init (authors' SASRec init)
+    attention_mask: str = "correct"  # "correct" masks padding keys; "official" = authors' bug
+
+
+def check_args(args: ADRecArgs) -> None:
+    """Validate ``args`` first and loudly (bad value, valid range)."""
+    if args.denoiser not in DENOISERS:
+        raise ValueError(f"denoiser={args.denoiser!r}: choose one of {', '.join(DENOISERS)}")
+    if args.loss_merge not in LOSS_MERGES:
+        raise ValueError(f"loss_merge={args.loss_merge!r}: choose one of {', '.join(LOSS_MERGES)}")
+    if args.attention_mask not in ATTENTION_MASKS:
+        raise ValueError(f"attention_mask={args.attention_mask!r}: choose one of "
+                         f"{', '.join(ATTENTION_MASKS)}")
+    for key in ("hidden", "n_blocks", "n_heads", "max_len", "steps"):
+        if getattr(args, key) < 1:
+            raise ValueError(f"{key} must be >= 1, got {getattr(args, key)}")
+    if args.lam < 0:
+        raise ValueError(f"lam must be >= 0, got {args.lam}")
+    if args.pcgrad and not args.use_mse:
+        raise ValueError("pcgrad=true needs two losses; it cannot be combined with use_mse=false")
+
+
+class MLPDenoiser(nn.Module):
+    """The per-token MLP denoiser of the ablation (section 2.6): Linear, SiLU, Linear, LayerNorm."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(d, 4 * d), nn.SiLU(), nn.Linear(4 * d, d),
+                                 nn.LayerNorm(d))
+
+    def forward(self, z: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(z)
+
+
+class ADRec(Recommender):
+    name = "adrec"
+    Args = ADRecArgs
+
+    def __init__(self, args: ADRecArgs, n_items: int):
+        check_args(args)
+        super().__init__(args, n_items)
+        D = args.hidden
+        self.item_embedding = nn.Embedding(n_items + 1, D)
+        nn.init.normal_(self.item_embedding.weight, std=args.emb_init_std)
+        self.input_dropout = Dropout(args.emb_dropout)
+        self.input_norm = nn.LayerNorm(D, eps=LN_EPS)
+        enc = dict(d=D, n_blocks=args.n_blocks, n_heads=args.n_heads, dropout=args.dropout,
+                   causal=True, attention_mask=args.attention_mask)
+        self.cam = Encoder(**enc) if args.use_cam else None
+        self.time_mlp = nn.Sequential(nn.Linear(D, 4 * D), nn.SiLU(), nn.Linear(4 * D, D))
+        self.adm = Encoder(**enc) if args.denoiser == "attention" else MLPDenoiser(D)
+        self.schedule = NoiseSchedule(args.steps)
+
+    # ---------------------------------------------------------------------------------------
+    # building blocks
+
+    def condition(self, history: torch.Tensor) -> torch.Tensor:
+        """c = CAM(LN(Dropout(E[history]))) (eq. 7); (B, L) -> (B, L, D)."""
+        e = self.input_norm(self.input_dropout(self.item_embedding(history)))  # (B, L, D)
+        return e if self.cam is None else self.cam(e, history > 0)
+
+    def time_embedding(self, t: torch.Tensor) -> torch.Tensor:
+        """t_emb = MLP(sinusoid(1000 t / T)) (eq. 8); t (...,) int -> (..., D)."""
+        scale = 1000.0 / self.args.steps
+        return self.time_mlp(timestep_embedding(t, self.args.hidden, scale=scale))
+
+    def aggregate(self, c: torch.Tensor, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """z = c + lambda (x_t + t_emb) (eq. 9)."""
+        return c + self.args.lam * (xt + self.time_embedding(t))
+
+    # ---------------------------------------------------------------------------------------
+    # training
+
+    def forward_train(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Teacher-forced denoising at every position: returns (x0_hat, x0, keep)."""
+        history, target = batch.history, batch.target
+        keep = target > 0                                   # (B, L) non-padding targets
+        c = self.condition(history)                         # (B, L, D)
+        x0 = self.item_embedding(target)                    # (B, L, D), not detached
+        t = self.schedule.sample_timesteps(target.shape, device=target.device) * keep  # (B, L)
+        xt = self.schedule.q_sample(x0, t, mask=keep)       # padding stays clean x0
+        x0_hat = self.adm(self.aggregate(c, xt, t), history > 0)  # (B, L, D)
+        return x0_hat, x0, keep
+
+    def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        x0_hat, x0, keep = self.forward_train(batch)
+        logits = x0_hat[keep] @ self.item_embedding.weight.T  # (M, N+1), row 0 never a label
+        ce = F.cross_entropy(logits, batch.target[keep])
+        out = {"ce": ce}
+        if not self.args.use_mse:
+            out["loss"] = ce
+            return out
+        w = keep.float()
+        w = w / w.sum(1, keepdim=True).clamp_min(1.0)               # (B, L) per-sequence weights
+        sq = (x0_hat - x0).pow(2).mean(-1)                          # (B, L) mean over D
+        mse = (sq * w).sum(1).mean()
+        out["mse"] = mse
+        out["loss"] = ce + mse if self.args.loss_merge == "sum" else (ce + mse) / 2
+        return out
+
+    def backward(self, losses: dict[str, torch.Tensor]) -> None:
+        """Called by the trainer instead of ``losses["loss"].backward()``.
+
+        Plain back-propagation of ``losses["loss"]`` unless ``pcgrad``; with
+        ``leak_weight_decay`` a frozen E gets a zero ``.grad`` so Adam's weight decay still moves
+        it, as in the released code (section 3.2).
+        """
+        if self.args.pcgrad:
+            self._pcgrad_backward([losses["ce"], losses["mse"]])
+        else:
+            losses["loss"].backward()
+        if self.args.leak_weight_decay:
+            for p in self.embedding_parameters():
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+
+    def _pcgrad_backward(self, task_losses: list[torch.Tensor]) -> None:
+        """PCGrad (Yu et al. 2020) over the flattened gradient of the whole model (section 4.4).
+
+        1. one gradient g_i per loss; 2. for each g_i, visit the other tasks in random order and
+        remove the component along g_j whenever g_i . g_j < 0; 3. merge the projected gradients
+        with ``loss_merge`` (sum, or mean over tasks) on entries every task reaches; entries only
+        one task reaches keep that task's gradient (the released wrapper's rule).
+        """
+        params = [p for p in self.parameters() if p.requires_grad]
+        flat, reached = [], []
+        for i, loss in enumerate(task_losses):
+            grads = torch.autograd.grad(loss, params, retain_graph=i < len(task_losses) - 1,
+                                        allow_unused=True)
+            flat.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
+                                   for g, p in zip(grads, params)]))
+            reached.append(torch.cat([torch.full((p.numel(),), g is not None)
+                                      for g, p in zip(grads, params)]))
+        projected = []
+        for i, g in enumerate(flat):
+            g = g.clone()
+            for j in torch.randperm(len(flat)).tolist():  # global RNG: seeded, resumable
+                if j == i:
+                    continue
+                dot = g @ flat[j]
+                if dot < 0:
+                    g -= dot / flat[j].pow(2).sum().clamp_min(1e-20) * flat[j]
+            projected.append(g)
+        stacked, hit = torch.stack(projected), torch.stack(reached)
+        merged = stacked.sum(0)
+        if self.args.loss_merge == "mean":
+            shared = hit.all(0)
+            merged = torch.where(shared, merged / len(projected), merged)
+        offset = 0
+        for p in params:
+            n = p.numel()
+            p.grad = merged[offset:offset + n].view_as(p).clone()
+            offset += n
+
+    # ---------------------------------------------------------------------------------------
+    # inference
+
+    @torch.no_grad()
+    def score_all(self, history: torch.Tensor, generator: torch.Generator | None = None, *,
+                  cache: bool = True) -> torch.Tensor:
+        """Scores (B, N+1) of the last position's denoised x0 against every embedding row.
+
+        Reverse diffusion on the last token only (eq. 14): t = [0, ..., 0, i], i = T-1 .. 0,
+        with the clean shifted history E[history[:, 1:]] at the other positions. ``cache``
+        computes the CAM and the history positions of the ADM once (the default);
+        ``cache=False`` re-runs the whole ADM at every step (reference path, same numbers).
+        """
+        x0_last = self.sample_last(history, generator, cache=cache)  # (B, D)
+        return x0_last @ self.item_embedding.weight.T
+
+    def sample_last(self, history: torch.Tensor, generator: torch.Generator | None = None, *,
+                    cache: bool = True) -> torch.Tensor:
+        """The DDPM sample x_0 of the next item's embedding, (B, L) -> (B, D)."""
+        B, W = history.shape
+        D, T = self.args.hidden, self.args.steps
+        valid = history > 0
+        c = self.condition(history)                     # (B, W, D), computed once
+        known = self.item_embedding(history[:, 1:])     # (B, W-1, D), clean and fixed
+        predict = (self._prefix_cache(c, known, valid) if cache
+                   else self._full_predictor(c, known, valid))
+        x = torch.randn(B, D, device=history.device, generator=generator)  # x_T of the last token
+        for i in reversed(range(T)):
+            t = torch.full((B,), i, dtype=torch.long, device=history.device)
+            x0_hat = predict(x, t)                      # (B, D)
+            noise = (torch.randn(B, D, device=history.device, generator=generator) if i > 0
+                     else torch.zeros(B, D, device=history.device))
+            x = self.schedule.step(x0_hat, x, t, noise)  # at i = 0 this is exactly x0_hat
+        return x
+
+    def _full_predictor(self, c, known, valid):
+        """Uncached: the whole (B, W) sequence through the ADM at every step."""
+        B, W, _ = c.shape
+
+        def predict(x, t):
+            xt = torch.cat([known, x[:, None]], dim=1)                 # (B, W, D)
+            tt = torch.zeros(B, W, dtype=torch.long, device=c.device)
+            tt[:, -1] = t
+            return self.adm(self.aggregate(c, xt, tt), valid)[:, -1]   # (B, D)
+
+        return predict
+
+    def _prefix_cache(self, c, known, valid):
+        """Cached: run the history positions 0..W-2 through the ADM once, keep each block's keys
+        and values, and return a predictor that computes the last position only."""
+        B, W, D = c.shape
+        z_last_c = c[:, -1]                                            # (B, D)
+        if isinstance(self.adm, MLPDenoiser):                          # per token: no history
+            return lambda x, t: self.adm(self.aggregate(z_last_c, x, t))
+        bias = attention_bias(valid, causal=True, mode=self.adm.attention_mask)  # (B, 1, W, W)
+        t0 = torch.zeros(B, W - 1, dtype=torch.long, device=c.device)
+        h = self.aggregate(c[:, :-1], known, t0)                        # (B, W-1, D)
+        kv = []
+        for block in self.adm.blocks:
+            kv.append(_keys_values(block, h))
+            h = block(h, bias[:, :, :-1, :-1]) if W > 1 else h
+        last_bias = bias[:, :, -1:, :]                                 # (B, 1, 1, W)
+
+        def predict(x, t):
+            y = self.aggregate(z_last_c, x, t)[:, None]                # (B, 1, D)
+            for block, (k, v) in zip(self.adm.blocks, kv):
+                y = _block_last(block, y, k, v, last_bias)
+            return y[:, 0]
+
+        return predict
+
+
+def _split_heads(x: torch.Tensor, h: int) -> torch.Tensor:
+    B, L, D = x.shape
+    return x.view(B, L, h, D // h).transpose(1, 2)  # (B, h, L, D/h)
+
+
+def _keys_values(block: Block, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The keys and values that ``block`` computes from its input ``x`` (B, L, D)."""
+    a = block.norm1(x) if block.pre_norm else x
+    h = block.attn.n_heads
+    return _split_heads(block.attn.k(a), h), _split_heads(block.attn.v(a), h)
+
+
+def _block_last(block: Block, x: torch.Tensor, k_prev: torch.Tensor, v_prev: torch.Tensor,
+                bias: torch.Tensor) -> torch.Tensor:
+    """``block`` (eval mode) applied to the last position only, given the cached keys and values
+    of the earlier positions. x (B, 1, D); k_prev, v_prev (B, h, W-1, D/h); bias (B, 1, 1, W)."""
+    attn, h = block.attn, block.attn.n_heads
+    B, _, D = x.shape
+
+    def attend(a):
+        q = _split_heads(attn.q(a), h)                                 # (B, h, 1, D/h)
+        k = torch.cat([k_prev, _split_heads(attn.k(a), h)], dim=2)     # (B, h, W, D/h)
+        v = torch.cat([v_prev, _split_heads(attn.v(a), h)], dim=2)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)    # (B, h, 1, D/h)
+        return attn.out(y.transpose(1, 2).reshape(B, 1, D))
+
+    if block.pre_norm:
+        x = x + attend(block.norm1(x))
+        return x + block.ffn(block.norm2(x))
+    x = block.norm1(x + attend(x))
+    return block.norm2(x + block.ffn(x))
+
+
+# -------------------------------------------------------------------------------------------
+# The three-stage training strategy (paper 3.4, figure 3; official-implementation.md 3.1-3.2)
+
+STAGE_FILES = ("stage1", "stage2", "stage3", "best")
+
+
+def run_pipeline(dataset, cfg, out_dir, *, model_args: dict | None = None, resume: bool = False,
+                 progress: bool = True, callbacks=(), stage1: str | Path | None = None):
+    """Train ADRec in up to three stages through the one trainer; returns the "best" result.
+
+    1. ``stage1.pt``: the stage-1 model (SASRec without positions) pre-trains E with CE until
+       early stopping. Skipped with ``stage1=CKPT`` (ours or the authors' ``pretrain.pth``, which
+       then becomes the parent) or ``pretrain=False`` (end-to-end, E starts N(0, emb_init_std)).
+    2. ``stage2.pt``: warm-up, ``cfg.warmup_epochs`` epochs (capped by ``cfg.epochs``) with E
+       frozen for real (no gradient, not in the optimizer, no weight decay); CAM, ADM and the
+       time MLP train from scratch. Skipped with ``warmup=False``.
+    3. ``stage3.pt``: all parameters until early stopping; the selected model.
+    4. ``best.pt``: the selected model again, as the run's product (parent: stage3.pt).
+
+    Each checkpoint names its stage and its parent (path and sha256). With ``resume`` the
+    finished stages are reused and an interrupted one continues.
+
+    Departures from the released code (documented in the README of results): stage 3 starts a
+    fresh Adam state and cosine schedule, where the released code continues those of the
+    warm-up; the first validation is after ``eval_every`` epochs of stage 3.
+    """
+    from adrec.checkpoint import atomic_save, load_checkpoint, load_weights, make_checkpoint
+    from adrec.models import build_model
+    from adrec.train import StageResult, parent_record, seed_everything, train_stage
+
+    args = ADRecArgs(**(model_args or {}))
+    check_args(args)
+    out_dir = Path(out_dir)
+    common = dict(resume=resume, progress=progress, callbacks=callbacks)
+    if stage1 is not None and not args.pretrain:
+        raise ValueError("--stage1 gives a pre-trained embedding but pretrain=false asks for "
+                         "end-to-end training; drop one of them")
+    if args.warmup and cfg.warmup_epochs < 1:
+        raise ValueError(f"warmup_epochs must be >= 1 when warmup=true, got "
+                         f"{cfg.warmup_epochs}; set warmup=false to skip the warm-up")
+    if args.warmup and not args.pretrain and stage1 is None:
+        log.warning("warm-up with pretrain=false freezes a randomly initialised embedding; the "
+                    "paper's end-to-end variant also sets warmup=false")
+    timings = {}
+
+    # stage 1: the pre-trained embedding table (with its padding row)
+    table, parent = None, None
+    if stage1 is not None:
+        table = load_stage1_embedding(stage1, n_items=dataset.n_items, hidden=args.hidden)
+        parent = parent_record(stage1, "stage1")
+    elif args.pretrain:
+        seed_everything(cfg.seed)
+        pre = build_model("stage1", dataset.n_items, stage1_args(args))
+        r1 = train_stage(pre, dataset, cfg, out_dir, stage="stage1", **common)
+        timings["stage1"] = _timing(r1)
+        table = load_checkpoint(r1.checkpoint)["state_dict"]["item_embedding.weight"]
+        parent = parent_record(r1.checkpoint, "stage1")
+
+    seed_everything(cfg.seed)
+    model = ADRec(args, dataset.n_items)
+    if table is not None:
+        with torch.no_grad():
+            model.item_embedding.weight.copy_(table)
+
+    # stage 2: warm-up with the embedding frozen
+    if args.warmup:
+        epochs = min(cfg.warmup_epochs, cfg.epochs)
+        if args.leak_weight_decay:  # released-code parity: E frozen but still in Adam
+            for p in model.embedding_parameters():
+                p.requires_grad_(False)
+            r2 = train_stage(model, dataset, cfg, out_dir, stage="stage2", parent=parent,
+                             epochs=epochs, select=False,
+                             optimizer_params=list(model.parameters()), **common)
+            for p in model.parameters():
+                p.requires_grad_(True)
+        else:
+            r2 = train_stage(model, dataset, cfg, out_dir, stage="stage2", parent=parent,
+                             epochs=epochs, select=False, freeze_embedding=True, **common)
+        timings["stage2"] = _timing(r2)
+        load_weights(model, load_checkpoint(r2.checkpoint)["state_dict"])
+        parent = parent_record(r2.checkpoint, "stage2")
+
+    # stage 3: full-parameter training until early stopping
+    r3 = train_stage(model, dataset, cfg, out_dir, stage="stage3", parent=parent, **common)
+    timings["stage3"] = _timing(r3)
+    ckpt3 = load_checkpoint(r3.checkpoint)
+    load_weights(model, ckpt3["state_dict"])
+
+    best_path = out_dir / "best.pt"
+    metrics = {**r3.metrics, "stages": timings}
+    best = make_checkpoint(model, dataset=dataset.describe(), config=cfg, stage="best",
+                           epoch=r3.epochs, metrics=metrics,
+                           parent=parent_record(r3.checkpoint, "stage3"))
+    atomic_save(best, best_path)
+    return StageResult("best", best_path, metrics, r3.epochs, r3.train_seconds, r3.eval_seconds,
+                       r3.history)
+
+
+def _timing(result) -> dict:
+    return {"epochs": result.epochs, "train_seconds": round(result.train_seconds, 3),
+            "eval_seconds": round(result.eval_seconds, 3)}
+
+
+def stage1_args(args: ADRecArgs) -> dict:
+    """The stage-1 model's arguments implied by ADRec's (same width, depth, masks, dropouts)."""
+    return {"hidden": args.hidden, "n_blocks": args.n_blocks, "n_heads": args.n_heads,
+            "dropout": args.dropout, "emb_dropout": args.emb_dropout, "max_len": args.max_len,
+            "init_std": args.stage1_init_std, "attention_mask": args.attention_mask,
+            "positions": False}
+
+
+def load_stage1_embedding(path: str | Path, *, n_items: int, hidden: int) -> torch.Tensor:
+    """The item table (n_items + 1, hidden), padding row included, of a stage-1 checkpoint.
+
+    Accepts a collapse-kit checkpoint of a ``stage1`` or ``sasrec`` model, or the authors'
+    plain state dict (``pretrain.pth``, official-implementation.md section 3.3).
+    """
+    from adrec.checkpoint import FORMAT, load_checkpoint, safe_load
+    from adrec.models.sasrec import convert_official_state_dict, is_official_state_dict
+
+    raw = safe_load(path)
+    if isinstance(raw, dict) and raw.get("format") == FORMAT:
+        ckpt = load_checkpoint(path)
+        if ckpt["model"] not in ("stage1", "sasrec"):
+            raise ValueError(f"{path} holds a {ckpt['model']!r} model; --stage1 needs a stage1 "
+                             "(or sasrec) checkpoint")
+        state = ckpt["state_dict"]
+    elif isinstance(raw, dict) and is_official_state_dict(raw):
+        state = convert_official_state_dict(raw, positions=False)
+    else:
+        raise ValueError(f"{path} is neither a collapse-kit checkpoint nor the authors' stage-1 "
+                         "state dict (item_embedding.weight and trm_encoder.* keys)")
+    table = state["item_embedding.weight"]
+    if tuple(table.shape) != (n_items + 1, hidden):
+        raise ValueError(f"{path} has an item table of shape {tuple(table.shape)}, but this "
+                         f"dataset and model need ({n_items + 1}, {hidden}); pass the stage-1 "
+                         "checkpoint of the same dataset")
+    return table.float()
