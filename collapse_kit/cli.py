@@ -32,9 +32,30 @@ def build_parser() -> argparse.ArgumentParser:
         except ModuleNotFoundError as exc:
             if exc.name == name:  # that command is not part of this build
                 continue
-            raise
+            if exc.name and exc.name.split(".")[0] in ("adrec", "collapse_kit", "probes"):
+                raise
+            # a third-party package is missing: the other commands still work
+            _register_missing(sub, name, exc.name)
+            continue
         module.register(sub)
     return parser
+
+
+def _register_missing(sub, module_name: str, package: str) -> None:
+    """Commands of ``module_name`` become stubs that explain which package to install."""
+    commands = {"collapse_kit.commands.figures": ("tsne", "plot-spectrum"),
+                "collapse_kit.commands.probe": ("probe",),
+                "collapse_kit.commands.analyze": ("analyze", "compare"),
+                "collapse_kit.commands.reproduce": ("quickstart", "reproduce")}
+    for cmd in commands.get(module_name, ()):
+        p = sub.add_parser(cmd, help=f"(unavailable: needs the {package} package)")
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+
+        def fail(args, _package=package, _cmd=cmd):
+            raise ModuleNotFoundError(f"`collapse-kit {_cmd}` needs the Python package "
+                                      f"{_package!r}; install it with `pip install {_package}`")
+
+        p.set_defaults(func=fail)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("collapse-kit: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, OSError, KeyError, RuntimeError) as exc:
+    except (ValueError, TypeError, OSError, KeyError, RuntimeError, ImportError) as exc:
         if debug:
             traceback.print_exc()
         print(f"collapse-kit: error: {error_message(exc)}", file=sys.stderr)

@@ -93,3 +93,29 @@ def test_train_refuses_to_overwrite_and_resumes(tmp_path, capsys):
     assert main(args + ["--resume"]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1]) == \
         json.loads(first.splitlines()[-1])
+
+
+def test_missing_optional_package_only_disables_its_commands(monkeypatch, capsys):
+    """Regression: a command module needing an absent package must not break `train`."""
+    import builtins
+    import importlib
+    import sys
+
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kwargs):
+        if name == "openTSNE" or name.startswith("openTSNE."):
+            raise ModuleNotFoundError("No module named 'openTSNE'", name="openTSNE")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    for mod in [m for m in sys.modules if m.startswith(("collapse_kit.commands.figures",
+                                                        "collapse_kit.tsne", "openTSNE"))]:
+        monkeypatch.delitem(sys.modules, mod)
+    importlib.invalidate_caches()
+    assert main(["data", "stats", "ml-100k", "--json"]) == 0
+    capsys.readouterr()
+    from collapse_kit.cli import build_parser
+    if "tsne" in build_parser()._subparsers._group_actions[0].choices:
+        assert main(["tsne", "x.pt", "-o", "y"]) == 2
+        _err(capsys)  # one clear line, whichever way the command fails
