@@ -1,0 +1,99 @@
+"""Cluster structure of an item-embedding table E (n_items, d): silhouette scores.
+
+``silhouette`` is the ADRec paper's (against the table's own KMeans clusters); ``silhouette_labels``
+is the corrected reading (against real labels such as genres). Both use Euclidean distance on the
+raw table. Silhouette costs O(m^2 d) time for m scored items, so above ``sample_size`` items a
+seeded sample is scored (in chunks of at most ``WORKING_MEMORY_MB``; never an n x n matrix).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from collapse_kit.errors import UserError
+from collapse_kit.metrics._threads import small_table_threads
+from collapse_kit.metrics._validation import (
+    as_table, check_optional_sample, check_positive_int, sample_rows)
+
+# Defaults of the authors' notebook: KMeans(n_clusters=16, random_state=42).
+PAPER_N_CLUSTERS = 16
+PAPER_KMEANS_SEED = 42
+# sklearn >= 1.4 resolves n_init='auto' to 1 for k-means++; the notebook's 0.013 on the shipped
+# ML-100K table needs n_init=1 (the pre-1.4 default n_init=10 gives 0.0122 -> 0.012).
+PAPER_KMEANS_N_INIT = 1
+DEFAULT_SAMPLE_SIZE = 10_000
+# Cap on sklearn's distance chunks (its default, 1 GB, would hold a 10k x 10k matrix at once).
+WORKING_MEMORY_MB = 64
+
+
+def kmeans_labels(E, *, n_clusters: int = PAPER_N_CLUSTERS, random_state: int = PAPER_KMEANS_SEED,
+                  n_init: int = PAPER_KMEANS_N_INIT) -> np.ndarray:
+    """KMeans (k-means++, Lloyd) cluster index of every row of E, shape (n_items,).
+
+    Runs on E cast to float32, as the authors' notebook did (their table was a float32 tensor);
+    it is also about 1.5x faster than float64 and gives the same clusters on their checkpoint.
+    """
+    from sklearn.cluster import KMeans
+
+    X = as_table(E)
+    n_clusters = check_positive_int(n_clusters, "n_clusters", minimum=2)
+    n_init = check_positive_int(n_init, "n_init")
+    if n_clusters >= X.shape[0]:
+        raise UserError(f"n_clusters={n_clusters} must be below n_items={X.shape[0]}")
+    km = KMeans(n_clusters=n_clusters, random_state=random_state, n_init=n_init)
+    with small_table_threads(X.size):
+        return km.fit_predict(X.astype(np.float32))
+
+
+def _silhouette(X: np.ndarray, labels: np.ndarray, sample_size, random_state) -> float:
+    from sklearn import config_context
+    from sklearn.metrics import silhouette_score
+
+    idx = sample_rows(X.shape[0], sample_size, random_state)
+    if idx is not None:
+        X, labels = X[idx], labels[idx]
+    n_labels = np.unique(labels).size
+    if not 2 <= n_labels <= X.shape[0] - 1:
+        raise UserError(
+            f"silhouette needs between 2 and n_samples - 1 = {X.shape[0] - 1} distinct labels among "
+            f"the scored items; got {n_labels} (use more items or fewer classes)")
+    with config_context(working_memory=WORKING_MEMORY_MB), small_table_threads(X.size):
+        return float(silhouette_score(X, labels, metric="euclidean"))
+
+
+def silhouette(E, *, n_clusters: int = PAPER_N_CLUSTERS, random_state: int = PAPER_KMEANS_SEED,
+               n_init: int = PAPER_KMEANS_N_INIT, sample_size: int | None = DEFAULT_SAMPLE_SIZE,
+               sample_seed=0) -> float:
+    """Paper: mean silhouette of the rows of E against its own KMeans clusters.
+
+    KMeans(n_clusters=16, random_state=42, n_init=1) runs on every row of the raw table; the
+    silhouette (b - a) / max(a, b) is then averaged over all rows, or, when n_items exceeds
+    ``sample_size``, over ``sample_size`` rows drawn without replacement with ``sample_seed``
+    (``None``: never sample). Range [-1, 1]; near 0 means no cluster structure (a Gaussian table
+    gets about 0.004). It is unsound as a collapse measure: KMeans always finds 16 clusters, so
+    the score grades the table's clusterability, not agreement with anything real. Prefer
+    ``silhouette_labels``. Not invariant to row order (KMeans' seeding depends on it).
+    Reference: Rousseeuw (1987); Li et al., ADRec (KDD 2025), embedding notebook.
+    """
+    X = as_table(E)
+    sample_size = check_optional_sample(sample_size, "sample_size")
+    labels = kmeans_labels(X, n_clusters=n_clusters, random_state=random_state, n_init=n_init)
+    return _silhouette(X, labels, sample_size, sample_seed)
+
+
+def silhouette_labels(E, labels, *, sample_size: int | None = DEFAULT_SAMPLE_SIZE,
+                      random_state=0) -> float:
+    """Corrected: mean silhouette of the rows of E against given labels (e.g. each item's genre).
+
+    ``labels`` has shape (n_items,), one class per row (any hashable values). Same distance,
+    range and sampling rule as ``silhouette``. Higher means items of the same class lie closer
+    together than items of different classes: structure that the training signal put there, which
+    the paper's KMeans version cannot tell apart from arbitrary clumps. Invariant to row
+    permutations, rotations and global scale (up to sampling).
+    Reference: Rousseeuw (1987).
+    """
+    X = as_table(E)
+    labels = np.asarray(labels)
+    if labels.shape != (X.shape[0],):
+        raise UserError(f"labels must have shape ({X.shape[0]},), one per row of E; got {labels.shape}")
+    sample_size = check_optional_sample(sample_size, "sample_size")
+    return _silhouette(X, labels, sample_size, random_state)

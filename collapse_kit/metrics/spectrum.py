@@ -1,0 +1,232 @@
+"""Singular-value spectrum of an item-embedding table E of shape (n_items, d).
+
+Two families live here:
+
+* the ADRec paper's Table 5 spectrum metrics (``top_singular_values``, ``singular_value_variance``),
+  computed exactly as the authors' notebook does: on the column-standardised table ``zscore(E)``;
+* spectrum metrics from the representation-collapse literature (``effective_rank``,
+  ``information_abundance``, ``numerical_rank``, ``power_law_decay``), computed on the table as
+  it is (``power_law_decay``: on its covariance), as their references define them.
+
+Everything is computed in float64, whatever the input precision. Each spectral metric takes the
+table E (n_items, d) or its precomputed ``spectra(E)``.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from collapse_kit.errors import UserError
+from collapse_kit.metrics._threads import small_table_threads
+from collapse_kit.metrics._validation import as_table, check_positive_int
+
+# The authors' z-score adds this to the column std so that constant columns do not divide by 0.
+ZSCORE_EPS = 1e-9
+
+
+def zscore(E) -> np.ndarray:
+    """Column-standardised table, as in the authors' notebook: (E - mean) / (std + 1e-9).
+
+    ``std`` is the population std (ddof 0). A constant column becomes a column of (near) zeros
+    instead of NaN. Returns float64, shape (n_items, d).
+    """
+    X = as_table(E)
+    return (X - X.mean(axis=0)) / (X.std(axis=0) + ZSCORE_EPS)
+
+
+def singular_values(E, *, standardize: bool = False, center: bool = False) -> np.ndarray:
+    """All min(n_items, d) singular values of E, largest first (float64).
+
+    ``standardize=True`` takes them of ``zscore(E)`` (the paper's convention); ``center=True``
+    subtracts the column means first (the spectrum of the covariance); neither: E as it is.
+    """
+    X = zscore(E) if standardize else as_table(E)
+    if center and not standardize:
+        X = X - X.mean(axis=0)
+    # Thin SVD without vectors: O(n d^2) time and O(n d) memory, never n x n.
+    return np.linalg.svd(X, compute_uv=False)
+
+
+class Spectra(NamedTuple):
+    """The three spectra of a table E (n_items, d) that the spectral metrics read.
+
+    Every spectral metric accepts either E or ``spectra(E)``; passing the latter lets several
+    metrics share three SVDs instead of recomputing them (what ``collapse_kit.analyze`` does).
+    """
+
+    raw: np.ndarray           # singular values of E as it is, largest first
+    centered: np.ndarray      # of E - column means: covariance eigenvalues are centered**2/(n-1)
+    standardized: np.ndarray  # of zscore(E): eigenvalues of cov(zscore(E)) are standardized**2/(n-1)
+    n_items: int
+    d: int
+
+
+# Rows per block of the blocked QR in ``spectra``: a 2048 x d block stays in cache.
+QR_BLOCK_ROWS = 2048
+
+
+def _centered_r_factor(X: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """R (min(n, d) x d) of a QR factorisation of X - mean, by blocks of rows (TSQR).
+
+    Each block's R comes from a Householder QR, and the stacked Rs are factorised again: as
+    accurate as one QR of the whole table, about 2.5x faster on a tall table, and it never holds
+    a centred copy of X (memory O(QR_BLOCK_ROWS * d + n/QR_BLOCK_ROWS * d^2)).
+    """
+    blocks = [np.linalg.qr(X[i:i + QR_BLOCK_ROWS] - mean, mode="r")
+              for i in range(0, X.shape[0], QR_BLOCK_ROWS)]
+    return blocks[0] if len(blocks) == 1 else np.linalg.qr(np.vstack(blocks), mode="r")
+
+
+def spectra(E) -> Spectra:
+    """Compute the three spectra of E at once, from one blocked QR of the centred table.
+
+    With X - mean = Q R (Q orthonormal, R small):
+    * centred: the singular values of R;
+    * standardised: zscore(E) = (X - mean) D^-1, D = diag(std + 1e-9), so those of R D^-1;
+    * raw: X^T X = R^T R + n mean mean^T (the centred columns sum to 0), which is M^T M for
+      M = [R; sqrt(n) mean^T], so those of M.
+    Each equality is exact in exact arithmetic and uses only orthogonal transforms, so small
+    singular values stay accurate (unlike a Gram-matrix eigen-decomposition). O(n d^2) time,
+    O(n d) memory for the float64 table, never n x n.
+    """
+    X = as_table(E)
+    n, d = X.shape
+    k = min(n, d)
+    with small_table_threads(QR_BLOCK_ROWS * d):  # the QRs are small whatever n is
+        mean = X.mean(axis=0)
+        R = _centered_r_factor(X, mean)                                    # (<= d, d)
+        std = X.std(axis=0)
+        M = np.vstack([R, np.sqrt(n) * mean])                               # (<= d + 1, d)
+
+        def svals(A):
+            return np.linalg.svd(A, compute_uv=False)
+
+        return Spectra(raw=svals(M)[:k], centered=_pad(svals(R), k),
+                       standardized=_pad(svals(R / (std + ZSCORE_EPS)), k), n_items=n, d=d)
+
+
+def _pad(s: np.ndarray, k: int) -> np.ndarray:
+    """``s`` cut or zero-padded to length k (R has fewer rows than d when n_items < d)."""
+    out = np.zeros(k)
+    out[: min(k, s.size)] = s[:k]
+    return out
+
+
+def as_spectra(E) -> Spectra:
+    """``E`` itself if it is already a ``Spectra``, else ``spectra(E)``."""
+    return E if isinstance(E, Spectra) else spectra(E)
+
+
+def covariance_eigenvalues(sp: Spectra, *, standardized: bool) -> np.ndarray:
+    """All d eigenvalues (ascending) of cov(E), or of cov(zscore(E)), ddof 1, from the spectra.
+
+    When n_items <= d the missing eigenvalues are exact zeros (the centred table has rank < n).
+    """
+    s = sp.standardized if standardized else sp.centered
+    lam = np.zeros(sp.d)
+    lam[: s.size] = s**2 / (sp.n_items - 1)
+    return np.sort(lam)
+
+
+def top_singular_values(E, k: int = 5) -> np.ndarray:
+    """Paper (Table 5): the ``k`` largest singular values of ``zscore(E)``, raw.
+
+    Not divided by sqrt(n_items) and not squared, as the authors report them, so they grow like
+    sqrt(n_items): a same-shape standard Gaussian table gives about sqrt(n_items) + sqrt(d)
+    (about 42 for ML-100K's 1008 x 128). Range [0, sqrt(n_items * d)]; a large first value
+    relative to the rest means one direction dominates.
+    Reference: Li et al., ADRec (KDD 2025), Table 5.
+    """
+    k = check_positive_int(k, "k")
+    sp = as_spectra(E)
+    if k > sp.standardized.size:
+        raise UserError(f"k={k} exceeds the {sp.standardized.size} singular values of a "
+                        f"{sp.n_items} x {sp.d} table")
+    return sp.standardized[:k].copy()
+
+
+def singular_value_variance(E) -> float:
+    """Paper (Table 5): population variance (ddof 0) of all singular values of ``zscore(E)``.
+
+    Range [0, inf); it scales with n_items like the values themselves (about 31.6 for a
+    1008 x 128 Gaussian table). Higher: a more uneven spectrum.
+    Reference: Li et al., ADRec (KDD 2025), Table 5.
+    """
+    return float(np.var(as_spectra(E).standardized))
+
+
+def effective_rank(E) -> float:
+    """Effective rank exp(H(p)), p_i = s_i / sum(s), from the singular values of E as it is.
+
+    H is the Shannon entropy in nats. Range [1, min(n_items, d)]: 1 for a rank-1 table,
+    min(n_items, d) for a perfectly flat spectrum. Lower means more collapsed. Scale-free and
+    invariant to row permutations and to rotations of the embedding space.
+    References: Roy & Vetterli, "The effective rank" (EUSIPCO 2007); Garrido et al., RankMe
+    (ICML 2023).
+    """
+    s = as_spectra(E).raw
+    p = s / s.sum()
+    p = p[p > 0]  # 0 log 0 = 0
+    return float(np.exp(-(p * np.log(p)).sum()))
+
+
+def information_abundance(E) -> float:
+    """Information abundance sum(s) / max(s) of the singular values of E as it is.
+
+    Range [1, min(n_items, d)]: 1 when one direction carries everything, min(n_items, d) for a
+    flat spectrum. Lower means more collapsed. Scale-free, rotation- and permutation-invariant.
+    Reference: Guo et al., "On the Embedding Collapse When Scaling Up Recommendation Models"
+    (ICML 2024).
+    """
+    s = as_spectra(E).raw
+    return float(s.sum() / s[0])
+
+
+def numerical_rank(E, *, rtol: float | None = None) -> int:
+    """Number of singular values of E (as it is) above ``rtol * max(s)``.
+
+    Default ``rtol = max(n_items, d) * eps(float64)``, numpy's ``matrix_rank`` rule. Range
+    [1, min(n_items, d)]; below min(n_items, d) means exactly dependent directions (dead
+    dimensions, duplicated columns).
+    """
+    sp = as_spectra(E)
+    s = sp.raw
+    if rtol is None:
+        rtol = max(sp.n_items, sp.d) * np.finfo(np.float64).eps
+    elif not (isinstance(rtol, (int, float)) and 0 <= rtol < 1):
+        raise UserError(f"rtol must be a number in [0, 1); got {rtol!r}")
+    return int((s > rtol * s[0]).sum())
+
+
+def power_law_decay(E) -> tuple[float, float]:
+    """Power-law decay exponent alpha of the covariance eigenspectrum, and the fit's R^2.
+
+    lambda_i = s_i^2 / (n_items - 1) are the eigenvalues of the covariance of E (s: singular
+    values of the centred table). Fits log(lambda_i) = c - alpha * log(i) by least squares over
+    the numerically non-zero eigenvalues (i = 1..k). Returns (alpha, r2).
+
+    Reading: alpha near 1 is the healthy regime reported for good representations; larger alpha
+    means faster decay (fewer effective directions, collapse); alpha near 0 means a flat,
+    noise-like spectrum (a Gaussian table gives a small alpha). r2 in [0, 1] says how well a
+    power law describes the spectrum at all. Scale-free and rotation-invariant.
+    Defined values: with only one non-zero eigenvalue, alpha = +inf and r2 = 1 (the steepest
+    possible decay); with two, the line passes through both points and r2 = 1 trivially.
+    Reference: Agrawal et al., "alpha-ReQ: Assessing Representation Quality ... by Eigenspectrum
+    Decay" (NeurIPS 2022).
+    """
+    sp = as_spectra(E)
+    s = sp.centered
+    # Same tolerance as numerical_rank, on the singular values (not their squares).
+    keep = s > max(sp.n_items, sp.d) * np.finfo(np.float64).eps * s[0]
+    lam = s[keep] ** 2 / (sp.n_items - 1)
+    if lam.size < 2:
+        return math.inf, 1.0
+    x = np.log(np.arange(1, lam.size + 1))
+    y = np.log(lam)
+    slope, intercept = np.polyfit(x, y, 1)
+    resid = y - (intercept + slope * x)
+    ss_tot = ((y - y.mean()) ** 2).sum()
+    r2 = 1.0 - (resid**2).sum() / ss_tot if ss_tot > 0 else 1.0
+    return float(-slope), float(r2)
