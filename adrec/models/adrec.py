@@ -137,9 +137,15 @@ class ADRec(Recommender):
         return e if self.cam is None else self.cam(e, history > 0)
 
     def time_embedding(self, t: torch.Tensor) -> torch.Tensor:
-        """t_emb = MLP(sinusoid(1000 t / T)) (eq. 8); t (...,) int -> (..., D)."""
-        scale = 1000.0 / self.args.steps
-        return self.time_mlp(timestep_embedding(t, self.args.hidden, scale=scale))
+        """t_emb = MLP(sinusoid(1000 t / T)) (eq. 8); t (...,) int -> (..., D).
+
+        The MLP runs once on the T possible timesteps and the result is indexed by ``t``: the
+        same numbers (and gradients) as running it on every token, at a T / (B L) of the cost.
+        """
+        steps = torch.arange(self.args.steps, device=t.device)
+        table = self.time_mlp(timestep_embedding(steps, self.args.hidden,
+                                                 scale=1000.0 / self.args.steps))  # (T, D)
+        return table[t]
 
     def aggregate(self, c: torch.Tensor, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """z = c + lambda (x_t + t_emb) (eq. 9)."""
@@ -280,22 +286,23 @@ class ADRec(Recommender):
         """Cached: run the history positions 0..W-2 through the ADM once, keep each block's keys
         and values, and return a predictor that computes the last position only."""
         B, W, D = c.shape
-        z_last_c = c[:, -1]                                            # (B, D)
+        c_last = c[:, -1]                                              # (B, D)
         if isinstance(self.adm, MLPDenoiser):                          # per token: no history
-            return lambda x, t: self.adm(self.aggregate(z_last_c, x, t))
+            return lambda x, t: self.adm(self.aggregate(c_last, x, t))
         bias = attention_bias(valid, causal=True, mode=self.adm.attention_mask)  # (B, 1, W, W)
         t0 = torch.zeros(B, W - 1, dtype=torch.long, device=c.device)
-        h = self.aggregate(c[:, :-1], known, t0)                        # (B, W-1, D)
-        kv = []
-        for block in self.adm.blocks:
-            kv.append(_keys_values(block, h))
-            h = block(h, bias[:, :, :-1, :-1]) if W > 1 else h
+        h = self.aggregate(c[:, :-1], known, t0)                       # (B, W-1, D)
+        caches = []
+        for i, block in enumerate(self.adm.blocks):
+            caches.append(_KVCache(block, h, W))
+            if W > 1 and i < len(self.adm.blocks) - 1:  # the last block's prefix outputs are
+                h = block(h, bias[:, :, :-1, :-1])      # never used: only its keys/values
         last_bias = bias[:, :, -1:, :]                                 # (B, 1, 1, W)
 
         def predict(x, t):
-            y = self.aggregate(z_last_c, x, t)[:, None]                # (B, 1, D)
-            for block, (k, v) in zip(self.adm.blocks, kv):
-                y = _block_last(block, y, k, v, last_bias)
+            y = self.aggregate(c_last, x, t)[:, None]                  # (B, 1, D)
+            for block, cache in zip(self.adm.blocks, caches):
+                y = _block_last(block, y, cache, last_bias)
             return y[:, 0]
 
         return predict
@@ -306,25 +313,33 @@ def _split_heads(x: torch.Tensor, h: int) -> torch.Tensor:
     return x.view(B, L, h, D // h).transpose(1, 2)  # (B, h, L, D/h)
 
 
-def _keys_values(block: Block, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The keys and values that ``block`` computes from its input ``x`` (B, L, D)."""
-    a = block.norm1(x) if block.pre_norm else x
-    h = block.attn.n_heads
-    return _split_heads(block.attn.k(a), h), _split_heads(block.attn.v(a), h)
+class _KVCache:
+    """Keys and values of one block for W positions: 0..W-2 from the history (fixed), W-1
+    rewritten in place at every reverse step (no re-allocation, no concatenation)."""
+
+    def __init__(self, block: Block, x: torch.Tensor, width: int):
+        a = block.norm1(x) if block.pre_norm else x                    # the attention's input
+        B, _, D = x.shape
+        h = block.attn.n_heads
+        self.k = x.new_empty(B, h, width, D // h)                       # (B, h, W, D/h)
+        self.v = x.new_empty(B, h, width, D // h)
+        self.k[:, :, :-1] = _split_heads(block.attn.k(a), h)
+        self.v[:, :, :-1] = _split_heads(block.attn.v(a), h)
 
 
-def _block_last(block: Block, x: torch.Tensor, k_prev: torch.Tensor, v_prev: torch.Tensor,
-                bias: torch.Tensor) -> torch.Tensor:
+def _block_last(block: Block, x: torch.Tensor, cache: _KVCache, bias: torch.Tensor
+                ) -> torch.Tensor:
     """``block`` (eval mode) applied to the last position only, given the cached keys and values
-    of the earlier positions. x (B, 1, D); k_prev, v_prev (B, h, W-1, D/h); bias (B, 1, 1, W)."""
+    of the earlier positions. x (B, 1, D); bias (B, 1, 1, W), the last query's row."""
     attn, h = block.attn, block.attn.n_heads
     B, _, D = x.shape
 
     def attend(a):
         q = _split_heads(attn.q(a), h)                                 # (B, h, 1, D/h)
-        k = torch.cat([k_prev, _split_heads(attn.k(a), h)], dim=2)     # (B, h, W, D/h)
-        v = torch.cat([v_prev, _split_heads(attn.v(a), h)], dim=2)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)    # (B, h, 1, D/h)
+        cache.k[:, :, -1:] = _split_heads(attn.k(a), h)
+        cache.v[:, :, -1:] = _split_heads(attn.v(a), h)
+        att = (q @ cache.k.transpose(-2, -1)) * (D // h) ** -0.5 + bias  # (B, h, 1, W)
+        y = att.softmax(-1) @ cache.v                                  # (B, h, 1, D/h)
         return attn.out(y.transpose(1, 2).reshape(B, 1, D))
 
     if block.pre_norm:
