@@ -37,6 +37,7 @@ BEYOND_KEYS = ("effective_rank", "information_abundance", "power_law_alpha", "po
 GROUPS = {"paper": PAPER_KEYS, "corrected": CORRECTED_KEYS, "beyond": BEYOND_KEYS}
 GROUP_TITLES = {"paper": "Paper (ADRec Table 5)", "corrected": "Corrected",
                 "beyond": "Beyond the paper"}
+INTEGER_KEYS = ("numerical_rank",)
 FORMATS = ("table", "json", "csv", "markdown")
 COMPARE_FORMATS = ("markdown", "csv", "latex")
 
@@ -123,8 +124,8 @@ def analyze(E, *, labels=None, n_clusters: int = PAPER_N_CLUSTERS,
 
     Adds, for every metric key K: ``K_gaussian`` (its value on ``null_draws`` seeded same-shape
     standard-Gaussian tables, averaged; ``K_gaussian_std`` too when null_draws > 1; 0 turns the
-    null off) and, when ``bootstrap`` >= 2, ``K_ci_low``/``K_ci_high`` (percentile interval over
-    that many item resamples at ``confidence``). Also records the table's shape and every
+    null off) and, when ``bootstrap`` >= 2, ``K_ci_low``/``K_ci_high`` (re-centred percentile
+    interval over that many item resamples at ``confidence``; see ``bootstrap_ci``). Also records the table's shape and every
     setting that changes a number (sample sizes actually used, seeds). Keys: docs/metrics.md.
     ``threads``: see ``compute_metrics``.
 
@@ -152,7 +153,8 @@ def analyze(E, *, labels=None, n_clusters: int = PAPER_N_CLUSTERS,
         "n_constant_columns": int((np.ptp(X, axis=0) == 0).sum()),
         "n_zero_rows": row_norm_stats(X)["n_zero_rows"],
     }
-    result.update(metric_fn(X, *extra))
+    values = metric_fn(X, *extra)
+    result.update(values)
     n_labelled = None if labels is None else int(_labelled_rows(labels, n).sum())
     result.update(_settings(n, n_labelled, silhouette_sample, uniformity_sample, uniformity_t,
                             n_clusters, kmeans_seed, kmeans_n_init, seed, labels))
@@ -165,7 +167,7 @@ def analyze(E, *, labels=None, n_clusters: int = PAPER_N_CLUSTERS,
     result["null_draws"] = null_draws
     if bootstrap:
         cis = bootstrap_ci(metric_fn, X, *extra, n_resamples=bootstrap, confidence=confidence,
-                           random_state=seed)
+                           random_state=seed, estimate=values)
         for key, ci in cis.items():
             result[f"{key}_ci_low"], result[f"{key}_ci_high"] = ci["low"], ci["high"]
     result["bootstrap_resamples"] = bootstrap
@@ -211,8 +213,8 @@ def _fmt(v, key: str = "") -> str:
         return " ".join(_fmt(x, key) for x in v)
     if isinstance(v, (bool, np.bool_)):
         return str(bool(v)).lower()
-    if isinstance(v, (int, np.integer)):
-        return str(int(v))
+    if isinstance(v, (int, np.integer)) or (key in INTEGER_KEYS and float(v).is_integer()):
+        return str(int(v))  # a Gaussian-null mean of an integer metric is a float
     if isinstance(v, (float, np.floating)) and not math.isfinite(v):
         return "inf" if v > 0 else ("-inf" if v < 0 else "nan")
     digits = 2 if key in ("top5_singular_values", "singular_value_variance") else \
@@ -248,7 +250,8 @@ def _notes(result: dict) -> str:
     null = (f"same-shape N(0,1) table, seed {result['seed']}, {result['null_draws']} draw(s)"
             if result["null_draws"] else "off")
     ci = (f"{result['bootstrap_resamples']} item resamples, {result['bootstrap_confidence']:.0%} "
-          "percentile" if result["bootstrap_resamples"] else "off (use --bootstrap N)")
+          "percentile, re-centred on the value" if result["bootstrap_resamples"]
+          else "off (use --bootstrap N)")
     return (f"silhouette: KMeans k={result['silhouette_n_clusters']}, seed {result['kmeans_seed']}, "
             f"n_init {result['kmeans_n_init']}, scored on {sil_text}; uniformity: t="
             f"{result['uniformity_t']:g}, {uni_text}; gaussian: {null}; CI: {ci}; "

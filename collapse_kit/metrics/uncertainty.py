@@ -8,9 +8,9 @@ is one; so is ``lambda E: {"isotropy": isotropy(E)}``.
   isotropy score, both entropies, the KL, the top singular values) depend strongly on
   n_items / d, so a raw value means little without it.
 * The bootstrap answers "how much would the value move with a different sample of items?":
-  rows are resampled with replacement and the metric recomputed. Percentile intervals; note that
-  duplicated rows bias some metrics (e.g. lower the effective n), so read the interval as a
-  spread, not as an exact coverage guarantee.
+  rows are resampled with replacement and the metric recomputed. Percentile intervals, re-centred
+  on the estimate because duplicated rows shift n-dependent metrics (see ``bootstrap_ci``); read
+  them as a spread, not as an exact coverage guarantee.
 """
 from __future__ import annotations
 
@@ -59,14 +59,24 @@ def gaussian_null(metric_fn: MetricFn, shape: tuple[int, int], *extra, n_draws: 
 
 
 def bootstrap_ci(metric_fn: MetricFn, E, *extra, n_resamples: int = 100,
-                 confidence: float = 0.95, random_state=0) -> dict[str, dict[str, object]]:
-    """Percentile bootstrap intervals of ``metric_fn`` over the rows (items) of E.
+                 confidence: float = 0.95, random_state=0,
+                 estimate: Mapping[str, object] | None = None) -> dict[str, dict[str, object]]:
+    """Re-centred percentile bootstrap intervals of ``metric_fn`` over the rows (items) of E.
 
-    Each of ``n_resamples`` resamples draws n_items row indices with replacement (seeded with
-    ``random_state``) and calls metric_fn(E[rows], *(a[rows] for a in extra)), so per-item arrays
-    such as labels stay aligned. Returns {key: {"low": value, "high": value}}: the
-    (1 - confidence)/2 and (1 + confidence)/2 quantiles over resamples, taken without
-    interpolation (so +inf values stay meaningful).
+    1. Each of ``n_resamples`` resamples draws n_items row indices with replacement (seeded
+       with ``random_state``) and calls metric_fn(E[rows], *(a[rows] for a in extra)), so
+       per-item arrays such as labels stay aligned.
+    2. For each key, q_lo and q_hi are the (1 - confidence)/2 and (1 + confidence)/2 quantiles
+       of the resampled values (no interpolation, so +inf values stay meaningful).
+    3. The interval is moved so that the resamples' median sits on the estimate theta
+       (metric_fn(E, *extra), or ``estimate`` if given): [q_lo + shift, q_hi + shift],
+       shift = theta - median. It always contains theta.
+
+    Why step 3: a resample repeats about a third of the items, and that alone shifts every
+    metric that depends on the number of distinct items. On the authors' ML-100K table the plain
+    percentile interval of the isotropy is [0.034, 0.041] around an estimate of 0.055, and that
+    of the log-det KL [13.8, 14.7] around 9.94. The spread is informative; the location is an
+    artefact of resampling. Returns {key: {"low", "high", "shift"}}, lists for 1-D values.
     """
     n_resamples = check_positive_int(n_resamples, "n_resamples", minimum=2)
     if not (isinstance(confidence, float) and 0.0 < confidence < 1.0):
@@ -77,6 +87,8 @@ def bootstrap_ci(metric_fn: MetricFn, E, *extra, n_resamples: int = 100,
         if a.shape[:1] != X.shape[:1]:
             raise UserError(f"every extra array needs one entry per row of E ({X.shape[0]}); "
                             f"got shape {a.shape}")
+    if estimate is None:
+        estimate = metric_fn(X, *extra)
     rng = np.random.default_rng(random_state)
     draws = []
     for _ in range(n_resamples):
@@ -85,8 +97,21 @@ def bootstrap_ci(metric_fn: MetricFn, E, *extra, n_resamples: int = 100,
     alpha = (1.0 - confidence) / 2.0
     out = {}
     for key, values in _stack(draws).items():
-        out[key] = {"low": _plain(np.quantile(values, alpha, axis=0, method="lower")),
-                    "high": _plain(np.quantile(values, 1.0 - alpha, axis=0, method="higher"))}
+        if key not in estimate:
+            continue
+        theta = np.asarray(estimate[key], dtype=np.float64)
+        low = np.quantile(values, alpha, axis=0, method="lower")
+        high = np.quantile(values, 1.0 - alpha, axis=0, method="higher")
+        median = np.quantile(values, 0.5, axis=0, method="nearest")
+        with np.errstate(invalid="ignore"):  # inf - inf gives nan, handled below
+            shift = theta - median
+        # With theta or the median infinite there is no meaningful shift: keep the plain
+        # interval, widened to include theta.
+        finite = np.isfinite(shift)
+        shift = np.where(finite, shift, 0.0)
+        low = np.where(finite, low + shift, np.minimum(low, theta))
+        high = np.where(finite, high + shift, np.maximum(high, theta))
+        out[key] = {"low": _plain(low), "high": _plain(high), "shift": _plain(shift)}
     return out
 
 
