@@ -15,6 +15,7 @@ stage              "stage1" | "stage2" | "stage3" | "best" | "final"
 parent             None or {"path", "stage", "sha256"} of the checkpoint this one started from
 metrics            {"valid": {...}, "test": {...}} in percent, with "protocol"
 epoch              epochs trained in this stage
+trained_on         the device, e.g. "NVIDIA H200" or "CPU (2 cores, x86_64)"; torch_version
 item_embeddings    float32 (n_items, D), the item table WITHOUT the padding row
 state_dict         the model's state dict (uncompiled module names)
 =================  ======================================================================
@@ -66,8 +67,20 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def device_description(device=None) -> str:
+    """What a run trained on, e.g. 'NVIDIA H200' or 'CPU (2 cores, x86_64)'."""
+    import os
+    import platform
+
+    device = torch.device(device or "cpu")
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({os.cpu_count()} cores, {platform.machine()})"
+
+
 def make_checkpoint(model, *, dataset: dict, config, stage: str, epoch: int,
-                    metrics: dict | None = None, parent: dict | None = None) -> dict:
+                    metrics: dict | None = None, parent: dict | None = None,
+                    trained_on: str | None = None) -> dict:
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return {
         "format": FORMAT,
@@ -81,6 +94,8 @@ def make_checkpoint(model, *, dataset: dict, config, stage: str, epoch: int,
         "parent": parent,
         "metrics": metrics or {},
         "epoch": int(epoch),
+        "trained_on": trained_on or device_description(),
+        "torch_version": str(torch.__version__),
         "item_embeddings": model.item_embeddings().detach().cpu().float().contiguous(),
         "state_dict": state,
     }
@@ -119,10 +134,29 @@ def load_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
+def strip_weights(ckpt: dict) -> dict:
+    """A copy without the model weights (``state_dict`` emptied, ``weights_stripped`` True).
+
+    What remains (metrics, config, the item table) is all the analyzers need; used to bring
+    many runs back from a remote machine. Such a checkpoint cannot be evaluated again.
+    """
+    light = dict(ckpt)
+    light["state_dict"] = {}
+    light["weights_stripped"] = True
+    return light
+
+
+def check_has_weights(ckpt: dict, path: str | Path = "checkpoint") -> None:
+    if ckpt.get("weights_stripped"):
+        raise ValueError(f"{path} carries no model weights (stripped for transport); its "
+                         "metrics and item table are usable, but it cannot be evaluated again")
+
+
 def model_from_checkpoint(ckpt: dict, *, overrides: dict | None = None):
     """Rebuild the model of a checkpoint and load its weights (shape mismatches are errors)."""
     from adrec.models import build_model
 
+    check_has_weights(ckpt)
     args = {**ckpt["model_args"], **(overrides or {})}
     model = build_model(ckpt["model"], int(ckpt["dataset"]["n_items"]), args)
     load_weights(model, ckpt["state_dict"])

@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from adrec.checkpoint import atomic_save, file_sha256, load_checkpoint, make_checkpoint, safe_load
+from adrec.checkpoint import (atomic_save, device_description, file_sha256, load_checkpoint,
+                              make_checkpoint, safe_load)
 from adrec.config import TrainConfig, validate
 from adrec.data import BatchIterator, SequenceDataset, training_pairs
 from adrec.evaluate import PROTOCOLS, best_of, evaluate, improved
@@ -215,7 +216,8 @@ def train_stage(model, dataset: SequenceDataset, cfg: TrainConfig, out_dir: str 
         for p in model.parameters():
             p.requires_grad_(True)
     ckpt = make_checkpoint(model, dataset=dataset.describe(), config=cfg, stage=stage,
-                           epoch=st["epoch"], metrics=metrics, parent=parent)
+                           epoch=st["epoch"], metrics=metrics, parent=parent,
+                           trained_on=device_description(device))
     atomic_save(ckpt, final_path)
     resume_path.unlink(missing_ok=True)
     return StageResult(stage, final_path, metrics, st["epoch"], st["train_seconds"],

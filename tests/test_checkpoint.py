@@ -70,3 +70,15 @@ def test_wrong_shape_is_reported(tmp_path):
     ck["dataset"]["n_items"] = 31
     with pytest.raises(ValueError, match="shape"):
         model_from_checkpoint(ck)
+
+
+def test_stripped_checkpoint_keeps_table_and_refuses_evaluation(tmp_path):
+    from adrec.checkpoint import strip_weights
+
+    _, path = _ckpt(tmp_path)
+    light = strip_weights(load_checkpoint(path))
+    p2 = atomic_save(light, tmp_path / "light.pt")
+    ck = load_checkpoint(p2)
+    assert ck["state_dict"] == {} and ck["item_embeddings"].shape == (30, 128)
+    with pytest.raises(ValueError, match="no model weights"):
+        model_from_checkpoint(ck)

@@ -97,7 +97,7 @@ def _parse_sets(pairs, *configs):
 def cmd_evaluate(args) -> int:
     import torch
 
-    from adrec.checkpoint import load_checkpoint, load_weights, safe_load
+    from adrec.checkpoint import check_has_weights, load_checkpoint, load_weights, safe_load
     from adrec.data import load_dataset
     from adrec.evaluate import evaluate
     from adrec.models import build_model
@@ -109,6 +109,7 @@ def cmd_evaluate(args) -> int:
         overrides["attention_mask"] = args.attention_mask
     if isinstance(raw, dict) and raw.get("format") == "collapse-kit-checkpoint":
         ckpt = load_checkpoint(args.checkpoint)
+        check_has_weights(ckpt, args.checkpoint)
         name = args.model or ckpt["model"]
         if name != ckpt["model"]:
             raise UserError(f"{args.checkpoint} holds a {ckpt['model']!r} model, not {name!r}; "

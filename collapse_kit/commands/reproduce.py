@@ -1,0 +1,360 @@
+"""`collapse-kit reproduce` and `collapse-kit quickstart`: train, evaluate, analyze, probe, draw.
+
+reproduce: trains what is missing (reusing finished runs, resuming interrupted ones), then
+writes the paper's Table 2 (accuracy), Table 4 (ablations), Table 5 (embedding metrics),
+Table 6 (linear probe) and figures (t-SNE grid, spectra, collapse trajectories) into OUT, as
+Markdown, CSV and LaTeX, each table stamped with protocol, seeds, preset, version and machine.
+
+quickstart: reproduce with SASRec+ and ADRec on ML-100K, one seed, the ``quick`` preset, plus a
+``report.md`` that links every table and figure.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from collapse_kit.errors import UserError
+
+NAMES = {"sasrec": "SASRec+", "adrec": "ADRec", "diffurec": "DiffuRec", "dreamrec": "DreamRec"}
+PAPER_ORDER = ("sasrec", "diffurec", "dreamrec", "adrec")
+METRICS = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20")
+
+
+def register(sub) -> None:
+    from collapse_kit.experiments import MODELS, PRESETS
+
+    p = sub.add_parser("reproduce", help="train what is missing, then write the paper's tables "
+                                         "and figures")
+    p.add_argument("--datasets", nargs="+", default=["ml-100k"], metavar="NAME")
+    p.add_argument("--models", nargs="+", default=list(MODELS), metavar="MODEL",
+                   help=f"any of {' '.join(MODELS)}")
+    p.add_argument("--ablations", action="store_true", help="also ADRec's Table 4 variants")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
+    p.add_argument("--ablation-seeds", type=int, default=1,
+                   help="seeds of each ablation variant (default 1, as in the paper)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="paper")
+    p.add_argument("--protocols", nargs="+", choices=("strict", "official"),
+                   default=["strict", "official"])
+    p.add_argument("--out", required=True, help="output folder (runs, tables, figures)")
+    p.add_argument("--jobs", type=int, default=1, help="training runs at a time (subprocesses)")
+    p.add_argument("--train-only", action="store_true", help="stop after training")
+    p.add_argument("--bootstrap", type=int, default=200,
+                   help="bootstrap resamples for Table 5 intervals (0 = none)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra training setting for every run, e.g. --set device=cpu")
+    p.set_defaults(func=cmd_reproduce)
+
+    q = sub.add_parser("quickstart", help="SASRec+ and ADRec on ML-100K (quick preset), "
+                                          "analysis, probe and figures in one report")
+    q.add_argument("--out", default="runs/quickstart")
+    q.add_argument("--preset", choices=sorted(PRESETS), default="quick")
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(func=cmd_quickstart)
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def cmd_reproduce(args) -> int:
+    from collapse_kit.experiments import plan_runs, run_plan
+
+    if args.jobs < 1:
+        raise UserError(f"--jobs must be >= 1, got {args.jobs}")
+    extra = {}
+    for pair in args.overrides:
+        if "=" not in pair:
+            raise UserError(f"--set expects key=value, got {pair!r}")
+        k, v = pair.split("=", 1)
+        extra[k.strip()] = v.strip()
+    for d in args.datasets:
+        _check_dataset(d)
+    out = Path(args.out)
+    plan = plan_runs(args.datasets, args.models, args.seeds, ablations=args.ablations,
+                     ablation_seeds=args.ablation_seeds, protocols=args.protocols)
+    status = run_plan(plan, out, args.preset, jobs=args.jobs, extra_sets=extra, log=_log)
+    failed = {k: v for k, v in status.items() if v.startswith("failed")}
+    if args.train_only:
+        print(out)
+        return 1 if failed else 0
+    written = write_reports(plan, out, preset=args.preset, seeds=args.seeds,
+                            bootstrap=args.bootstrap)
+    for f in written:
+        _log(f"wrote {f}")
+    print(out / "report.md")
+    if failed:
+        _log(f"{len(failed)} run(s) failed; see train.out in their folders")
+        return 1
+    return 0
+
+
+def cmd_quickstart(args) -> int:
+    from collapse_kit.experiments import plan_runs, run_plan
+
+    out = Path(args.out)
+    plan = [s for s in plan_runs(["ml-100k"], ["sasrec", "adrec"], 1, protocols=["strict"])]
+    if args.seed:
+        for s in plan:
+            s.seed = args.seed
+    _log(f"quickstart: SASRec+ and ADRec (3 stages) on ML-100K, preset {args.preset!r}, "
+         f"output in {out}")
+    status = run_plan(plan, out, args.preset, jobs=1, log=_log)
+    if any(v.startswith("failed") for v in status.values()):
+        raise RuntimeError(f"training failed: {status}; see train.out in {out / 'runs'}")
+    written = write_reports(plan, out, preset=args.preset, seeds=1, bootstrap=100)
+    for f in written:
+        _log(f"wrote {f}")
+    print(out / "report.md")
+    return 0
+
+
+def _check_dataset(name: str) -> None:
+    from adrec.data import BUNDLED
+
+    if name not in BUNDLED and not Path(name).exists():
+        raise UserError(f"unknown dataset {name!r}: choose from {', '.join(BUNDLED)} or give a "
+                        "path")
+
+
+# ---------------------------------------------------------------------------------------------
+
+def write_reports(plan, out: Path, *, preset: str, seeds: int, bootstrap: int) -> list[Path]:
+    """Tables 2, 4, 5, 6 and the figures for every dataset of ``plan``; returns written files."""
+    from collapse_kit import __version__
+    from collapse_kit.report import machine_description, utc_now
+
+    out = Path(out)
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    base_stamp = {"preset": preset, "seeds": ", ".join(str(s) for s in range(seeds)),
+                  "collapse-kit": __version__, "machine (report)": machine_description(),
+                  "date": utc_now()}
+    written, sections = [], []
+    for dataset in dict.fromkeys(s.dataset_key for s in plan):
+        runs = [s for s in plan if s.dataset_key == dataset]
+        tables = accuracy_tables(runs, out, base_stamp)
+        tables += ablation_tables(runs, out, base_stamp)
+        tables += embedding_tables(runs, out, base_stamp, bootstrap=bootstrap)
+        tables += probe_tables(runs, out, base_stamp)
+        for key, table in tables:
+            for fmt, ext in (("markdown", "md"), ("csv", "csv"), ("latex", "tex")):
+                path = out / "tables" / f"{key}-{dataset}.{ext}"
+                _atomic_write(path, table.render(fmt))
+                written.append(path)
+            sections.append(table.render("markdown"))
+        for title, path in draw_figures(runs, out, dataset):
+            written.append(path)
+            sections.append(f"### {title}\n\n![{title}]({path.relative_to(out)})\n")
+    report = ["# collapse-kit report", "",
+              f"Made by `collapse-kit` {base_stamp['collapse-kit']} on {base_stamp['date']}.",
+              "Every number below comes from the runs in `runs/` (their folders hold the "
+              "checkpoints, JSON-lines logs and the exact `collapse-kit train` command output).",
+              ""] + sections
+    _atomic_write(out / "report.md", "\n".join(report))
+    written.append(out / "report.md")
+    return written
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _commands_note(runs, out: Path, preset: str) -> str:
+    spec = runs[0]
+    cmd = " ".join(Path(c).name if i == 0 else c for i, c in enumerate(spec.command(out, preset)))
+    return f"Each run: `{cmd.replace('python3', 'python').replace(sys.executable, 'python')}` " \
+           "(model, seed and protocol varied)."
+
+
+def accuracy_tables(runs, out: Path, stamp: dict):
+    from collapse_kit.experiments import PAPER_TABLE2, run_metrics
+    from collapse_kit.report import Table, fmt_mean_sd
+
+    tables = []
+    dataset = runs[0].dataset_key
+    for protocol in dict.fromkeys(s.protocol for s in runs if not s.variant):
+        rows, trained_on = [], set()
+        for model in [m for m in PAPER_ORDER if any(s.model == m for s in runs)]:
+            ms = [run_metrics(s, out) for s in runs
+                  if s.model == model and not s.variant and s.protocol == protocol]
+            ms = [m for m in ms if m]
+            if not ms:
+                continue
+            cells = [fmt_mean_sd([m[protocol]["test"][k] for m in ms]) for k in METRICS]
+            paper = PAPER_TABLE2.get(dataset, {}).get(model)
+            trained_on.update(m["trained_on"] for m in ms)
+            rows.append([NAMES[model], *cells,
+                         f"{paper[0]:.2f} / {paper[1]:.2f}" if paper else "–",
+                         fmt_mean_sd([m["wall_seconds"] for m in ms], 0), str(len(ms))])
+        if rows:
+            tables.append((f"table2-{protocol}", Table(
+                title=f"Table 2 ({dataset}, {protocol} protocol): test metrics in %, "
+                      "mean ± sd over seeds",
+                columns=["Model", *METRICS, "paper HR@20 / NDCG@20", "train+eval s", "seeds"],
+                rows=rows, stamp={"protocol": protocol,
+                                  "trained on": ", ".join(sorted(trained_on)), **stamp},
+                notes=["Selection and metrics follow the protocol (README: Evaluation). "
+                       "Time: the sum of training and validation seconds of all stages."])))
+    return tables
+
+
+def ablation_tables(runs, out: Path, stamp: dict):
+    from collapse_kit.experiments import ABLATIONS, PAPER_TABLE4_ML100K, run_metrics
+    from collapse_kit.report import Table, fmt_mean_sd
+
+    variants = [v for v in ABLATIONS if any(s.variant == v for s in runs)]
+    if not variants:
+        return []
+    dataset = runs[0].dataset_key
+    rows, trained_on = [], set()
+    for name in ["ADRec", *variants]:
+        variant = "" if name == "ADRec" else name
+        ms = [run_metrics(s, out) for s in runs if s.model == "adrec" and s.variant == variant
+              and s.protocol == "strict"]
+        ms = [m for m in ms if m]
+        if not ms:
+            continue
+        trained_on.update(m["trained_on"] for m in ms)
+        paper = PAPER_TABLE4_ML100K.get(name) if dataset == "ml-100k" else None
+        rows.append([name, fmt_mean_sd([m["strict"]["test"]["HR@20"] for m in ms]),
+                     fmt_mean_sd([m["strict"]["test"]["NDCG@20"] for m in ms]),
+                     f"{paper[0]:.2f} / {paper[1]:.2f}" if paper else "–", str(len(ms))])
+    return [("table4", Table(
+        title=f"Table 4 ({dataset}): ADRec ablations, test HR@20 / NDCG@20 in %, strict protocol",
+        columns=["Variant", "HR@20", "NDCG@20", "paper HR@20 / NDCG@20", "seeds"], rows=rows,
+        stamp={"protocol": "strict", "trained on": ", ".join(sorted(trained_on)), **stamp},
+        notes=["Variants start from the stage-1 checkpoint of the main ADRec run of the same "
+               "seed, except the end-to-end ones as the paper describes them: w/o pre-train "
+               "(no stages 1 and 2, E from N(0, 1)) and w/o mse (end-to-end and CE only)."]))]
+
+
+def embedding_checkpoints(runs, out: Path) -> list[tuple[str, Path]]:
+    """(name, checkpoint) of seed 0's final tables, ADRec's stages included, strict runs."""
+    found = []
+    for model in PAPER_ORDER:
+        spec = next((s for s in runs if s.model == model and not s.variant
+                     and s.protocol == "strict" and s.seed == min(r.seed for r in runs)), None)
+        if spec is None:
+            continue
+        if model == "adrec":
+            for stage, label in (("stage1", "ADRec stage 1 (pre-train)"),
+                                 ("stage2", "ADRec stage 2 (warm-up)"),
+                                 ("stage3", "ADRec stage 3")):
+                p = spec.folder(out) / f"{stage}.pt"
+                if p.exists():
+                    found.append((label, p))
+        elif spec.checkpoint(out).exists():
+            found.append((NAMES[model], spec.checkpoint(out)))
+    return found
+
+
+def embedding_tables(runs, out: Path, stamp: dict, *, bootstrap: int):
+    from collapse_kit.analyze import (COMPARE_COLUMNS, CORRECTED_COLUMNS, analyze,
+                                      compare_metrics, format_comparison)
+    from collapse_kit.io import load_embeddings
+    from collapse_kit.metrics import gaussian_table
+    from collapse_kit.report import Table
+
+    ckpts = embedding_checkpoints(runs, out)
+    if not ckpts:
+        return []
+    dataset = runs[0].dataset_key
+    tables_, rows, ci_rows = {}, [], []
+    for name, path in ckpts:
+        tables_[name] = load_embeddings(path).table
+    n, d = next(iter(tables_.values())).shape
+    for name, E in tables_.items():
+        rows.append((name, compare_metrics(E, corrected=True)))
+    rows.append(("Gaussian (same shape, seed 0)",
+                 compare_metrics(gaussian_table(n, d, random_state=0), corrected=True)))
+    md = format_comparison(rows, "csv", corrected=True).splitlines()
+    import csv as _csv
+
+    parsed = list(_csv.reader(md))
+    table5 = Table(title=f"Table 5 ({dataset}): embedding metrics of the item tables (seed "
+                         f"{min(r.seed for r in runs)}, strict runs)",
+                   columns=["Model"] + [t for _, t in COMPARE_COLUMNS + CORRECTED_COLUMNS],
+                   rows=[r for r in parsed[1:]],
+                   stamp=stamp,
+                   notes=["Paper variants (top-5 SV ... silhouette) are the authors' formulas "
+                          "(docs/metrics.md); KL (log-det) and effective rank are corrected / "
+                          "added metrics. The Gaussian row is the same-shape reference."])
+    keys = ("singular_value_entropy", "covariance_entropy", "isotropy", "kl_to_gaussian_logdet",
+            "effective_rank")
+    if bootstrap >= 2:
+        for name, E in tables_.items():
+            r = analyze(E, bootstrap=bootstrap, null_draws=1, seed=0)
+            ci_rows.append([name] + [f"{r[k]:.3f} [{r[k + '_ci_low']:.3f}, "
+                                     f"{r[k + '_ci_high']:.3f}] (G {r[k + '_gaussian']:.3f})"
+                                     for k in keys])
+    out_tables = [("table5", table5)]
+    if ci_rows:
+        out_tables.append(("table5-intervals", Table(
+            title=f"Table 5 intervals ({dataset}): value [95% bootstrap interval over items, "
+                  f"{bootstrap} resamples] (G = same-shape Gaussian null)",
+            columns=["Model", *keys], rows=ci_rows, stamp=stamp)))
+    return out_tables
+
+
+def probe_tables(runs, out: Path, stamp: dict):
+    """Table 6 (ML-100K genre probe) when the probe package is available."""
+    if runs[0].dataset_key != "ml-100k":
+        return []
+    try:
+        from probes import probe_table  # noqa: F401
+    except ImportError:
+        return []
+    from collapse_kit.report import Table
+
+    ckpts = embedding_checkpoints(runs, out)
+    rows_, columns = probe_table([(n, p) for n, p in ckpts], seeds=5)
+    return [("table6", Table(title="Table 6 (ml-100k): linear probe of the item tables on "
+                                   "genres, held-out items, mean ± sd over 5 splits",
+                             columns=columns, rows=rows_, stamp=stamp))]
+
+
+def draw_figures(runs, out: Path, dataset: str) -> list[tuple[str, Path]]:
+    """Collapse trajectories (always), t-SNE grid and spectra (when available)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from collapse_kit.monitor import plot_trajectories, read_trajectory
+
+    made = []
+    seed0 = min(r.seed for r in runs)
+    trajs = {}
+    for model in PAPER_ORDER:
+        spec = next((s for s in runs if s.model == model and not s.variant
+                     and s.protocol == "strict" and s.seed == seed0), None)
+        if spec is not None and spec.folder(out).exists():
+            try:
+                trajs[NAMES[model]] = read_trajectory(spec.folder(out))
+            except FileNotFoundError:
+                continue
+    if any(trajs.values()):
+        fig = plot_trajectories(trajs)
+        path = out / "figures" / f"collapse-trajectories-{dataset}.png"
+        _save(fig, path)
+        plt.close(fig)
+        made.append((f"Collapse statistics during training ({dataset}, seed {seed0})", path))
+    ckpts = embedding_checkpoints(runs, out)
+    try:
+        from collapse_kit import figures, tsne  # noqa: F401
+    except ImportError:
+        return made
+    made += figures.report_figures(ckpts, out / "figures", dataset) \
+        if hasattr(figures, "report_figures") else []
+    return made
+
+
+def _save(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=150, bbox_inches="tight")
+    os.replace(tmp, path)

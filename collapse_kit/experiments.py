@@ -1,0 +1,226 @@
+"""Experiment plans for `collapse-kit reproduce` and `quickstart`: which runs, where, and how.
+
+A plan is a list of :class:`RunSpec` (dataset, model, seed, protocol, variant). Each run lives in
+``OUT/runs/<dataset>/<name>/s<seed>-<protocol>/`` and is trained by the project's own command,
+``collapse-kit train ... --resume``, so finished runs are reused and interrupted ones continue.
+ADRec ablations start from the stage-1 checkpoint of the main ADRec run of the same seed (as in
+the paper, the variants share the pre-trained embedding), except "w/o pre-train".
+
+This module is part of the CLI's composition root: it drives adrec through its CLI, never
+through imports.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MODELS = ("sasrec", "adrec", "diffurec", "dreamrec")
+PROTOCOLS = ("strict", "official")
+
+# Training settings per preset (TrainConfig fields passed with --set).
+PRESETS = {
+    # the paper's schedule: up to 500 epochs per stage, early stopping (eval every 5, patience 4)
+    "paper": {},
+    # a short schedule for a first look on a laptop CPU (quickstart: about 10 minutes)
+    "quick": {"epochs": 30, "patience": 2},
+    # a few epochs, for tests and notebook CI
+    "tiny": {"epochs": 2, "eval_every": 1, "batch_size": 256},
+}
+
+# Table 4 of the paper (and figure 7): ADRec variants as model settings.
+ABLATIONS = {
+    "w/o warm-up": {"warmup": "false"},
+    # paper: "ADRec trained in an end-to-end manner without pre-training" (so no warm-up either)
+    "w/o pre-train": {"pretrain": "false", "warmup": "false"},
+    # paper: "End-to-end ADRec without the denoising loss"
+    "w/o mse": {"pretrain": "false", "warmup": "false", "use_mse": "false"},
+    "w/o CAM": {"use_cam": "false"},
+    "MLP": {"denoiser": "mlp"},
+    "PCGrad": {"pcgrad": "true"},
+    "lambda=1e-2": {"lam": "0.01"},
+    "lambda=1e-4": {"lam": "0.0001"},
+}
+
+FINAL_CHECKPOINT = {"adrec": "best.pt"}
+
+# The paper's Table 2 (HR@20, NDCG@20 in %) for the four models reproduced here.
+PAPER_TABLE2 = {
+    "ml-100k": {"sasrec": (18.4538, 7.1034), "dreamrec": (3.4395, 1.3339),
+                "diffurec": (16.0688, 6.555), "adrec": (22.0699, 9.0028)},
+    "baby": {"sasrec": (5.5268, 2.5197), "dreamrec": (0.7648, 0.2777),
+             "diffurec": (5.382, 2.5649), "adrec": (7.1524, 3.1455)},
+    "beauty": {"sasrec": (15.2038, 7.6509), "dreamrec": (0.6815, 0.2728),
+               "diffurec": (13.9102, 7.3326), "adrec": (16.8246, 8.3214)},
+    "sports": {"sasrec": (6.4059, 3.344), "dreamrec": (0.7432, 0.2148),
+               "diffurec": (6.2174, 3.2067), "adrec": (8.1639, 3.6389)},
+    "toys": {"sasrec": (10.7082, 6.0517), "dreamrec": (0.4755, 0.1731),
+             "diffurec": (9.859, 5.8508), "adrec": (12.0924, 6.7982)},
+}
+# The paper's Table 4 on ML-100K (HR@20, NDCG@20).
+PAPER_TABLE4_ML100K = {"ADRec": (22.0699, 9.0028), "w/o warm-up": (21.0144, 8.3206),
+                       "w/o pre-train": (14.835, 5.5249), "w/o mse": (13.2913, 5.3358),
+                       "w/o CAM": (18.9609, 7.5569), "MLP": (20.0558, 7.8465)}
+
+
+@dataclass
+class RunSpec:
+    dataset: str
+    model: str
+    seed: int
+    protocol: str = "strict"
+    variant: str = ""                         # ablation name ("" = the model itself)
+    model_settings: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        if not self.variant:
+            return self.model
+        slug = (self.variant.replace("w/o ", "no-").replace(" ", "-").replace("/", "-")
+                .replace("=", "").lower())
+        return f"{self.model}-{slug}"
+
+    @property
+    def dataset_key(self) -> str:
+        """A folder-safe dataset name: the bundled name, or a data file's stem."""
+        return dataset_key(self.dataset)
+
+    def folder(self, out: Path) -> Path:
+        return out / "runs" / self.dataset_key / self.name / f"s{self.seed}-{self.protocol}"
+
+    def checkpoint(self, out: Path) -> Path:
+        return self.folder(out) / FINAL_CHECKPOINT.get(self.model, f"{self.model}.pt")
+
+    def stage1_source(self, out: Path) -> Path | None:
+        """Ablations reuse the main ADRec run's stage-1 checkpoint (same seed, same protocol)."""
+        if (self.model != "adrec" or not self.variant
+                or self.model_settings.get("pretrain") == "false"):
+            return None
+        main = RunSpec(self.dataset, "adrec", self.seed, self.protocol)
+        return main.folder(out) / "stage1.pt"
+
+    def command(self, out: Path, preset: str, extra_sets: dict | None = None) -> list[str]:
+        sets = {**PRESETS[preset], "protocol": self.protocol, **self.model_settings,
+                **(extra_sets or {})}
+        cmd = [sys.executable, "-m", "collapse_kit.cli", "train", "--model", self.model,
+               "--dataset", self.dataset, "--seed", str(self.seed),
+               "--out", str(self.folder(out)), "--resume", "--no-progress", "--json"]
+        for k, v in sets.items():
+            cmd += ["--set", f"{k}={v}"]
+        src = self.stage1_source(out)
+        if src is not None:
+            cmd += ["--stage1", str(src)]
+        return cmd
+
+
+def dataset_key(dataset: str) -> str:
+    name = Path(dataset).name
+    return name.split(".")[0] if ("/" in dataset or "." in name) else dataset
+
+
+def plan_runs(datasets, models, seeds: int, *, ablations: bool = False,
+              ablation_seeds: int = 1, protocols=PROTOCOLS) -> list[RunSpec]:
+    """Every run of a reproduction: models x datasets x seeds x protocols, then ablations
+    (ADRec variants, strict protocol, seeds 0..ablation_seeds-1, on each dataset)."""
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; choose from {', '.join(MODELS)}")
+    if seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    plan = [RunSpec(d, m, s, p) for d in datasets for p in protocols for m in models
+            for s in range(seeds)]
+    if ablations:
+        if "adrec" not in models:
+            raise ValueError("--ablations needs adrec among --models (the variants reuse its "
+                             "stage-1 checkpoints)")
+        if not 1 <= ablation_seeds <= seeds:
+            raise ValueError(f"--ablation-seeds must be in [1, --seeds={seeds}], "
+                             f"got {ablation_seeds}")
+        if "strict" not in protocols:
+            raise ValueError("--ablations run under the strict protocol; include it in "
+                             "--protocols")
+        plan += [RunSpec(d, "adrec", s, "strict", v, dict(ABLATIONS[v]))
+                 for d in datasets for v in ABLATIONS for s in range(ablation_seeds)]
+    return plan
+
+
+def run_plan(plan: list[RunSpec], out: Path, preset: str, *, jobs: int = 1,
+             extra_sets: dict | None = None, log=print, timeout: float | None = None) -> dict:
+    """Train every run whose final checkpoint is missing, ``jobs`` at a time (subprocesses of
+    ``collapse-kit train --resume``). Returns {folder: "reused" | "trained" | "failed: ..."}."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    status, pending, running = {}, [], {}
+    for spec in plan:
+        if spec.checkpoint(out).exists():
+            status[str(spec.folder(out))] = "reused"
+        else:
+            pending.append(spec)
+    n_total, t_start = len(pending), time.time()
+    if pending:
+        log(f"training {n_total} run(s), {jobs} at a time ({len(status)} reused)")
+    while pending or running:
+        for spec in list(pending):
+            if len(running) >= jobs:
+                break
+            src = spec.stage1_source(out)
+            if src is not None and not src.exists():
+                main_busy = any(r.model == "adrec" and not r.variant and r.seed == spec.seed
+                                and r.dataset == spec.dataset for r in list(pending) +
+                                [s for s, _ in running.values()])
+                if main_busy:
+                    continue  # wait for the main run's stage 1
+            pending.remove(spec)
+            folder = spec.folder(out)
+            folder.mkdir(parents=True, exist_ok=True)
+            logf = open(folder / "train.out", "a")
+            proc = subprocess.Popen(spec.command(out, preset, extra_sets), stdout=logf,
+                                    stderr=subprocess.STDOUT)
+            running[proc.pid] = (spec, (proc, logf, time.time()))
+        time.sleep(0.5)
+        for pid, (spec, (proc, logf, t0)) in list(running.items()):
+            if timeout is not None and time.time() - t_start > timeout and proc.poll() is None:
+                proc.terminate()
+            if proc.poll() is None:
+                continue
+            logf.close()
+            del running[pid]
+            key = str(spec.folder(out))
+            if proc.returncode == 0 and spec.checkpoint(out).exists():
+                status[key] = "trained"
+                log(f"  done  {spec.dataset} {spec.name} seed {spec.seed} {spec.protocol} "
+                    f"({time.time() - t0:.0f} s; {sum(v == 'trained' for v in status.values())}"
+                    f"/{n_total})")
+            else:
+                tail = (spec.folder(out) / "train.out").read_text().strip().splitlines()[-1:]
+                status[key] = f"failed: {tail[0] if tail else proc.returncode}"
+                log(f"  FAILED {spec.dataset} {spec.name} seed {spec.seed}: {status[key]}")
+        if not running and pending and all(
+                s.stage1_source(out) is not None and not s.stage1_source(out).exists()
+                for s in pending):
+            for s in pending:  # their main run failed: nothing can start them
+                status[str(s.folder(out))] = "failed: main ADRec run has no stage1.pt"
+            pending.clear()
+    return status
+
+
+def run_metrics(spec: RunSpec, out: Path) -> dict | None:
+    """The metrics a finished run stored in its checkpoint (None if it has none)."""
+    import torch
+
+    path = spec.checkpoint(out)
+    if not path.exists():
+        return None
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    m = dict(ck.get("metrics", {}))
+    m["epochs"] = ck.get("epoch")
+    m["trained_on"] = ck.get("trained_on", "unknown")
+    times = []
+    for log_path in spec.folder(out).glob("*.log.jsonl"):
+        rows = [json.loads(x) for x in log_path.read_text().splitlines() if x.strip()]
+        times.append(sum(r.get("seconds", 0) + r.get("eval_seconds", 0) for r in rows))
+    m["wall_seconds"] = sum(times)
+    return m
