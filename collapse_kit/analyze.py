@@ -140,6 +140,9 @@ def analyze(E, *, labels=None, n_clusters: int = PAPER_N_CLUSTERS,
     bootstrap = check_positive_int(bootstrap, "bootstrap", minimum=0)
     if bootstrap == 1:
         raise UserError("bootstrap needs at least 2 resamples (or 0 to turn it off); got 1")
+    if not (isinstance(confidence, float) and 0.0 < confidence < 1.0):
+        raise UserError(f"confidence must be a float strictly between 0 and 1 (e.g. 0.95); "
+                        f"got {confidence!r}")
     silhouette_sample = check_optional_sample(silhouette_sample, "silhouette_sample")
     uniformity_sample = check_optional_sample(uniformity_sample, "uniformity_sample")
     metric_fn = partial(compute_metrics, n_clusters=n_clusters, kmeans_seed=kmeans_seed,

@@ -5,7 +5,7 @@ import csv
 import io
 import json
 import math
-import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -113,6 +113,8 @@ def test_analyze_bootstrap_and_labels():
 def test_analyze_validates_options():
     with pytest.raises(UserError, match="at least 2 resamples"):
         analyze(table(), bootstrap=1)
+    with pytest.raises(UserError, match="confidence must be a float strictly between 0 and 1"):
+        analyze(table(), confidence=95.0)
     with pytest.raises(UserError, match="null_draws must be >= 0"):
         analyze(table(), null_draws=-1)
     with pytest.raises(UserError, match="integer array of shape"):
@@ -207,18 +209,19 @@ def test_analyze_key_option(tmp_path, capsys):
 
 
 def test_analyze_subprocess(tmp_path):
+    # The console script as users run it (python -m collapse_kit.cli where it is not installed).
     np.save(tmp_path / "e.npy", table())
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    done = subprocess.run([sys.executable, "-m", "collapse_kit.cli", "analyze",
-                           str(tmp_path / "e.npy"), "--json", "--null-draws", "0"],
-                          capture_output=True, text=True, env=env, timeout=120)
+    exe = shutil.which("collapse-kit") or str(Path(sys.executable).with_name("collapse-kit"))
+    cmd = [exe] if Path(exe).exists() else [sys.executable, "-m", "collapse_kit.cli"]
+    done = subprocess.run(cmd + ["analyze", str(tmp_path / "e.npy"), "--json", "--null-draws", "0"],
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["shape"] == [120, 8]
-    exe = Path(sys.executable).with_name("collapse-kit")
-    if exe.exists():  # the console script as users run it
-        done = subprocess.run([str(exe), "analyze", str(tmp_path / "nope.npy")],
-                              capture_output=True, text=True, env=env, timeout=120)
-        assert done.returncode == 2 and "collapse-kit: error:" in done.stderr
+    result = json.loads(done.stdout)
+    assert result["shape"] == [120, 8] and result["checkpoint_format"] == "npy"
+    done = subprocess.run(cmd + ["analyze", str(tmp_path / "nope.npy")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.startswith("collapse-kit: error:")
+    assert "Traceback" not in done.stderr
 
 
 # -- compare ------------------------------------------------------------------------------------

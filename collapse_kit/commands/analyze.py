@@ -24,7 +24,7 @@ def register(subparsers) -> None:
                    help="shorthand for --format json")
     p.add_argument("--bootstrap", type=int, default=0, metavar="N",
                    help="item resamples for confidence intervals (default 0: off; e.g. 200)")
-    p.add_argument("--confidence", type=float, default=0.95, help="CI level (default 0.95)")
+    p.add_argument("--confidence", type=float, default=0.95, metavar="C", help="CI level (default 0.95)")
     p.add_argument("--null-draws", type=int, default=1, metavar="N",
                    help="same-shape Gaussian tables to average for the null (default 1; 0: off)")
     p.add_argument("--labels", metavar="CSV",
@@ -65,10 +65,10 @@ def _add_metric_args(p: argparse.ArgumentParser) -> None:
                         "'all' for every item)")
     p.add_argument("--uniformity-sample", type=_sample_size, default=DEFAULT_SAMPLE, metavar="N",
                    help=f"uniformity over the pairs of at most N items (default {DEFAULT_SAMPLE}; 'all')")
-    p.add_argument("--clusters", type=int, default=16, help="KMeans clusters for the silhouette (16)")
-    p.add_argument("--kmeans-n-init", type=int, default=1,
+    p.add_argument("--clusters", type=int, default=16, metavar="K", help="KMeans clusters for the silhouette (16)")
+    p.add_argument("--kmeans-n-init", type=int, default=1, metavar="N",
                    help="KMeans restarts (default 1, which reproduces the paper's numbers)")
-    p.add_argument("--kmeans-seed", type=int, default=42, help="KMeans seed (default 42, the paper's)")
+    p.add_argument("--kmeans-seed", type=int, default=42, metavar="S", help="KMeans seed (default 42, the paper's)")
     p.add_argument("--threads", type=int, default=1, metavar="N",
                    help="BLAS/OpenMP threads (default 1: fastest on a busy 2-core machine; "
                         "values agree up to rounding)")
