@@ -39,6 +39,8 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="output folder (runs, tables, figures)")
     p.add_argument("--jobs", type=int, default=1, help="training runs at a time (subprocesses)")
     p.add_argument("--train-only", action="store_true", help="stop after training")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: write the tables and figures from the runs in --out")
     p.add_argument("--bootstrap", type=int, default=200,
                    help="bootstrap resamples for Table 5 intervals (0 = none)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -73,7 +75,15 @@ def cmd_reproduce(args) -> int:
     out = Path(args.out)
     plan = plan_runs(args.datasets, args.models, args.seeds, ablations=args.ablations,
                      ablation_seeds=args.ablation_seeds, protocols=args.protocols)
-    status = run_plan(plan, out, args.preset, jobs=args.jobs, extra_sets=extra, log=_log)
+    if args.train_only and args.report_only:
+        raise UserError("--train-only and --report-only exclude each other")
+    if args.report_only:
+        status = {}
+        plan = [s for s in plan if s.checkpoint(out).exists()]
+        if not plan:
+            raise UserError(f"no finished runs in {out}; drop --report-only to train them")
+    else:
+        status = run_plan(plan, out, args.preset, jobs=args.jobs, extra_sets=extra, log=_log)
     failed = {k: v for k, v in status.items() if v.startswith("failed")}
     if args.train_only:
         print(out)
@@ -232,8 +242,17 @@ def ablation_tables(runs, out: Path, stamp: dict):
                "(no stages 1 and 2, E from N(0, 1)) and w/o mse (end-to-end and CE only)."]))]
 
 
+def _has_table(path: Path) -> bool:
+    import torch
+
+    if not path.exists():
+        return False
+    return not torch.load(path, map_location="cpu", weights_only=True).get("table_stripped")
+
+
 def embedding_checkpoints(runs, out: Path) -> list[tuple[str, Path]]:
-    """(name, checkpoint) of seed 0's final tables, ADRec's stages included, strict runs."""
+    """(name, checkpoint) of seed 0's final tables, ADRec's stages included, strict runs
+    (light checkpoints whose table was stripped for transport are left out)."""
     found = []
     for model in PAPER_ORDER:
         spec = next((s for s in runs if s.model == model and not s.variant
@@ -245,9 +264,9 @@ def embedding_checkpoints(runs, out: Path) -> list[tuple[str, Path]]:
                                  ("stage2", "ADRec stage 2 (warm-up)"),
                                  ("stage3", "ADRec stage 3")):
                 p = spec.folder(out) / f"{stage}.pt"
-                if p.exists():
+                if _has_table(p):
                     found.append((label, p))
-        elif spec.checkpoint(out).exists():
+        elif _has_table(spec.checkpoint(out)):
             found.append((NAMES[model], spec.checkpoint(out)))
     return found
 
