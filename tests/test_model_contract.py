@@ -1,0 +1,147 @@
+"""The model contract (adrec/models/base.py), checked for every registered model.
+
+Parametrised over ``available_models()``, so a model joins this suite as soon as its module
+exists. Every model is built small (width 32, 4 diffusion steps where it has them) and run on the
+tiny synthetic dataset of conftest.py.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from adrec.checkpoint import load_checkpoint, model_from_checkpoint
+from adrec.config import TrainConfig
+from adrec.data import BatchIterator, left_pad, training_pairs
+from adrec.models import available_models, build_model, model_class
+from adrec.train import train_stage
+from conftest import make_dataset
+
+MODELS = available_models()
+SMALL = {"hidden": 32, "steps": 4, "n_blocks": 1}  # where the model's Args declares the field
+N_ITEMS = 30
+
+
+def small_args(name: str) -> dict:
+    fields = {f.name for f in dataclasses.fields(model_class(name).Args)}
+    return {k: v for k, v in SMALL.items() if k in fields}
+
+
+def make_model(name: str, seed: int = 0):
+    torch.manual_seed(seed)
+    return build_model(name, N_ITEMS, small_args(name))
+
+
+def first_batch(model, dataset, batch_size: int = 16):
+    hists, tgts = training_pairs(dataset, 50, prefixes=(model.train_samples == "prefixes"))
+    it = BatchIterator(hists, tgts, max_len=50, batch_size=batch_size,
+                       generator=torch.Generator().manual_seed(0),
+                       trim=not model.needs_full_width)
+    return next(iter(it))
+
+
+def histories(dataset, n: int = 8, extra: int = 0) -> torch.Tensor:
+    """The first ``n`` users' train sequences, trimmed to the longest, plus ``extra`` padding."""
+    seqs = [dataset.train[u] for u in range(n)]
+    return left_pad(seqs, 50, max(len(s) for s in seqs) + extra)
+
+
+def scores(model, history, seed: int = 7) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad():
+        return model.score_all(history, generator=torch.Generator().manual_seed(seed))
+
+
+def test_registry_lists_the_baselines():
+    assert {"sasrec", "diffurec", "dreamrec"} <= set(MODELS)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_class_attributes(name):
+    cls = model_class(name)
+    assert cls.name == name
+    assert dataclasses.is_dataclass(cls.Args)
+    assert cls.train_samples in ("sequence", "prefixes")
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_loss_is_finite_scalar_with_gradient(name, tiny):
+    model = make_model(name)
+    model.train()
+    losses = model.loss(first_batch(model, tiny))
+    assert "loss" in losses
+    for key, value in losses.items():
+        assert value.ndim == 0, key
+        assert math.isfinite(value.item()), key
+    losses["loss"].backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    table = model.embedding_parameters()[0]
+    assert table.grad is not None and table.grad.abs().sum() > 0  # the loss reaches the items
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_score_all_shape_includes_padding_row(name, tiny):
+    model = make_model(name)
+    s = scores(model, histories(tiny))
+    assert s.shape == (8, N_ITEMS + 1)
+    assert torch.isfinite(s).all()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_score_all_is_deterministic_for_a_generator_seed(name, tiny):
+    model = make_model(name)
+    h = histories(tiny)
+    torch.manual_seed(123)  # the global RNG must not matter at inference
+    a = scores(model, h, seed=3)
+    torch.manual_seed(456)
+    b = scores(model, h, seed=3)
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_item_embeddings_are_the_table_without_padding(name):
+    model = make_model(name)
+    E = model.item_embeddings()
+    table = model.embedding_parameters()[0]
+    assert E.shape == (N_ITEMS, 32)
+    assert torch.equal(E, table[1:].detach())
+    assert any(table is p for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_extra_left_padding_changes_nothing_with_the_correct_mask(name, tiny):
+    model = make_model(name)
+    if getattr(model.args, "attention_mask", None) != "correct":
+        pytest.skip("model does not claim padding invariance")
+    assert not model.needs_full_width
+    narrow = histories(tiny)
+    wide = histories(tiny, extra=5)
+    assert wide.shape[1] == narrow.shape[1] + 5 <= 50
+    assert torch.allclose(scores(model, narrow), scores(model, wide), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_official_mask_needs_full_width(name):
+    if "attention_mask" not in {f.name for f in dataclasses.fields(model_class(name).Args)}:
+        pytest.skip("model has no attention-mask option")
+    model = build_model(name, N_ITEMS, {**small_args(name), "attention_mask": "official"})
+    assert model.needs_full_width
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_one_epoch_writes_a_checkpoint_that_reproduces_scores(name, tmp_path):
+    data = make_dataset(n_users=16, n_items=N_ITEMS, max_len=8)
+    model = make_model(name)
+    cfg = TrainConfig(epochs=1, batch_size=64, eval_every=1, device="cpu", seed=0)
+    result = train_stage(model, data, cfg, tmp_path, stage=name, progress=False)
+    ckpt = load_checkpoint(result.checkpoint)
+    assert ckpt["model"] == name and ckpt["epoch"] == 1
+    for protocol in ("strict", "official"):
+        assert set(ckpt["metrics"][protocol]) == {"valid", "test"}
+    assert torch.equal(ckpt["item_embeddings"], model.item_embeddings().cpu())
+    again = model_from_checkpoint(ckpt)
+    h = histories(data)
+    assert torch.equal(scores(model, h), scores(again, h))
