@@ -1,0 +1,235 @@
+"""`collapse-kit tsne` (Figure 1/10-style t-SNE panels), `plot-spectrum` (normalised singular-value
+spectra) and `plot-stages` (collapse metrics across training stages)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from collapse_kit.commands.probe import add_loading_args, load_table
+from collapse_kit.errors import UserError
+
+# plot-stages: (label, function name in collapse_kit.metrics, what it says)
+STAGE_METRICS = (
+    ("effective rank", "effective_rank"),
+    ("SV entropy (nats)", "singular_value_entropy"),
+    ("covariance entropy (nats)", "covariance_entropy"),
+    ("isotropy", "isotropy"),
+    ("KL to Gaussian (log-det)", "kl_to_gaussian_logdet"),
+    ("top singular value", "top_singular_values"),
+)
+
+
+def register(subparsers) -> None:
+    t = subparsers.add_parser(
+        "tsne", help="t-SNE density panels of item tables (ADRec paper Figures 1 and 10)",
+        description="One t-SNE density panel per checkpoint (models across, datasets down), plus a "
+                    "same-shape Gaussian panel per dataset; every panel with the same t-SNE "
+                    "settings. Each panel is zoomed to its own size and labelled 'xk' (reference "
+                    "radius / its radius), or all share one scale with --shared-scale. Writes "
+                    "FILE.png and FILE.pdf (and FILE.svg with --svg).")
+    t.add_argument("checkpoints", nargs="+", metavar="CKPT")
+    _add_output_args(t)
+    t.add_argument("--names", nargs="+", metavar="NAME",
+                   help="panel (column) names, one per checkpoint (default: file names)")
+    t.add_argument("--datasets", nargs="+", metavar="DATASET",
+                   help="row names, one per checkpoint (default: the dataset the checkpoint names, "
+                        "else one row)")
+    t.add_argument("--shared-scale", action="store_true",
+                   help="draw every panel at the same scale instead of zooming each to its size")
+    t.add_argument("--reference", metavar="NAME",
+                   help="panel name whose size is x1 in each row (default: the row's largest panel)")
+    t.add_argument("--no-gaussian", dest="gaussian", action="store_false",
+                   help="leave out the same-shape Gaussian panel")
+    t.add_argument("--raw", action="store_true",
+                   help="embed the raw rows (default: z-score each column first, as the authors)")
+    t.add_argument("--perplexity", type=float, default=30.0, help="t-SNE perplexity (default 30)")
+    t.add_argument("--iterations", type=int, default=500, metavar="N",
+                   help="normal-phase iterations after 250 exaggerated ones (default 500)")
+    t.add_argument("--method", choices=("auto", "bh", "fft"), default="auto",
+                   help="gradient: Barnes-Hut, FFT, or auto (FFT from 10,000 items; default)")
+    t.add_argument("--seed", type=int, default=2024, help="t-SNE and Gaussian seed (default 2024)")
+    t.add_argument("--title", help="figure title")
+    add_loading_args(t)
+    t.set_defaults(func=run_tsne)
+
+    s = subparsers.add_parser(
+        "plot-spectrum", help="normalised singular-value spectra of several checkpoints (log scale)",
+        description="One line per checkpoint: its singular values divided by the largest (or by "
+                    "their sum), log scale, with a same-shape Gaussian table dashed. Writes "
+                    "FILE.png and FILE.pdf (and FILE.svg with --svg).")
+    s.add_argument("checkpoints", nargs="+", metavar="CKPT")
+    _add_output_args(s)
+    s.add_argument("--names", nargs="+", metavar="NAME", help="line names, one per checkpoint")
+    s.add_argument("--kind", choices=("centered", "zscore", "raw"), default="centered",
+                   help="spectrum of the centred table (PCA, default), the column-z-scored table "
+                        "(the paper's Table 5) or the raw table")
+    s.add_argument("--normalize", choices=("max", "sum"), default="max",
+                   help="divide by the largest singular value (default) or by their sum")
+    s.add_argument("--no-gaussian", dest="gaussian", action="store_false",
+                   help="leave out the Gaussian reference line")
+    s.add_argument("--seed", type=int, default=0, help="Gaussian seed (default 0)")
+    s.add_argument("--title", help="figure title")
+    add_loading_args(s)
+    s.set_defaults(func=run_spectrum)
+
+    g = subparsers.add_parser(
+        "plot-stages", help="collapse metrics across training stages (one checkpoint per stage)",
+        description="One small panel per metric (effective rank, singular-value and covariance "
+                    "entropy, isotropy, log-det KL to a Gaussian, top singular value), its value "
+                    "at each checkpoint in the order given, with a same-shape Gaussian table's "
+                    "value dashed. Writes FILE.png and FILE.pdf (and FILE.svg with --svg).")
+    g.add_argument("checkpoints", nargs="+", metavar="CKPT", help="one checkpoint per stage, in order")
+    _add_output_args(g)
+    g.add_argument("--names", nargs="+", metavar="STAGE",
+                   help="stage names, one per checkpoint (default: the checkpoint's stage, else "
+                        "the file name)")
+    g.add_argument("--seed", type=int, default=0, help="Gaussian seed (default 0)")
+    g.add_argument("--title", help="figure title")
+    add_loading_args(g)
+    g.set_defaults(func=run_stages)
+
+
+def _add_output_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", required=True, metavar="FILE",
+                   help="output file without extension (e.g. figures/tsne-ml-100k)")
+    p.add_argument("--svg", action="store_true", help="also write FILE.svg")
+    p.add_argument("--dpi", type=int, default=200, help="PNG resolution (default 200)")
+
+
+def _formats(args) -> list[str]:
+    return ["png", "pdf"] + (["svg"] if args.svg else [])
+
+
+def _names(args, default: list[str], what: str = "checkpoint") -> list[str]:
+    names = args.names or default
+    if len(names) != len(args.checkpoints):
+        raise UserError(f"--names got {len(names)} name(s) for {len(args.checkpoints)} {what}s; "
+                        f"give one name per {what}")
+    return list(names)
+
+
+def _check_output(args) -> None:
+    """Fail before any slow work if the figure cannot be written."""
+    from collapse_kit.figures import output_paths
+
+    targets = output_paths(args.output, _formats(args))
+    parent = targets[0].parent
+    if not parent.is_dir():
+        raise FileNotFoundError(2, "No such folder for -o (create it first)", str(parent))
+
+
+def _load_all(args) -> list[tuple]:
+    out = []
+    for path in args.checkpoints:
+        table, meta = load_table(path, args)
+        pad = "padding row dropped" if meta["padding_row_dropped"] else "no padding row dropped"
+        print(f"{path}: tensor {meta['key']} {table.shape[0]}x{table.shape[1]}, {pad}", file=sys.stderr)
+        out.append((table, meta))
+    return out
+
+
+def _save(fig, args) -> int:
+    from collapse_kit.figures import save_figure
+
+    for path in save_figure(fig, args.output, formats=_formats(args), dpi=args.dpi):
+        print(path)
+    return 0
+
+
+def run_tsne(args) -> int:
+    from collapse_kit.figures import tsne_figure
+    from collapse_kit.metrics import gaussian_table
+    from collapse_kit.tsne import TSNESettings, tsne_map
+
+    _check_output(args)
+    settings = TSNESettings(perplexity=args.perplexity, n_iter=args.iterations, method=args.method,
+                            standardize=not args.raw, random_state=args.seed).validate()
+    names = _names(args, [Path(p).stem for p in args.checkpoints])
+    loaded = _load_all(args)
+    if args.datasets is not None:
+        if len(args.datasets) != len(loaded):
+            raise UserError(f"--datasets got {len(args.datasets)} name(s) for {len(loaded)} "
+                            "checkpoints; give one per checkpoint")
+        rows = list(args.datasets)
+    else:
+        rows = [m.get("dataset") if isinstance(m.get("dataset"), str) else "" for _, m in loaded]
+        if len(set(rows)) > 1 and "" in rows:
+            raise UserError("some checkpoints name their dataset and some do not; give every "
+                            "panel's row with --datasets")
+    tables = [t for t, _ in loaded]
+    if args.gaussian:
+        if "Gaussian" in names:
+            raise UserError("a checkpoint is named 'Gaussian', the reference panel's name; rename "
+                            "it or pass --no-gaussian")
+        for row in list(dict.fromkeys(rows)):
+            n, d = tables[rows.index(row)].shape
+            tables.append(gaussian_table(n, d, random_state=args.seed))
+            names.append("Gaussian")
+            rows.append(row)
+    maps = []
+    for name, row, table in zip(names, rows, tables):
+        print(f"t-SNE {name}{' (' + row + ')' if row else ''}: {table.shape[0]}x{table.shape[1]}, "
+              f"{settings.method_for(table.shape[0])}", file=sys.stderr)
+        maps.append(tsne_map(table, settings))
+    fig = tsne_figure(maps, names, rows=rows, shared_scale=args.shared_scale,
+                      reference=args.reference, title=args.title)
+    return _save(fig, args)
+
+
+def run_spectrum(args) -> int:
+    from collapse_kit.figures import spectrum_figure, table_spectrum
+    from collapse_kit.metrics import gaussian_table
+
+    _check_output(args)
+    names = _names(args, [Path(p).stem for p in args.checkpoints])
+    if len(set(names)) != len(names):
+        raise UserError("--names must be distinct; two lines would share a name")
+    loaded = _load_all(args)
+    spectra = {name: table_spectrum(t, kind=args.kind) for name, (t, _) in zip(names, loaded)}
+    reference = None
+    if args.gaussian:
+        shapes = list(dict.fromkeys(t.shape for t, _ in loaded))
+        for n, d in shapes:
+            reference = "Gaussian" if len(shapes) == 1 else f"Gaussian {n}x{d}"
+            spectra[reference] = table_spectrum(gaussian_table(n, d, random_state=args.seed), kind=args.kind)
+        if len(shapes) > 1:
+            reference = None
+    label = {"centered": "centred table", "zscore": "z-scored columns", "raw": "raw table"}[args.kind]
+    fig = spectrum_figure(spectra, normalize=args.normalize, kind_label=label, reference=reference,
+                          title=args.title)
+    return _save(fig, args)
+
+
+def stage_values(tables) -> dict[str, list[float]]:
+    """Every STAGE_METRICS value of each table, in order."""
+    from collapse_kit import metrics
+
+    out = {}
+    for label, fn_name in STAGE_METRICS:
+        fn = getattr(metrics, fn_name)
+        if fn_name == "top_singular_values":
+            out[label] = [float(fn(t, 1)[0]) for t in tables]
+        else:
+            out[label] = [float(fn(t)) for t in tables]
+    return out
+
+
+def run_stages(args) -> int:
+    from collapse_kit.figures import stage_figure
+    from collapse_kit.metrics import gaussian_table
+
+    _check_output(args)
+    loaded = _load_all(args)
+    default = [m.get("stage") or Path(p).stem for p, (_, m) in zip(args.checkpoints, loaded)]
+    stages = _names(args, default, "stage")
+    shapes = {t.shape for t, _ in loaded}
+    if len(shapes) > 1:
+        raise UserError(f"the checkpoints have different table shapes ({', '.join(f'{n}x{d}' for n, d in shapes)}); "
+                        "plot-stages compares the stages of one model on one dataset")
+    tables = [t for t, _ in loaded]
+    values = stage_values(tables)
+    n, d = tables[0].shape
+    reference = {k: v[0] for k, v in stage_values([gaussian_table(n, d, random_state=args.seed)]).items()}
+    fig = stage_figure(values, stages, reference=reference, title=args.title)
+    return _save(fig, args)

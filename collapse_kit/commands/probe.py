@@ -1,0 +1,227 @@
+"""`collapse-kit probe` (genre linear probe of one checkpoint, with baselines) and
+`probe-compare` (the ADRec paper's Table 6 over several checkpoints)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from collapse_kit.errors import UserError
+
+DEFAULT_LABELS = "ml-100k-genres"
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "probe", help="linear probe of item labels (ML-100K genres) on a checkpoint's item table",
+        description="Train BatchNorm1d + Linear on the frozen item-embedding table to predict item "
+                    "labels (the ADRec paper's Table 6 probe), over several held-out item splits, "
+                    "beside three baselines: a same-shape Gaussian table, item popularity alone, "
+                    "and the all-zero predictor.")
+    p.add_argument("checkpoint", metavar="CKPT", help="checkpoint, state dict, safetensors, .npy or .npz")
+    _add_probe_args(p)
+    p.add_argument("--format", choices=("table", "json", "markdown"), default="table",
+                   help="output format (default: table)")
+    p.add_argument("--json", dest="format", action="store_const", const="json",
+                   help="shorthand for --format json")
+    p.set_defaults(func=run_probe)
+
+    c = subparsers.add_parser(
+        "probe-compare", help="Table 6 of the ADRec paper: the probe over several checkpoints",
+        description="The linear probe of every checkpoint, as one table (metrics down, models "
+                    "across, mean +- sd in percent), with the baselines as extra columns.")
+    c.add_argument("checkpoints", nargs="+", metavar="CKPT")
+    c.add_argument("--names", nargs="+", metavar="NAME", help="column names, one per checkpoint")
+    _add_probe_args(c)
+    c.add_argument("--format", choices=("markdown", "table", "json"), default="markdown",
+                   help="output format (default: markdown)")
+    c.set_defaults(func=run_compare)
+
+
+def add_loading_args(p: argparse.ArgumentParser) -> None:
+    """--key, --padding, --trust-pickle: how to read the item table from a checkpoint."""
+    p.add_argument("--key", metavar="K", help="tensor to use (default: auto-detect the item table)")
+    p.add_argument("--padding", choices=("auto", "drop", "keep"), default="auto",
+                   help="drop row 0 as padding: auto (default), drop, keep")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow a full unpickle of files that need one; it can run code from the "
+                        "file, so use it only for files you trust")
+
+
+def load_table(path: str, args):
+    """(table, meta) of one checkpoint, with the loading flags of ``add_loading_args``."""
+    from collapse_kit.io import load_embeddings
+
+    return load_embeddings(path, args.key, padding=args.padding, trust_pickle=args.trust_pickle)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1; got {value}")
+    return value
+
+
+def _batch_size(text: str) -> int | None:
+    if text.lower() == "full":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 2 or 'full'; got {text!r}") from None
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 2 or 'full'; got {value}")
+    return value
+
+
+def _add_probe_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--labels", default=DEFAULT_LABELS, metavar="ml-100k-genres|CSV",
+                   help="item labels: the bundled 'ml-100k-genres' (default) or a CSV with header "
+                        "item_id,<label>,... and 0/1 label columns, one row per item (ids 1..n)")
+    p.add_argument("--popularity", metavar="ml-100k|CSV|none", default=None,
+                   help="item interaction counts for the popularity baseline (CSV item_id,count); "
+                        "default: the bundled ml-100k counts with the ml-100k genres, else none")
+    p.add_argument("--allow-unlabelled", action="store_true",
+                   help="probe only the items the label file lists (default: every item needs a row)")
+    p.add_argument("--seeds", type=_positive_int, default=5, metavar="N",
+                   help="held-out item splits (seeds 0..N-1; default 5)")
+    p.add_argument("--epochs", type=_positive_int, default=20, help="training epochs (default 20, the paper's)")
+    p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default 0.01, the paper's)")
+    p.add_argument("--batch-size", type=_batch_size, default=64, metavar="N|full",
+                   help="mini-batch size (default 64; 'full' for full batch)")
+    p.add_argument("--gaussian-seed", type=int, default=0, metavar="S",
+                   help="seed of the Gaussian baseline table (default 0)")
+    add_loading_args(p)
+
+
+def _settings(args):
+    from probes.linear import ProbeSettings
+
+    return ProbeSettings(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                         seeds=args.seeds).validate()
+
+
+def _check_dataset(meta: dict, labels_spec: str, path: str) -> None:
+    """Refuse a bundled label set for a checkpoint that says it was trained on another dataset."""
+    from probes.labels import LABEL_DATASETS
+
+    expected = LABEL_DATASETS.get(labels_spec)
+    found = meta.get("dataset")
+    if expected and isinstance(found, str) and found and found != expected:
+        raise UserError(f"{path} was trained on {found!r}, but --labels {labels_spec} labels "
+                        f"{expected} items; give {found}'s own label file with --labels CSV")
+
+
+def _popularity(args, n_items: int):
+    from probes.labels import load_popularity
+
+    spec = args.popularity
+    if spec is None:
+        spec = "ml-100k" if args.labels == DEFAULT_LABELS else "none"
+    if spec.lower() == "none":
+        return None
+    return load_popularity(spec, n_items)
+
+
+def _describe(name: str, path: str, meta: dict, table) -> str:
+    pad = "padding row dropped" if meta["padding_row_dropped"] else "no padding row dropped"
+    return f"{name}: {path}: tensor {meta['key']} {table.shape[0]}x{table.shape[1]}, {pad}"
+
+
+def _checkpoint_keys(path: str, meta: dict) -> dict:
+    out = {"checkpoint": path, "tensor": meta["key"], "shape": meta["shape"],
+           "padding_row_dropped": meta["padding_row_dropped"]}
+    for key in ("model", "stage", "dataset"):
+        if meta.get(key) is not None:
+            out[key] = meta[key]
+    return out
+
+
+def _labels_keys(labels) -> dict:
+    occurring = labels.Y[labels.labelled].any(axis=0)
+    return {"labels": labels.source, "n_labels": len(labels.names),
+            "n_labelled_items": int(labels.labelled.sum()),
+            "labels_occurring": [n for n, o in zip(labels.names, occurring) if o]}
+
+
+def run_probe(args) -> int:
+    from probes.labels import load_item_labels
+    from probes.linear import probe_with_baselines
+    from probes.report import BASELINE_NAMES, format_results, result_dict, settings_dict, table_notes
+
+    settings = _settings(args)
+    table, meta = load_table(args.checkpoint, args)
+    _check_dataset(meta, args.labels, args.checkpoint)
+    labels = load_item_labels(args.labels, table.shape[0], allow_unlabelled=args.allow_unlabelled)
+    popularity = _popularity(args, table.shape[0])
+    results = probe_with_baselines(table, labels.Y, settings=settings, labelled=labels.labelled,
+                                   popularity=popularity, gaussian_seed=args.gaussian_seed)
+    model = results.pop("model")
+    if args.format == "json":
+        out = {**_checkpoint_keys(args.checkpoint, meta), **result_dict(model),
+               **_labels_keys(labels), "settings": settings_dict(settings),
+               "baselines": {k: result_dict(r) for k, r in results.items()}}
+        print(json.dumps(out, indent=2))
+        return 0
+    print(_describe("probe", args.checkpoint, meta, table), file=sys.stderr)
+    name = Path(args.checkpoint).stem
+    columns = [(name, model)] + [(BASELINE_NAMES[k], r) for k, r in results.items()]
+    n_occ = len(_labels_keys(labels)["labels_occurring"])
+    notes = table_notes(settings, labels.source, int(labels.labelled.sum()), len(labels.names),
+                        n_occ, list(results))
+    print(format_results(columns, args.format, notes))
+    return 0
+
+
+def run_compare(args) -> int:
+    from probes.labels import load_item_labels
+    from probes.linear import all_zero_baseline, gaussian_features, linear_probe, popularity_features
+    from probes.report import BASELINE_NAMES, format_results, result_dict, settings_dict, table_notes
+
+    names = args.names or [Path(p).stem for p in args.checkpoints]
+    if len(names) != len(args.checkpoints):
+        raise UserError(f"--names got {len(names)} name(s) for {len(args.checkpoints)} checkpoints; "
+                        "give one name per checkpoint")
+    if len(set(names)) != len(names):
+        raise UserError("--names must be distinct; two columns would share a name")
+    settings = _settings(args)
+    columns, rows, shapes, labels = [], [], [], None
+    for name, path in zip(names, args.checkpoints):
+        table, meta = load_table(path, args)
+        _check_dataset(meta, args.labels, path)
+        if labels is not None and table.shape[0] != labels.Y.shape[0]:
+            raise UserError(f"{path} has {table.shape[0]} items but {args.checkpoints[0]} has "
+                            f"{labels.Y.shape[0]}; Table 6 compares tables of one dataset")
+        if labels is None:
+            labels = load_item_labels(args.labels, table.shape[0], allow_unlabelled=args.allow_unlabelled)
+        print(_describe(name, path, meta, table), file=sys.stderr)
+        result = linear_probe(table, labels.Y, settings=settings, labelled=labels.labelled)
+        columns.append((name, result))
+        rows.append({"name": name, **_checkpoint_keys(path, meta), **result_dict(result)})
+        if table.shape not in shapes:
+            shapes.append(table.shape)
+    baselines = {}
+    for n, d in shapes:
+        key = "gaussian" if len(shapes) == 1 else f"gaussian_{n}x{d}"
+        baselines[key] = linear_probe(gaussian_features(n, d, random_state=args.gaussian_seed),
+                                      labels.Y, settings=settings, labelled=labels.labelled)
+    popularity = _popularity(args, labels.Y.shape[0])
+    if popularity is not None:
+        baselines["popularity"] = linear_probe(popularity_features(popularity), labels.Y,
+                                               settings=settings, labelled=labels.labelled)
+    baselines["all_zero"] = all_zero_baseline(labels.Y, settings=settings, labelled=labels.labelled)
+    if args.format == "json":
+        out = {**_labels_keys(labels), "settings": settings_dict(settings), "rows": rows,
+               "baselines": {k: result_dict(r) for k, r in baselines.items()}}
+        print(json.dumps(out, indent=2))
+        return 0
+    columns += [(BASELINE_NAMES.get(k, k.replace("gaussian_", "Gaussian ")), r) for k, r in baselines.items()]
+    n_occ = len(_labels_keys(labels)["labels_occurring"])
+    notes = table_notes(settings, labels.source, int(labels.labelled.sum()), len(labels.names), n_occ,
+                        [k for k in baselines if k in BASELINE_NAMES])
+    print(format_results(columns, args.format, notes))
+    return 0

@@ -1,0 +1,181 @@
+"""collapse_kit.figures and the figure commands: functions return figures and write nothing;
+scale labels are computed; saving is atomic; the CLI writes PNG and PDF (SVG on request)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from collapse_kit.cli import main
+from collapse_kit.errors import UserError
+from collapse_kit.figures import (
+    kde_grid, mass_levels, normalized, output_paths, save_figure, spectrum_figure, stage_figure,
+    table_spectrum, tsne_figure, tsne_scales)
+
+
+def _blob(n=400, scale=1.0, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, 2)) * scale
+
+
+def _visible_axes(fig):
+    return [ax for ax in fig.axes if ax.axison]
+
+
+def _texts(ax):
+    return [t.get_text() for t in ax.texts]
+
+
+def test_tsne_figure_returns_a_figure_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fig = tsne_figure([_blob(), _blob(scale=0.5, seed=1)], ["model", "Gaussian"], rows=["ml-100k"] * 2)
+    assert isinstance(fig, Figure)
+    assert len(_visible_axes(fig)) == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_scale_labels_are_radius_ratios():
+    big, small = _blob(), _blob(scale=0.25)
+    fig = tsne_figure([big, small], ["wide", "narrow"])
+    wide, narrow = _visible_axes(fig)
+    assert _texts(wide) == ["\u00d71.0"] and _texts(narrow) == ["\u00d74.0"]
+    # each panel is zoomed to its own size
+    assert np.diff(wide.get_xlim())[0] == pytest.approx(4 * np.diff(narrow.get_xlim())[0])
+    assert tsne_scales([big, small], ["r", "r"], ["wide", "narrow"], reference="narrow") == \
+        pytest.approx([0.25, 1.0])
+
+
+def test_shared_scale_uses_one_window_and_no_magnification():
+    fig = tsne_figure([_blob(), _blob(scale=0.25)], ["a", "b"], shared_scale=True)
+    a, b = _visible_axes(fig)
+    assert np.diff(a.get_xlim())[0] == pytest.approx(np.diff(b.get_xlim())[0])
+    assert _texts(a) == _texts(b) == []
+
+
+def test_grid_models_across_datasets_down_with_blank_cells():
+    maps = [_blob(seed=i) for i in range(3)]
+    fig = tsne_figure(maps, ["A", "B", "A"], rows=["beauty", "beauty", "baby"])
+    assert len(fig.axes) == 4 and len(_visible_axes(fig)) == 3  # (baby, B) is blank
+    assert fig.axes[0].get_ylabel() == "beauty" and fig.axes[2].get_ylabel() == "baby"
+
+
+def test_scales_are_per_row():
+    maps = [_blob(), _blob(scale=0.5), _blob(scale=10), _blob(scale=1)]
+    scales = tsne_scales(maps, ["x", "x", "y", "y"], ["a", "b", "a", "b"])
+    assert scales == pytest.approx([1, 2, 1, 10])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"names": ["a"]}, "one name per map"),
+    ({"names": ["a", "a"]}, "share row"),
+    ({"names": ["a", "b"], "reference": "c"}, "no panel named 'c'"),
+])
+def test_tsne_figure_errors(kwargs, match):
+    with pytest.raises(UserError, match=match):
+        tsne_figure([_blob(), _blob(seed=1)], **kwargs)
+
+
+def test_contour_levels_enclose_the_stated_mass():
+    Y = _blob(5000)
+    xs, ys, density = kde_grid(Y, np.zeros(2), 5.0)
+    assert density.sum() == pytest.approx(1.0)
+    levels = mass_levels(density, (0.9, 0.5))
+    assert density[density >= levels[1]].sum() == pytest.approx(0.5, abs=0.01)
+    assert density[density >= levels[0]].sum() == pytest.approx(0.9, abs=0.01)
+
+
+def test_spectrum_figure():
+    rng = np.random.default_rng(0)
+    E = rng.standard_normal((200, 16)) * np.geomspace(1, 0.01, 16)
+    spectra = {"collapsed": table_spectrum(E), "Gaussian": table_spectrum(rng.standard_normal((200, 16)))}
+    fig = spectrum_figure(spectra, reference="Gaussian")
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log" and len(ax.lines) == 2
+    assert ax.lines[0].get_ydata()[0] == pytest.approx(1.0)
+    assert normalized([4.0, 2, 2], normalize="sum") == pytest.approx([0.5, 0.25, 0.25])
+    assert table_spectrum(E, kind="zscore").shape == (16,)
+    with pytest.raises(UserError, match="kind"):
+        table_spectrum(E, kind="svd")
+
+
+def test_stage_figure():
+    fig = stage_figure({"m1": [1, 2, 3], "m2": [3, 2, 1], "m3": [0, 0, 1], "m4": [1, 1, 1]},
+                       ["stage1", "stage2", "stage3"], reference={"m1": 2.5}, ncols=3)
+    assert len(_visible_axes(fig)) == 4 and len(fig.axes) == 6
+    with pytest.raises(UserError, match="2 value"):
+        stage_figure({"m": [1, 2]}, ["a", "b", "c"])
+
+
+# -- saving ----------------------------------------------------------------------------------------
+
+def test_output_paths():
+    assert [p.name for p in output_paths("out/fig.png")] == ["fig.png", "fig.pdf"]
+    assert [p.name for p in output_paths("fig", ["png", "pdf", "svg"])] == ["fig.png", "fig.pdf", "fig.svg"]
+    with pytest.raises(UserError, match="formats"):
+        output_paths("fig", ["jpg"])
+
+
+def test_save_writes_every_format(tmp_path):
+    fig = spectrum_figure({"a": np.array([3.0, 2, 1])})
+    paths = save_figure(fig, tmp_path / "spec", formats=["png", "pdf", "svg"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.pdf", "spec.png", "spec.svg"]
+    assert paths[0].read_bytes()[:4] == b"\x89PNG" and paths[1].read_bytes()[:4] == b"%PDF"
+
+
+def test_save_is_atomic_when_a_format_fails(tmp_path, monkeypatch):
+    fig = spectrum_figure({"a": np.array([3.0, 2, 1])})
+    real = fig.savefig
+
+    def failing(f, *, format, **kw):
+        if format == "pdf":
+            raise RuntimeError("disk full")
+        return real(f, format=format, **kw)
+
+    monkeypatch.setattr(fig, "savefig", failing)
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_figure(fig, tmp_path / "spec")
+    assert list(tmp_path.iterdir()) == []  # neither the PNG nor a temporary file remains
+
+
+# -- commands --------------------------------------------------------------------------------------
+
+@pytest.fixture
+def tables(tmp_path):
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, scale in enumerate((1.0, 0.3)):
+        centers = rng.standard_normal((3, 8)) * 6 * scale
+        E = (centers[rng.integers(0, 3, 60)] + rng.standard_normal((60, 8))).astype(np.float32)
+        path = tmp_path / f"model{i}.npy"
+        np.save(path, E)
+        paths.append(str(path))
+    return paths
+
+
+def test_tsne_command_writes_png_and_pdf(tables, tmp_path, capsys):
+    out = tmp_path / "figs" / "tsne"
+    out.parent.mkdir()
+    code = main(["tsne", *tables, "-o", str(out), "--names", "A", "B", "--perplexity", "5",
+                 "--iterations", "20", "--svg"])
+    assert code == 0
+    assert sorted(p.name for p in out.parent.iterdir()) == ["tsne.pdf", "tsne.png", "tsne.svg"]
+    assert "tsne.png" in capsys.readouterr().out
+
+
+def test_plot_spectrum_and_stages_commands(tables, tmp_path):
+    assert main(["plot-spectrum", *tables, "-o", str(tmp_path / "spec"), "--kind", "zscore"]) == 0
+    assert main(["plot-stages", *tables, "-o", str(tmp_path / "stages"), "--names", "s1", "s2"]) == 0
+    assert {p.name for p in tmp_path.iterdir()} >= {"spec.png", "spec.pdf", "stages.png", "stages.pdf"}
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["-o", "{tmp}/missing/fig"], "No such folder for -o"),
+    (["-o", "{tmp}/fig", "--names", "only-one"], "1 name"),
+    (["-o", "{tmp}/fig", "--names", "Gaussian", "B"], "named 'Gaussian'"),
+    (["-o", "{tmp}/fig", "--perplexity", "30"], "lower the perplexity"),
+])
+def test_tsne_command_errors_are_one_line(tables, tmp_path, capsys, extra, match):
+    extra = [e.replace("{tmp}", str(tmp_path)) for e in extra]
+    assert main(["tsne", *tables, "--iterations", "5", *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("collapse-kit: error:") and match in err[-1]
+    assert not (tmp_path / "fig.png").exists()

@@ -1,0 +1,109 @@
+"""collapse_kit.tsne: exact neighbours against scikit-learn, affinities against openTSNE's own,
+map shape, determinism for a seed, cluster separation, settings validation."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from collapse_kit.errors import UserError
+from collapse_kit.metrics import zscore
+from collapse_kit.tsne import (
+    FFT_FROM, TSNESettings, exact_neighbors, robust_radius, standardize, tsne_map)
+
+# Few iterations and a small perplexity: the properties below hold long before convergence.
+QUICK = TSNESettings(perplexity=10, early_exaggeration_iter=60, n_iter=60, method="bh", n_jobs=1)
+
+
+def _clusters(n_per=40, d=10, k=3, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((k, d)) * 12
+    labels = np.repeat(np.arange(k), n_per)
+    return (centers[labels] + rng.standard_normal((k * n_per, d))).astype(np.float32), labels
+
+
+def test_exact_neighbors_match_sklearn():
+    from sklearn.neighbors import NearestNeighbors
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 8)).astype(np.float32)
+    idx, dist = exact_neighbors(X, 15, block=64)
+    ref_dist, ref_idx = NearestNeighbors(n_neighbors=16).fit(X).kneighbors(X)
+    np.testing.assert_allclose(dist, ref_dist[:, 1:], atol=1e-4)
+    assert (idx == ref_idx[:, 1:]).mean() > 0.99  # equal up to float ties
+    assert not (idx == np.arange(300)[:, None]).any()
+
+
+def test_exact_neighbors_exclude_only_the_row_itself_among_duplicates():
+    X = np.array([[0.0, 0], [0, 0], [1, 0], [3, 0]], dtype=np.float32)
+    idx, dist = exact_neighbors(X, 2)
+    assert idx[0].tolist() == [1, 2] and idx[1].tolist() == [0, 2]
+    np.testing.assert_allclose(dist[0], [0, 1])
+
+
+def test_affinities_equal_openTSNE_exact_search():
+    from openTSNE import affinity
+    from openTSNE.nearest_neighbors import PrecomputedNeighbors
+
+    X, _ = _clusters()
+    ours = affinity.PerplexityBasedNN(perplexity=10, knn_index=PrecomputedNeighbors(*exact_neighbors(X, 30))).P
+    ref = affinity.PerplexityBasedNN(X, perplexity=10, method="exact").P
+    assert abs(ours - ref).max() < 1e-4 * ref.max()  # float32 distances against float64
+
+
+def test_standardize_is_the_authors_zscore():
+    X = np.random.default_rng(1).standard_normal((50, 4)) * [1, 5, 0.1, 3] + 7
+    np.testing.assert_allclose(standardize(X), zscore(X), atol=1e-5)
+
+
+def test_map_shape_and_determinism_for_a_seed():
+    X, _ = _clusters()
+    a = tsne_map(X, QUICK)
+    b = tsne_map(X, QUICK)
+    assert a.shape == (120, 2) and a.dtype == np.float64 and np.isfinite(a).all()
+    np.testing.assert_array_equal(a, b)
+    other = tsne_map(X, TSNESettings(**{**QUICK.__dict__, "random_state": 7}))
+    assert not np.allclose(a, other)
+
+
+def test_fft_method_runs_and_is_deterministic():
+    X, _ = _clusters(n_per=30)
+    # FFT has a fixed grid cost per iteration (tens of ms), so only a few iterations here.
+    s = TSNESettings(perplexity=8, early_exaggeration_iter=5, n_iter=5, method="fft", n_jobs=1)
+    np.testing.assert_array_equal(tsne_map(X, s), tsne_map(X, s))
+
+
+def test_separated_clusters_stay_separated():
+    X, labels = _clusters()
+    Y = tsne_map(X, QUICK)
+    idx, _ = exact_neighbors(Y.astype(np.float32), 5)
+    assert (labels[idx] == labels[:, None]).mean() > 0.95
+
+
+def test_method_and_threads_are_chosen_by_size():
+    s = TSNESettings()
+    assert s.method_for(FFT_FROM - 1) == "bh" and s.method_for(FFT_FROM) == "fft"
+    assert s.threads_for(100) == 1
+    assert TSNESettings(method="fft").method_for(10) == "fft"
+    assert TSNESettings(n_jobs=3).threads_for(10) == 3
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"perplexity": 0}, "perplexity"), ({"n_iter": -1}, "n_iter"), ({"method": "exact"}, "method"),
+    ({"n_jobs": 0}, "n_jobs")])
+def test_settings_are_validated(kwargs, match):
+    with pytest.raises(UserError, match=match):
+        TSNESettings(**kwargs).validate()
+
+
+def test_too_few_items_for_the_perplexity():
+    with pytest.raises(UserError, match="lower the perplexity"):
+        tsne_map(np.random.default_rng(0).standard_normal((50, 4)), TSNESettings(perplexity=30))
+
+
+def test_robust_radius_known_answer():
+    angles = np.linspace(0, 2 * np.pi, 400, endpoint=False)
+    ring = 3.0 * np.c_[np.cos(angles), np.sin(angles)] + [5, -2]
+    assert robust_radius(ring) == pytest.approx(3.0)
+    assert robust_radius(2 * ring) == pytest.approx(6.0)
+    with pytest.raises(UserError, match=r"\(n, 2\)"):
+        robust_radius(np.zeros((4, 3)))
