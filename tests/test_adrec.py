@@ -147,6 +147,32 @@ def test_cached_equals_uncached(mask, denoiser):
     torch.testing.assert_close(fast, slow, rtol=0, atol=1e-5)
 
 
+def test_cached_equals_uncached_full_scale_float64():
+    # the paper's sizes (D = 128, T = 32, L = 50) in float64: the cache is exact algebra
+    ds = tiny_dataset(n_users=24, n_items=200)
+    long = [np.random.default_rng(u).choice(np.arange(1, 201), 60, replace=False)
+            for u in range(24)]
+    # float64 by default so the attention bias is float64 too (torch 2.13's CPU SDPA gives
+    # wrong results for float64 inputs with a float32 mask)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        torch.manual_seed(0)
+        model = ADRec(ADRecArgs(), ds.n_items).eval()
+        history = left_pad(long[:12] + [s[:20] for s in long[12:]], 50)
+        fast = model.score_all(history, torch.Generator().manual_seed(3))
+        slow = model.score_all(history, torch.Generator().manual_seed(3), cache=False)
+    finally:
+        torch.set_default_dtype(default)
+    assert fast.dtype == torch.float64
+    torch.testing.assert_close(fast, slow, rtol=0, atol=1e-9)
+    # float32 at this scale (scores up to about 40): within 1e-5 of the largest score
+    model = model.float()
+    fast = model.score_all(history, torch.Generator().manual_seed(3))
+    slow = model.score_all(history, torch.Generator().manual_seed(3), cache=False)
+    assert float((fast - slow).abs().max()) <= 1e-5 * float(slow.abs().max())
+
+
 def test_cached_single_item_history():
     ds = tiny_dataset()
     model = trained(ADRecArgs(**SMALL), ds)

@@ -143,8 +143,8 @@ class ADRec(Recommender):
         same numbers (and gradients) as running it on every token, at a T / (B L) of the cost.
         """
         steps = torch.arange(self.args.steps, device=t.device)
-        table = self.time_mlp(timestep_embedding(steps, self.args.hidden,
-                                                 scale=1000.0 / self.args.steps))  # (T, D)
+        sinusoid = timestep_embedding(steps, self.args.hidden, scale=1000.0 / self.args.steps)
+        table = self.time_mlp(sinusoid.to(self.time_mlp[0].weight.dtype))  # (T, D)
         return table[t]
 
     def aggregate(self, c: torch.Tensor, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -212,7 +212,7 @@ class ADRec(Recommender):
                                         allow_unused=True)
             flat.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
                                    for g, p in zip(grads, params)]))
-            reached.append(torch.cat([torch.full((p.numel(),), g is not None)
+            reached.append(torch.cat([torch.full((p.numel(),), g is not None, device=p.device)
                                       for g, p in zip(grads, params)]))
         projected = []
         for i, g in enumerate(flat):
@@ -261,12 +261,13 @@ class ADRec(Recommender):
         known = self.item_embedding(history[:, 1:])     # (B, W-1, D), clean and fixed
         predict = (self._prefix_cache(c, known, valid) if cache
                    else self._full_predictor(c, known, valid))
-        x = torch.randn(B, D, device=history.device, generator=generator)  # x_T of the last token
+        like = dict(device=history.device, dtype=c.dtype)
+        x = torch.randn(B, D, generator=generator, **like)  # x_T of the last token
         for i in reversed(range(T)):
             t = torch.full((B,), i, dtype=torch.long, device=history.device)
             x0_hat = predict(x, t)                      # (B, D)
-            noise = (torch.randn(B, D, device=history.device, generator=generator) if i > 0
-                     else torch.zeros(B, D, device=history.device))
+            noise = (torch.randn(B, D, generator=generator, **like) if i > 0
+                     else torch.zeros(B, D, **like))
             x = self.schedule.step(x0_hat, x, t, noise)  # at i = 0 this is exactly x0_hat
         return x
 
