@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from adrec.checkpoint import (atomic_save, device_description, file_sha256, load_checkpoint,
                               make_checkpoint, safe_load)
+from adrec import distributed
 from adrec.config import TrainConfig, validate
 from adrec.data import BatchIterator, SequenceDataset, training_pairs
 from adrec.evaluate import PROTOCOLS, best_of, evaluate, improved
@@ -109,7 +110,7 @@ def train_stage(model, dataset: SequenceDataset, cfg: TrainConfig, out_dir: str 
     out_dir.mkdir(parents=True, exist_ok=True)
     final_path, resume_path = out_dir / f"{stage}.pt", out_dir / f"{stage}.resume.pt"
     log_path = out_dir / f"{stage}.log.jsonl"
-    device = resolve_device(cfg.device)
+    info, device = distributed.setup(resolve_device(cfg.device))
     n_epochs = cfg.epochs if epochs is None else epochs
 
     if final_path.exists():
@@ -128,6 +129,16 @@ def train_stage(model, dataset: SequenceDataset, cfg: TrainConfig, out_dir: str 
             p.requires_grad_(not (freeze_embedding and id(p) in emb))
         optimizer_params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(optimizer_params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step_model = model
+    if info.enabled:
+        if hasattr(model, "backward"):
+            raise ValueError(f"model {model.name!r} does its own backward (e.g. pcgrad=true), "
+                             "which DistributedDataParallel cannot wrap; train it in one process")
+        from torch.nn.parallel import DistributedDataParallel
+
+        step_model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda e: 0.5 * (1.0 + math.cos(math.pi * e / cfg.cosine_t_max)))
 
@@ -151,21 +162,25 @@ def train_stage(model, dataset: SequenceDataset, cfg: TrainConfig, out_dir: str 
         log.info("resuming %s from epoch %d", stage, st["epoch"])
     else:
         seed_everything(cfg.seed)
-        log_path.unlink(missing_ok=True)
+        if info.is_main:
+            log_path.unlink(missing_ok=True)
 
     bar = tqdm(total=n_epochs, initial=st["epoch"], desc=stage, unit="epoch",
-               disable=not progress, leave=False)
+               disable=not progress or not info.is_main, leave=False)
     while st["epoch"] < n_epochs and not st["stopped"]:
         model.train()
         t0 = time.perf_counter()
         sums: dict[str, torch.Tensor] = {}
         for batch in batches:
-            losses = model.loss(batch.to(device))
+            batch, weight = distributed.shard(batch, info)
+            if batch is None:
+                continue
+            losses = step_model(batch.to(device))
             optimizer.zero_grad(set_to_none=True)
             if hasattr(model, "backward"):  # a model may do its own backward (e.g. PCGrad)
                 model.backward(losses)
             else:
-                losses["loss"].backward()
+                (losses["loss"] * weight if info.enabled else losses["loss"]).backward()
             optimizer.step()
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + v.detach()
@@ -194,11 +209,12 @@ def train_stage(model, dataset: SequenceDataset, cfg: TrainConfig, out_dir: str 
             st["running"] = best_of(valid, st["running"], cfg.protocol)
             st["stopped"] = select and st["bad"] >= cfg.patience
             bar.set_postfix(loss=f"{record['loss']:.3f}", ndcg20=f"{valid['NDCG@20']:.2f}")
-        with open(log_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
-                     "rng": _rng_state(device), "state": st}, resume_path)
+        if info.is_main:
+            with open(log_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
+                         "rng": _rng_state(device), "state": st}, resume_path)
         bar.update(1)
     bar.close()
 
@@ -212,14 +228,17 @@ def train_stage(model, dataset: SequenceDataset, cfg: TrainConfig, out_dir: str 
     st["eval_seconds"] += time.perf_counter() - t1
     metrics["train_seconds"] = round(st["train_seconds"], 3)
     metrics["eval_seconds"] = round(st["eval_seconds"], 3)
+    metrics["world_size"] = info.world_size
     if freeze_embedding:
         for p in model.parameters():
             p.requires_grad_(True)
     ckpt = make_checkpoint(model, dataset=dataset.describe(), config=cfg, stage=stage,
                            epoch=st["epoch"], metrics=metrics, parent=parent,
                            trained_on=device_description(device))
-    atomic_save(ckpt, final_path)
-    resume_path.unlink(missing_ok=True)
+    if info.is_main:
+        atomic_save(ckpt, final_path)
+        resume_path.unlink(missing_ok=True)
+    distributed.barrier(info)  # other ranks may read the checkpoint next (multi-stage runs)
     return StageResult(stage, final_path, metrics, st["epoch"], st["train_seconds"],
                        st["eval_seconds"], _read_log(log_path))
 

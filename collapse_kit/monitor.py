@@ -6,7 +6,7 @@ trainer writes into that epoch's line of the run log (``<stage>.log.jsonl``):
 
 * ``sv_entropy``: singular-value entropy of the column-standardised table (nats; max ln d),
   the paper's Table 5 definition (``collapse_kit.metrics.singular_value_entropy``);
-* ``effective_rank``: exp of the entropy of the normalised singular values of the centred table
+* ``effective_rank``: exp of the entropy of the normalised singular values of the table as it is
   (Roy & Vetterli 2007; RankMe), in [1, d];
 * ``top_singular_value``: the largest singular value of the column-standardised table;
 * ``mean_row_norm``: the mean L2 norm of the item vectors (raw table);

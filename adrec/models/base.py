@@ -38,6 +38,10 @@ class Recommender(nn.Module):
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """``loss(batch)``: the call DistributedDataParallel wraps (it hooks ``forward``)."""
+        return self.loss(batch)
+
     def score_all(self, history: torch.Tensor, generator: torch.Generator | None = None
                   ) -> torch.Tensor:
         raise NotImplementedError

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from collapse_kit.errors import UserError
@@ -80,6 +81,8 @@ def cmd_train(args) -> int:
                          resume=args.resume, progress=not args.no_progress, callbacks=callbacks,
                          **options)
     summary = result.summary(cfg.protocol)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under torchrun only rank 0 reports
     if args.json:
         print(json.dumps(summary))
     else:

@@ -1,0 +1,55 @@
+"""Data-parallel training: 2 CPU processes under torchrun match one process (same global batch)."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.test_reproduce import _tiny_file
+
+ARGS = ["train", "--model", "stage1", "--epochs", "3", "--seed", "3", "--json", "--no-progress",
+        "--no-monitor", "--set", "dropout=0", "--set", "emb_dropout=0", "--set", "hidden=16",
+        "--set", "n_heads=2", "--set", "batch_size=32", "--set", "eval_every=1"]
+
+
+def _run(cmd, tmp_path):
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_two_process_ddp_matches_single_process(tmp_path):
+    data = str(_tiny_file(tmp_path))
+    single = _run([sys.executable, "-m", "collapse_kit.cli", *ARGS, "--dataset", data,
+                   "--out", str(tmp_path / "one")], tmp_path)
+    ddp = _run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc_per_node", "2", "-m", "collapse_kit.cli", *ARGS, "--dataset", data,
+                "--out", str(tmp_path / "two")], tmp_path)
+    a = torch.load(single["checkpoint"], weights_only=True)
+    b = torch.load(ddp["checkpoint"], weights_only=True)
+    # Stated tolerance: the two runs differ only in float summation order (gradients are
+    # all-reduced, each rank's token-mean loss weighted by its share of the batch's tokens).
+    for k, v in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][k], v, atol=1e-4, rtol=1e-4)
+    for split in ("valid", "test"):
+        for metric, value in single[split].items():
+            assert ddp[split][metric] == pytest.approx(value, abs=0.5), (split, metric)
+    assert b["epoch"] == a["epoch"]
+    assert a["metrics"]["world_size"] == 1 and b["metrics"]["world_size"] == 2
+
+
+def test_shard_splits_rows_and_weights_tokens():
+    from adrec.data import Batch
+    from adrec.distributed import DistInfo, shard
+
+    h = torch.tensor([[0, 1, 2], [3, 4, 5], [0, 0, 6], [7, 8, 9], [0, 2, 3]])
+    t = torch.tensor([[0, 2, 3], [4, 5, 6], [0, 0, 7], [8, 9, 1], [0, 3, 4]])
+    parts = [shard(Batch(h, t), DistInfo(r, 2, r)) for r in range(2)]
+    assert parts[0][0].history.tolist() == [h[0].tolist(), h[2].tolist(), h[4].tolist()]
+    assert parts[1][0].history.tolist() == [h[1].tolist(), h[3].tolist()]
+    # each rank's weight = world x its share of target tokens: 5 of 11 and 6 of 11
+    assert parts[0][1] == pytest.approx(2 * 5 / 11) and parts[1][1] == pytest.approx(2 * 6 / 11)
+    assert shard(Batch(h[:1], t[:1]), DistInfo(1, 2, 1)) == (None, 0.0)
+    one = Batch(h, t)
+    assert shard(one, DistInfo()) == (one, 1.0)
