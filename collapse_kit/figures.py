@@ -9,10 +9,11 @@ t-SNE panels follow the authors' notebook (official-implementation.md section 6)
 histogram of the points in percent (empty bins transparent, white through pink to dark purple),
 grey iso-density contour lines of a Gaussian KDE (Scott's bandwidth), a grey-blue background, no
 axes, ticks or colour bar. The authors chose each panel's zoom by hand and wrote "xk" labels by
-hand; here the zoom and the label are computed: a panel's size is its robust radius (the 99th
-percentile distance from the median point), and "xk" = reference radius / panel radius, the
-magnification that makes it as large as the reference panel (default: the largest panel in its
-row, so k >= 1, as in the paper). With ``shared_scale`` every panel gets the same window instead
+hand; here the zoom and the label are computed: a panel's size is its robust half-width (half
+the larger side of the box between the 0.5th and 99.5th percentiles of each coordinate), each
+window is that box's centre +- 1.25 half-widths, and "xk" = reference half-width / panel
+half-width, the magnification that makes it as large as the reference panel (default: the
+largest panel in its row, so k >= 1, as in the paper). With ``shared_scale`` every panel gets the same window instead
 and no magnification is applied or printed.
 """
 from __future__ import annotations
@@ -29,7 +30,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from collapse_kit.errors import UserError
-from collapse_kit.tsne import robust_radius
+from collapse_kit.tsne import robust_extent
 
 FORMATS = ("png", "pdf", "svg")
 BACKGROUND = "#EAEAF2"  # seaborn's "dark" style, as in the notebook
@@ -37,7 +38,7 @@ BACKGROUND = "#EAEAF2"  # seaborn's "dark" style, as in the notebook
 DENSITY_CMAP = LinearSegmentedColormap.from_list(
     "collapse_density", ["#ffffff", "#f2c6d6", "#d17fa8", "#8e4a8c", "#4b2358", "#1e0f26"])
 CONTOUR_MASS = (0.95, 0.75, 0.5, 0.25)  # each contour encloses this fraction of the KDE's mass
-MARGIN = 1.15                           # window half-width = MARGIN * robust radius
+MARGIN = 1.25                           # window half-width = MARGIN * robust half-width
 
 
 # -- t-SNE panels ----------------------------------------------------------------------------------
@@ -86,9 +87,11 @@ def mass_levels(density: np.ndarray, masses: Sequence[float] = CONTOUR_MASS) -> 
 
 def draw_tsne_panel(ax, Y, *, half_width: float, center=None, scale_label: str | None = None,
                     name: str | None = None, bins: int = 30) -> None:
-    """Draw one density panel of the map Y (n, 2) on ``ax``: histogram, contours, labels."""
+    """Draw one density panel of the map Y (n, 2) on ``ax``: histogram, contours, labels.
+
+    The window is ``center`` +- ``half_width`` (default centre: that of ``robust_extent``)."""
     Y = _check_map(Y, name or "map")
-    center = np.median(Y, axis=0) if center is None else np.asarray(center, dtype=np.float64)
+    center = robust_extent(Y)[0] if center is None else np.asarray(center, dtype=np.float64)
     # Histogram over the data's range, as the notebook's sns.histplot, in percent of the points.
     H, xe, ye = np.histogram2d(Y[:, 0], Y[:, 1], bins=bins)
     H = 100.0 * H.T / Y.shape[0]
@@ -119,12 +122,12 @@ def scale_text(k: float) -> str:
 
 
 def tsne_scales(maps: Sequence[np.ndarray], rows: Sequence[str], names: Sequence[str], *,
-                reference: str | None = None, quantile: float = 0.99) -> list[float]:
-    """Magnification k of every map: reference radius / map radius, within each row.
+                reference: str | None = None, coverage: float = 0.99) -> list[float]:
+    """Magnification k of every map: reference half-width / map half-width, within each row.
 
     The reference is the map named ``reference`` in the same row, or the row's largest map.
     """
-    radii = [robust_radius(Y, quantile=quantile) for Y in maps]
+    radii = [robust_extent(Y, coverage=coverage)[1] for Y in maps]
     out = []
     for i, row in enumerate(rows):
         in_row = [j for j, r in enumerate(rows) if r == row]
@@ -142,7 +145,7 @@ def tsne_scales(maps: Sequence[np.ndarray], rows: Sequence[str], names: Sequence
 
 def tsne_figure(maps: Sequence, names: Sequence[str], *, rows: Sequence[str] | None = None,
                 shared_scale: bool = False, reference: str | None = None,
-                panel_size: float = 2.6, quantile: float = 0.99, title: str | None = None) -> Figure:
+                panel_size: float = 2.6, coverage: float = 0.99, title: str | None = None) -> Figure:
     """A grid of t-SNE density panels: one column per name, one row per dataset (``rows``).
 
     ``maps``: 2-D t-SNE coordinates (n_i, 2), one per panel; ``names``: the panel's model name
@@ -163,8 +166,9 @@ def tsne_figure(maps: Sequence, names: Sequence[str], *, rows: Sequence[str] | N
         if (r, n) in seen:
             raise UserError(f"two maps share row {r!r} and name {n!r}; give each panel its own name")
         seen.add((r, n))
-    radii = [robust_radius(Y, quantile=quantile) for Y in maps]
-    scales = tsne_scales(maps, rows, names, reference=reference, quantile=quantile)
+    extents = [robust_extent(Y, coverage=coverage) for Y in maps]
+    radii = [half for _, half in extents]
+    scales = tsne_scales(maps, rows, names, reference=reference, coverage=coverage)
     fig = Figure(figsize=(panel_size * len(cols) + (0.4 if any(row_order) else 0),
                           panel_size * len(row_order) + (0.4 if title else 0)),
                  layout="constrained")
@@ -172,12 +176,12 @@ def tsne_figure(maps: Sequence, names: Sequence[str], *, rows: Sequence[str] | N
     shared = MARGIN * max(radii)
     for ax in axes.ravel():
         ax.set_axis_off()
-    for Y, name, row, r, k in zip(maps, names, rows, radii, scales):
+    for Y, name, row, (center, r), k in zip(maps, names, rows, extents, scales):
         ax = axes[row_order.index(row), cols.index(name)]
         ax.set_axis_on()
         half = shared if shared_scale else MARGIN * r
         label = None if shared_scale else scale_text(k)
-        draw_tsne_panel(ax, Y, half_width=half, scale_label=label, name=name)
+        draw_tsne_panel(ax, Y, half_width=half, center=center, scale_label=label, name=name)
     for i, row in enumerate(row_order):
         if row:
             axes[i, 0].set_ylabel(row, fontsize=11)

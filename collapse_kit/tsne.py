@@ -173,16 +173,19 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def robust_radius(Y, *, quantile: float = 0.99) -> float:
-    """The ``quantile`` of the distances of the points of a 2-D map Y (n, 2) from their median.
+def robust_extent(Y, *, coverage: float = 0.99) -> tuple[np.ndarray, float]:
+    """The centre and half-width of a square that holds the central ``coverage`` of a 2-D map.
 
-    A size of the map that ignores a few far outliers; the figures' "xk" scale labels are ratios
-    of it. Range (0, inf) for a map that is not a single point.
+    Per axis, take the (1 - coverage)/2 and (1 + coverage)/2 quantiles of the coordinates; the
+    centre is the middle of that box and the half-width its larger half-side. A size of the map
+    that ignores a few far outliers: the figures' "xk" scale labels are ratios of it and their
+    windows are centred on it. Returns (centre (2,), half-width in (0, inf) unless all points
+    coincide).
     """
     Y = np.asarray(Y, dtype=np.float64)
     if Y.ndim != 2 or Y.shape[1] != 2 or Y.shape[0] < 1:
         raise UserError(f"a t-SNE map must be (n, 2); got shape {Y.shape}")
-    if not 0 < quantile <= 1:
-        raise UserError(f"quantile must be in (0, 1]; got {quantile}")
-    r = np.linalg.norm(Y - np.median(Y, axis=0), axis=1)
-    return float(np.quantile(r, quantile))
+    if not 0 < coverage <= 1:
+        raise UserError(f"coverage must be in (0, 1]; got {coverage}")
+    lo, hi = np.quantile(Y, [(1 - coverage) / 2, (1 + coverage) / 2], axis=0)  # (2,), (2,)
+    return (lo + hi) / 2, float(np.max(hi - lo) / 2)

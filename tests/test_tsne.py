@@ -8,7 +8,7 @@ import pytest
 from collapse_kit.errors import UserError
 from collapse_kit.metrics import zscore
 from collapse_kit.tsne import (
-    FFT_FROM, TSNESettings, exact_neighbors, robust_radius, standardize, tsne_map)
+    FFT_FROM, TSNESettings, exact_neighbors, robust_extent, standardize, tsne_map)
 
 # Few iterations and a small perplexity: the properties below hold long before convergence.
 QUICK = TSNESettings(perplexity=10, early_exaggeration_iter=60, n_iter=60, method="bh", n_jobs=1)
@@ -100,10 +100,12 @@ def test_too_few_items_for_the_perplexity():
         tsne_map(np.random.default_rng(0).standard_normal((50, 4)), TSNESettings(perplexity=30))
 
 
-def test_robust_radius_known_answer():
-    angles = np.linspace(0, 2 * np.pi, 400, endpoint=False)
-    ring = 3.0 * np.c_[np.cos(angles), np.sin(angles)] + [5, -2]
-    assert robust_radius(ring) == pytest.approx(3.0)
-    assert robust_radius(2 * ring) == pytest.approx(6.0)
+def test_robust_extent_known_answer():
+    rng = np.random.default_rng(0)
+    square = rng.uniform(-1, 1, (20000, 2)) * [3, 1] + [5, -2]  # 6 x 2 box centred at (5, -2)
+    center, half = robust_extent(square)
+    np.testing.assert_allclose(center, [5, -2], atol=0.05)
+    assert half == pytest.approx(3 * 0.99, rel=0.01)
+    assert robust_extent(2 * square)[1] == pytest.approx(2 * half)
     with pytest.raises(UserError, match=r"\(n, 2\)"):
-        robust_radius(np.zeros((4, 3)))
+        robust_extent(np.zeros((4, 3)))
