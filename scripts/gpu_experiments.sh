@@ -9,7 +9,7 @@
 # into $OUT (scripts/pack_runs.py). Usage: OUT=dir BUDGET=480 bash scripts/gpu_experiments.sh
 set -u
 cd "$(dirname "$0")/.."
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1  # many runs share 16 cores
 R=gpu-runs
 OUT=${OUT:-$R/out}
 mkdir -p "$R" "$OUT"
