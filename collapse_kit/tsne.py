@@ -12,7 +12,7 @@ Differences from the authors' notebook (official-implementation.md section 6), a
   Barnes-Hut gradient for small tables and the FFT-interpolated one for large tables (the only
   way to map Yelp's 64,669 items in about a minute on two cores);
 * exact neighbours from one blocked matrix product instead of an approximate index (Annoy): on
-  a 64,669 x 128 table they are faster here, and exact;
+  a 64,669 x 128 table they are faster here, and exact (Annoy above 150,000 items);
 * a fixed seed (the notebook seeds the t-SNE, not its Gaussian panel);
 * openTSNE's iteration counts (250 exaggerated + 500 normal) instead of scikit-learn's 1000.
 
@@ -34,6 +34,10 @@ from collapse_kit.metrics._validation import as_table
 log = logging.getLogger(__name__)
 
 METHODS = ("auto", "bh", "fft")
+NEIGHBORS = ("auto", "exact", "annoy")
+# "auto" neighbours: exact up to this many items; the O(n^2 d) search is ~20 s at 65k items on
+# two cores but grows quadratically, so larger tables use openTSNE's approximate Annoy index.
+EXACT_UP_TO = 150_000
 # "auto" uses the FFT-interpolated gradient from this many items on (openTSNE's own threshold):
 # Barnes-Hut costs O(n log n) per iteration with a large constant, FFT O(n) plus a fixed grid.
 FFT_FROM = 10_000
@@ -47,6 +51,7 @@ class TSNESettings:
     early_exaggeration_iter: int = 250
     n_iter: int = 500                # normal-phase iterations after the exaggerated ones
     method: str = "auto"             # negative gradient: "bh", "fft", or "auto" (fft from 10k items)
+    neighbors: str = "auto"          # "exact", "annoy" (approximate), or "auto" (exact to 150k items)
     standardize: bool = True         # z-score columns first, as the authors did
     random_state: int = 2024         # the notebook's seed
     n_jobs: int | None = None        # threads; None: 1 below 10k items (faster), else all cores
@@ -63,6 +68,8 @@ class TSNESettings:
             raise UserError(f"n_jobs must be an integer >= 1 or None (automatic); got {self.n_jobs!r}")
         if self.method not in METHODS:
             raise UserError(f"method must be one of {', '.join(METHODS)}; got {self.method!r}")
+        if self.neighbors not in NEIGHBORS:
+            raise UserError(f"neighbors must be one of {', '.join(NEIGHBORS)}; got {self.neighbors!r}")
         if isinstance(self.random_state, bool) or not isinstance(self.random_state, int):
             raise TypeError(f"random_state must be an integer; got {self.random_state!r}")
         return self
@@ -72,6 +79,12 @@ class TSNESettings:
         if self.method != "auto":
             return self.method
         return "fft" if n_items >= FFT_FROM else "bh"
+
+    def neighbors_for(self, n_items: int) -> str:
+        """The neighbour search used for a table of ``n_items`` rows."""
+        if self.neighbors != "auto":
+            return self.neighbors
+        return "exact" if n_items <= EXACT_UP_TO else "annoy"
 
     def threads_for(self, n_items: int) -> int:
         """Threads used for a table of ``n_items`` rows: ``n_jobs``, or automatic."""
@@ -130,6 +143,61 @@ def exact_neighbors(X, k: int, *, block: int = 1024, n_jobs: int | None = None) 
     return indices, distances
 
 
+class OverlappedFFTGradient:
+    """openTSNE's FFT-interpolation gradient with its two halves computed at the same time.
+
+    openTSNE's ``kl_divergence_fft`` computes the repulsive forces (FFT interpolation, one
+    thread) and then the attractive forces (over the kNN graph, ``n_jobs`` threads). Here the
+    attractive forces run on a worker thread while the calling thread computes the repulsive
+    ones; both release the GIL, so on two cores an iteration costs about the larger of the two
+    instead of their sum. Same arithmetic as openTSNE (only the final sum is taken in another
+    order; tests/test_tsne.py compares the two). Uses openTSNE's compiled ``_tsne`` kernels;
+    ``make()`` returns None if this openTSNE lacks them, and callers then use plain "fft".
+    """
+
+    def __init__(self, kernels, epsilon: float):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._kernels = kernels
+        self._epsilon = epsilon
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tsne-attractive")
+
+    @classmethod
+    def make(cls) -> "OverlappedFFTGradient | None":
+        try:
+            from openTSNE import _tsne
+            from openTSNE.tsne import EPSILON
+        except ImportError:
+            return None
+        needed = ("estimate_negative_gradient_fft_2d", "estimate_positive_gradient_nn")
+        if not all(hasattr(_tsne, name) for name in needed):
+            return None
+        return cls(_tsne, EPSILON)
+
+    def __call__(self, embedding, P, dof, fft_params, reference_embedding=None,
+                 should_eval_error=False, n_jobs=1, **_):
+        if reference_embedding is not None or embedding.shape[1] != 2:
+            from openTSNE.tsne import kl_divergence_fft
+
+            return kl_divergence_fft(embedding, P, dof, fft_params, reference_embedding,
+                                     should_eval_error, n_jobs)
+        repulsive = np.zeros_like(embedding, dtype=np.float64, order="C")   # (n, 2)
+        attractive = np.zeros_like(embedding, dtype=np.float64, order="C")  # (n, 2)
+        future = self._pool.submit(
+            self._kernels.estimate_positive_gradient_nn, P.indices, P.indptr, P.data, embedding,
+            embedding, attractive, dof, num_threads=max(1, n_jobs - 1),
+            should_eval_error=should_eval_error)
+        sum_q = self._kernels.estimate_negative_gradient_fft_2d(embedding, repulsive, **fft_params, dof=dof)
+        sum_p, kl_divergence = future.result()
+        if should_eval_error:
+            kl_divergence += sum_p * np.log(sum_q + self._epsilon)
+        repulsive += attractive
+        return kl_divergence, repulsive
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
 def tsne_map(E, settings: TSNESettings = TSNESettings()) -> np.ndarray:
     """A 2-D t-SNE map of the rows of E (n_items, d); returns float64 (n_items, 2).
 
@@ -149,16 +217,25 @@ def tsne_map(E, settings: TSNESettings = TSNESettings()) -> np.ndarray:
                         f"the table has {n}: lower the perplexity below {max((n - 1) / 3, 1):.3g}")
     t0 = time.perf_counter()
     n_jobs = settings.threads_for(n)
-    neighbors, distances = exact_neighbors(X, k, n_jobs=n_jobs)
+    if settings.neighbors_for(n) == "exact":
+        index = PrecomputedNeighbors(*exact_neighbors(X, k, n_jobs=n_jobs))
+        P = affinity.PerplexityBasedNN(perplexity=settings.perplexity, n_jobs=n_jobs, knn_index=index)
+    else:
+        P = affinity.PerplexityBasedNN(X, perplexity=settings.perplexity, method="annoy",
+                                       n_jobs=n_jobs, random_state=settings.random_state)
     t1 = time.perf_counter()
-    P = affinity.PerplexityBasedNN(perplexity=settings.perplexity, n_jobs=n_jobs,
-                                   knn_index=PrecomputedNeighbors(neighbors, distances))
     init = initialization.pca(X, random_state=settings.random_state)
     method = settings.method_for(n)
+    gradient = OverlappedFFTGradient.make() if method == "fft" and n_jobs >= 2 else None
     tsne = TSNE(n_components=2, perplexity=settings.perplexity,
                 early_exaggeration_iter=settings.early_exaggeration_iter, n_iter=settings.n_iter,
-                negative_gradient_method=method, n_jobs=n_jobs, random_state=settings.random_state)
-    Y = np.asarray(tsne.fit(affinities=P, initialization=init), dtype=np.float64)
+                negative_gradient_method=gradient or method, n_jobs=n_jobs,
+                random_state=settings.random_state)
+    try:
+        Y = np.asarray(tsne.fit(affinities=P, initialization=init), dtype=np.float64)
+    finally:
+        if gradient is not None:
+            gradient.close()
     log.info("t-SNE of %d x %d (%s): neighbours %.1f s, total %.1f s", n, X.shape[1], method,
              t1 - t0, time.perf_counter() - t0)
     return Y

@@ -8,7 +8,7 @@ import pytest
 from collapse_kit.errors import UserError
 from collapse_kit.metrics import zscore
 from collapse_kit.tsne import (
-    FFT_FROM, TSNESettings, exact_neighbors, robust_extent, standardize, tsne_map)
+    FFT_FROM, OverlappedFFTGradient, TSNESettings, exact_neighbors, robust_extent, standardize, tsne_map)
 
 # Few iterations and a small perplexity: the properties below hold long before convergence.
 QUICK = TSNESettings(perplexity=10, early_exaggeration_iter=60, n_iter=60, method="bh", n_jobs=1)
@@ -68,8 +68,9 @@ def test_map_shape_and_determinism_for_a_seed():
 def test_fft_method_runs_and_is_deterministic():
     X, _ = _clusters(n_per=30)
     # FFT has a fixed grid cost per iteration (tens of ms), so only a few iterations here.
-    s = TSNESettings(perplexity=8, early_exaggeration_iter=5, n_iter=5, method="fft", n_jobs=1)
-    np.testing.assert_array_equal(tsne_map(X, s), tsne_map(X, s))
+    for threads in (1, 2):  # 2 threads: the overlapped gradient
+        s = TSNESettings(perplexity=8, early_exaggeration_iter=5, n_iter=5, method="fft", n_jobs=threads)
+        np.testing.assert_array_equal(tsne_map(X, s), tsne_map(X, s))
 
 
 def test_separated_clusters_stay_separated():
@@ -85,11 +86,19 @@ def test_method_and_threads_are_chosen_by_size():
     assert s.threads_for(100) == 1
     assert TSNESettings(method="fft").method_for(10) == "fft"
     assert TSNESettings(n_jobs=3).threads_for(10) == 3
+    assert s.neighbors_for(150_000) == "exact" and s.neighbors_for(150_001) == "annoy"
+
+
+def test_annoy_neighbours_give_a_map():
+    X, labels = _clusters()
+    Y = tsne_map(X, TSNESettings(**{**QUICK.__dict__, "neighbors": "annoy"}))
+    idx, _ = exact_neighbors(Y.astype(np.float32), 5)
+    assert (labels[idx] == labels[:, None]).mean() > 0.9
 
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"perplexity": 0}, "perplexity"), ({"n_iter": -1}, "n_iter"), ({"method": "exact"}, "method"),
-    ({"n_jobs": 0}, "n_jobs")])
+    ({"n_jobs": 0}, "n_jobs"), ({"neighbors": "hnsw"}, "neighbors")])
 def test_settings_are_validated(kwargs, match):
     with pytest.raises(UserError, match=match):
         TSNESettings(**kwargs).validate()
@@ -109,3 +118,22 @@ def test_robust_extent_known_answer():
     assert robust_extent(2 * square)[1] == pytest.approx(2 * half)
     with pytest.raises(UserError, match=r"\(n, 2\)"):
         robust_extent(np.zeros((4, 3)))
+
+
+def test_overlapped_fft_gradient_equals_openTSNE():
+    from openTSNE import affinity
+    from openTSNE.nearest_neighbors import PrecomputedNeighbors
+    from openTSNE.tsne import kl_divergence_fft
+
+    X, _ = _clusters()
+    P = affinity.PerplexityBasedNN(perplexity=10, knn_index=PrecomputedNeighbors(*exact_neighbors(X, 30))).P
+    Y = np.random.default_rng(0).standard_normal((120, 2)) * 5
+    params = {"n_interpolation_points": 3, "min_num_intervals": 50, "ints_in_interval": 1}
+    ref_kl, ref_grad = kl_divergence_fft(Y, P, 1, params, should_eval_error=True, n_jobs=2)
+    gradient = OverlappedFFTGradient.make()
+    try:
+        kl, grad = gradient(Y, P, 1, params, should_eval_error=True, n_jobs=2)
+    finally:
+        gradient.close()
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-12, atol=1e-15 * abs(ref_grad).max())
+    assert kl == pytest.approx(ref_kl, rel=1e-12)
