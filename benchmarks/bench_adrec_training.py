@@ -95,8 +95,10 @@ def log_stats(run_dir: Path, stage: str) -> dict:
 def sasrec_epoch_seconds(epochs: int, seed: int) -> float:
     from adrec.config import TrainConfig
     from adrec.data import load_dataset
+    from adrec.models.adrec import retain_freed_memory
     from adrec.pipeline import train_model
 
+    retain_freed_memory()  # the allocator policy ADRec's pipeline uses: a like-for-like epoch
     with tempfile.TemporaryDirectory() as tmp:
         cfg = TrainConfig(epochs=epochs, eval_every=10**6, seed=seed)
         train_model("sasrec", load_dataset("ml-100k"), cfg, tmp, progress=False)

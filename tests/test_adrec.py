@@ -375,6 +375,14 @@ def test_pipeline_switches_from_cli(tmp_path, switch, stages, capsys):
         assert best["model_args"][k] == v
 
 
+def test_retain_freed_memory_on_linux():
+    import sys
+
+    from adrec.models.adrec import retain_freed_memory
+
+    assert retain_freed_memory() is sys.platform.startswith("linux")
+
+
 def test_invalid_switch_values_raise():
     with pytest.raises(ValueError, match="denoiser"):
         ADRec(ADRecArgs(denoiser="unet"), 10)
