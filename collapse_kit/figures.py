@@ -337,10 +337,19 @@ def save_figure(fig: Figure, path: str | os.PathLike, *, formats: Sequence[str] 
                 elif target.suffix == ".svg":
                     meta["Date"] = None
                 fig.savefig(f, format=target.suffix[1:], dpi=dpi, metadata=meta)
+        mode = _file_mode()
         for tmp, target in zip(temps, targets):
+            os.chmod(tmp, mode)  # mkstemp makes 0600 files; give the usual permissions
             os.replace(tmp, target)
         temps = []
     finally:
         for tmp in temps:
             Path(tmp).unlink(missing_ok=True)
     return targets
+
+
+def _file_mode() -> int:
+    """Permissions of a newly created file under the current umask (0o644 for umask 022)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask

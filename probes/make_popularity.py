@@ -48,6 +48,9 @@ def write_csv(path: Path, count: list[int], train_count: list[int]) -> None:
             w.writerow(["item_id", "count", "train_count"])
             for i, (c, t) in enumerate(zip(count, train_count), start=1):
                 w.writerow([i, c, t])
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600 files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

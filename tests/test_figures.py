@@ -2,6 +2,8 @@
 scale labels are computed; saving is atomic; the CLI writes PNG and PDF (SVG on request)."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
@@ -119,6 +121,9 @@ def test_save_writes_every_format(tmp_path):
     paths = save_figure(fig, tmp_path / "spec", formats=["png", "pdf", "svg"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.pdf", "spec.png", "spec.svg"]
     assert paths[0].read_bytes()[:4] == b"\x89PNG" and paths[1].read_bytes()[:4] == b"%PDF"
+    mask = os.umask(0)
+    os.umask(mask)
+    assert all(p.stat().st_mode & 0o777 == 0o666 & ~mask for p in paths)  # not mkstemp's 0600
 
 
 def test_save_is_atomic_when_a_format_fails(tmp_path, monkeypatch):
