@@ -78,6 +78,11 @@ def device_description(device=None) -> str:
     return f"CPU ({os.cpu_count()} cores, {platform.machine()})"
 
 
+def _model_device(model):
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else None
+
+
 def make_checkpoint(model, *, dataset: dict, config, stage: str, epoch: int,
                     metrics: dict | None = None, parent: dict | None = None,
                     trained_on: str | None = None) -> dict:
@@ -94,7 +99,7 @@ def make_checkpoint(model, *, dataset: dict, config, stage: str, epoch: int,
         "parent": parent,
         "metrics": metrics or {},
         "epoch": int(epoch),
-        "trained_on": trained_on or device_description(),
+        "trained_on": trained_on or device_description(_model_device(model)),
         "torch_version": str(torch.__version__),
         "item_embeddings": model.item_embeddings().detach().cpu().float().contiguous(),
         "state_dict": state,

@@ -82,3 +82,17 @@ def test_stripped_checkpoint_keeps_table_and_refuses_evaluation(tmp_path):
     assert ck["state_dict"] == {} and ck["item_embeddings"].shape == (30, 128)
     with pytest.raises(ValueError, match="no model weights"):
         model_from_checkpoint(ck)
+
+
+def test_trained_on_follows_the_model_device(tmp_path):
+    """Regression: a checkpoint made outside the trainer (ADRec's best.pt) said 'CPU' for GPU
+    runs because the device defaulted to cpu instead of the model's."""
+    from adrec.checkpoint import make_checkpoint
+
+    m = build_model("sasrec", 5, {"hidden": 8, "n_heads": 2, "max_len": 4})
+    ck = make_checkpoint(m, dataset={"name": "x", "n_items": 5, "n_users": 1}, config={},
+                         stage="best", epoch=1)
+    assert ck["trained_on"].startswith("CPU")
+    ck = make_checkpoint(m, dataset={"name": "x", "n_items": 5, "n_users": 1}, config={},
+                         stage="best", epoch=1, trained_on="NVIDIA H200")
+    assert ck["trained_on"] == "NVIDIA H200"

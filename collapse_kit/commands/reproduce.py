@@ -266,6 +266,9 @@ def embedding_checkpoints(runs, out: Path) -> list[tuple[str, Path]]:
                 p = spec.folder(out) / f"{stage}.pt"
                 if _has_table(p):
                     found.append((label, p))
+            if not any(name.startswith("ADRec") for name, _ in found) \
+                    and _has_table(spec.checkpoint(out)):
+                found.append(("ADRec", spec.checkpoint(out)))  # only the final table was kept
         elif _has_table(spec.checkpoint(out)):
             found.append((NAMES[model], spec.checkpoint(out)))
     return found
@@ -320,24 +323,45 @@ def embedding_tables(runs, out: Path, stamp: dict, *, bootstrap: int):
 
 
 def probe_tables(runs, out: Path, stamp: dict):
-    """Table 6 (ML-100K genre probe) when the probe package is available."""
+    """Table 6: the ML-100K genre probe of every table, with the readable baselines."""
     if runs[0].dataset_key != "ml-100k":
         return []
-    try:
-        from probes import probe_table  # noqa: F401
-    except ImportError:
-        return []
+    from collapse_kit.io import load_embeddings
     from collapse_kit.report import Table
+    from probes.labels import load_item_labels, load_popularity
+    from probes.linear import ProbeSettings, linear_probe, probe_with_baselines
+    from probes.report import format_results
 
     ckpts = embedding_checkpoints(runs, out)
-    rows_, columns = probe_table([(n, p) for n, p in ckpts], seeds=5)
-    return [("table6", Table(title="Table 6 (ml-100k): linear probe of the item tables on "
-                                   "genres, held-out items, mean ± sd over 5 splits",
-                             columns=columns, rows=rows_, stamp=stamp))]
+    if not ckpts:
+        return []
+    settings = ProbeSettings(seeds=5)
+    columns = []
+    for i, (name, path) in enumerate(ckpts):
+        E = load_embeddings(path).table
+        if i == 0:
+            labels = load_item_labels("ml-100k-genres", E.shape[0])
+            popularity = load_popularity("ml-100k", E.shape[0])
+            base = probe_with_baselines(E, labels.Y, settings=settings, popularity=popularity)
+            columns.append((name, base["model"]))
+        else:
+            columns.append((name, linear_probe(E, labels.Y, settings=settings)))
+    columns += [("Gaussian table", base["gaussian"]), ("popularity only", base["popularity"]),
+                ("all-zero", base["all_zero"])]
+    md = format_results(columns, "markdown").splitlines()
+    header = [c.strip() for c in md[0].strip("|").split("|")]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in md[2:]]
+    return [("table6", Table(
+        title="Table 6 (ml-100k): linear genre probe of the item tables, held-out items, "
+              "% mean ± sd over 5 random 80/20 item splits",
+        columns=header, rows=rows, stamp=stamp,
+        notes=["BatchNorm1d + Linear on the frozen table, BCE, Adam lr 0.01, 20 epochs "
+               "(probes/). Micro averages are the paper's precision/recall/F1; macro averages "
+               "run over the 17 genres that occur."]))]
 
 
 def draw_figures(runs, out: Path, dataset: str) -> list[tuple[str, Path]]:
-    """Collapse trajectories (always), t-SNE grid and spectra (when available)."""
+    """Collapse trajectories, the t-SNE grid (Figure 1 style) and the spectra of the tables."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -361,14 +385,32 @@ def draw_figures(runs, out: Path, dataset: str) -> list[tuple[str, Path]]:
         path = out / "figures" / f"collapse-trajectories-{dataset}.png"
         _save(fig, path)
         plt.close(fig)
-        made.append((f"Collapse statistics during training ({dataset}, seed {seed0})", path))
+        made.append((f"Collapse statistics during training ({dataset}, seed {seed0}; dotted "
+                     "lines: stage boundaries; a stage starts from the previous stage's "
+                     "selected epoch, so a curve can step back there)", path))
     ckpts = embedding_checkpoints(runs, out)
-    try:
-        from collapse_kit import figures, tsne  # noqa: F401
-    except ImportError:
+    if not ckpts:
         return made
-    made += figures.report_figures(ckpts, out / "figures", dataset) \
-        if hasattr(figures, "report_figures") else []
+    from collapse_kit.figures import save_figure, spectrum_figure, table_spectrum, tsne_figure
+    from collapse_kit.io import load_embeddings
+    from collapse_kit.metrics import gaussian_table
+    from collapse_kit.tsne import TSNESettings, tsne_map
+
+    tables = {name: load_embeddings(path).table for name, path in ckpts}
+    n, d = next(iter(tables.values())).shape
+    tables["Gaussian"] = gaussian_table(n, d, random_state=0)
+    settings = TSNESettings()
+    maps = [tsne_map(E, settings) for E in tables.values()]
+    fig = tsne_figure(maps, list(tables), reference="Gaussian", shared_scale=True,
+                      title=f"t-SNE of the item tables ({dataset}, seed {seed0})")
+    paths = save_figure(fig, out / "figures" / f"tsne-{dataset}")
+    made.append((f"t-SNE of the item tables ({dataset}; one shared scale, x k = radius "
+                 "relative to the Gaussian panel)", paths[0]))
+    fig = spectrum_figure({k: table_spectrum(E) for k, E in tables.items()},
+                          reference="Gaussian", title=f"Singular-value spectra ({dataset})")
+    paths = save_figure(fig, out / "figures" / f"spectrum-{dataset}")
+    made.append((f"Normalised singular-value spectra of the centred tables ({dataset})",
+                 paths[0]))
     return made
 
 
