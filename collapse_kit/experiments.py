@@ -207,11 +207,15 @@ def run_plan(plan: list[RunSpec], out: Path, preset: str, *, jobs: int = 1,
     return status
 
 
-def run_metrics(spec: RunSpec, out: Path) -> dict | None:
-    """The metrics a finished run stored in its checkpoint (None if it has none)."""
+def run_metrics(spec: RunSpec, out: Path, stage: str | None = None) -> dict | None:
+    """The metrics a finished run stored in its checkpoint (None if it has none).
+
+    ``stage`` reads another checkpoint of the run (e.g. "stage1" of an ADRec run: the stage-1
+    model on its own); its time is then that stage's log only.
+    """
     import torch
 
-    path = spec.checkpoint(out)
+    path = spec.checkpoint(out) if stage is None else spec.folder(out) / f"{stage}.pt"
     if not path.exists():
         return None
     ck = torch.load(path, map_location="cpu", weights_only=True)
@@ -219,7 +223,8 @@ def run_metrics(spec: RunSpec, out: Path) -> dict | None:
     m["epochs"] = ck.get("epoch")
     m["trained_on"] = ck.get("trained_on", "unknown")
     times = []
-    for log_path in spec.folder(out).glob("*.log.jsonl"):
+    pattern = "*.log.jsonl" if stage is None else f"{stage}.log.jsonl"
+    for log_path in spec.folder(out).glob(pattern):
         rows = [json.loads(x) for x in log_path.read_text().splitlines() if x.strip()]
         times.append(sum(r.get("seconds", 0) + r.get("eval_seconds", 0) for r in rows))
     m["wall_seconds"] = sum(times)

@@ -188,8 +188,11 @@ def accuracy_tables(runs, out: Path, stamp: dict):
     dataset = runs[0].dataset_key
     for protocol in dict.fromkeys(s.protocol for s in runs if not s.variant):
         rows, trained_on = [], set()
-        for model in [m for m in PAPER_ORDER if any(s.model == m for s in runs)]:
-            ms = [run_metrics(s, out) for s in runs
+        entries = [(m, None) for m in PAPER_ORDER if any(s.model == m for s in runs)]
+        if ("adrec", None) in entries:  # ADRec's stage 1 is the `stage1` model on its own
+            entries.insert(entries.index(("adrec", None)), ("adrec", "stage1"))
+        for model, stage in entries:
+            ms = [run_metrics(s, out, stage) for s in runs
                   if s.model == model and not s.variant and s.protocol == protocol]
             ms = [m for m in ms if m]
             if not ms:
@@ -197,7 +200,9 @@ def accuracy_tables(runs, out: Path, stamp: dict):
             cells = [fmt_mean_sd([m[protocol]["test"][k] for m in ms]) for k in METRICS]
             paper = PAPER_TABLE2.get(dataset, {}).get(model)
             trained_on.update(m["trained_on"] for m in ms)
-            rows.append([NAMES[model], *cells,
+            if stage == "stage1":
+                paper = None
+            rows.append([NAMES[model] if stage is None else "stage1 (ADRec stage 1)", *cells,
                          f"{paper[0]:.2f} / {paper[1]:.2f}" if paper else "–",
                          fmt_mean_sd([m["wall_seconds"] for m in ms], 0), str(len(ms))])
         if rows:
@@ -400,12 +405,16 @@ def draw_figures(runs, out: Path, dataset: str) -> list[tuple[str, Path]]:
     n, d = next(iter(tables.values())).shape
     tables["Gaussian"] = gaussian_table(n, d, random_state=0)
     settings = TSNESettings()
+    note = ""
+    if n <= 3 * settings.perplexity:  # a toy table: the default perplexity needs > 90 items
+        settings = TSNESettings(perplexity=max(2.0, (n - 1) // 3 - 1.0))
+        note = f"; perplexity {settings.perplexity:g} for a {n}-item table"
     maps = [tsne_map(E, settings) for E in tables.values()]
     fig = tsne_figure(maps, list(tables), reference="Gaussian", shared_scale=True,
                       title=f"t-SNE of the item tables ({dataset}, seed {seed0})")
     paths = save_figure(fig, out / "figures" / f"tsne-{dataset}")
     made.append((f"t-SNE of the item tables ({dataset}; one shared scale, x k = radius "
-                 "relative to the Gaussian panel)", paths[0]))
+                 f"relative to the Gaussian panel{note})", paths[0]))
     fig = spectrum_figure({k: table_spectrum(E) for k, E in tables.items()},
                           reference="Gaussian", title=f"Singular-value spectra ({dataset})")
     paths = save_figure(fig, out / "figures" / f"spectrum-{dataset}")
