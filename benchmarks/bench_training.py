@@ -96,7 +96,9 @@ def main() -> None:
         f"{__import__('os').cpu_count()} CPU cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; seed 0.  ",
         "Median of the timed epochs (after one warm-up epoch) and of the full validation passes "
-        "(strict protocol, all items ranked). Peak = the process's maximum resident memory.",
+        "(strict protocol, all items ranked). Peak = the process's maximum resident memory.  ",
+        f"1-minute load average when the benchmark ended: {__import__('os').getloadavg()[0]:.1f} "
+        "(on 2 cores; above ~1 means other processes shared the CPU and times are inflated).",
         "",
         "| model | dataset | batching | batches/epoch | s / epoch | s / eval pass | peak MB |",
         "|---|---|---|---|---|---|---|",

@@ -102,12 +102,15 @@ class RunSpec:
         main = RunSpec(self.dataset, "adrec", self.seed, self.protocol)
         return main.folder(out) / "stage1.pt"
 
-    def command(self, out: Path, preset: str, extra_sets: dict | None = None) -> list[str]:
+    def command(self, out: Path, preset: str, extra_sets: dict | None = None, *,
+                progress: bool = False) -> list[str]:
         sets = {**PRESETS[preset], "protocol": self.protocol, **self.model_settings,
                 **(extra_sets or {})}
         cmd = [sys.executable, "-m", "collapse_kit.cli", "train", "--model", self.model,
                "--dataset", self.dataset, "--seed", str(self.seed),
-               "--out", str(self.folder(out)), "--resume", "--no-progress", "--json"]
+               "--out", str(self.folder(out)), "--resume", "--json"]
+        if not progress:
+            cmd.append("--no-progress")
         for k, v in sets.items():
             cmd += ["--set", f"{k}={v}"]
         src = self.stage1_source(out)
@@ -148,9 +151,13 @@ def plan_runs(datasets, models, seeds: int, *, ablations: bool = False,
 
 
 def run_plan(plan: list[RunSpec], out: Path, preset: str, *, jobs: int = 1,
-             extra_sets: dict | None = None, log=print, timeout: float | None = None) -> dict:
+             extra_sets: dict | None = None, log=print, timeout: float | None = None,
+             progress: bool = False) -> dict:
     """Train every run whose final checkpoint is missing, ``jobs`` at a time (subprocesses of
-    ``collapse-kit train --resume``). Returns {folder: "reused" | "trained" | "failed: ..."}."""
+    ``collapse-kit train --resume``). Returns {folder: "reused" | "trained" | "failed: ..."}.
+
+    With ``progress`` (one job at a time) each run's progress bars go to this stderr; its
+    stdout (the JSON result line) goes to ``train.out`` in its folder."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     status, pending, running = {}, [], {}
@@ -177,8 +184,11 @@ def run_plan(plan: list[RunSpec], out: Path, preset: str, *, jobs: int = 1,
             folder = spec.folder(out)
             folder.mkdir(parents=True, exist_ok=True)
             logf = open(folder / "train.out", "a")
-            proc = subprocess.Popen(spec.command(out, preset, extra_sets), stdout=logf,
-                                    stderr=subprocess.STDOUT)
+            show = progress and jobs == 1
+            proc = subprocess.Popen(spec.command(out, preset, extra_sets, progress=show),
+                                    stdout=logf, stderr=None if show else subprocess.STDOUT)
+            if show:
+                log(f"  start {spec.dataset_key} {spec.name} seed {spec.seed} {spec.protocol}")
             running[proc.pid] = (spec, (proc, logf, time.time()))
         time.sleep(0.5)
         for pid, (spec, (proc, logf, t0)) in list(running.items()):
@@ -196,7 +206,7 @@ def run_plan(plan: list[RunSpec], out: Path, preset: str, *, jobs: int = 1,
                     f"/{n_total})")
             else:
                 tail = (spec.folder(out) / "train.out").read_text().strip().splitlines()[-1:]
-                status[key] = f"failed: {tail[0] if tail else proc.returncode}"
+                status[key] = f"failed: {tail[0] if tail else f'exit code {proc.returncode}'}"
                 log(f"  FAILED {spec.dataset} {spec.name} seed {spec.seed}: {status[key]}")
         if not running and pending and all(
                 s.stage1_source(out) is not None and not s.stage1_source(out).exists()

@@ -83,7 +83,8 @@ def cmd_reproduce(args) -> int:
         if not plan:
             raise UserError(f"no finished runs in {out}; drop --report-only to train them")
     else:
-        status = run_plan(plan, out, args.preset, jobs=args.jobs, extra_sets=extra, log=_log)
+        status = run_plan(plan, out, args.preset, jobs=args.jobs, extra_sets=extra, log=_log,
+                          progress=args.jobs == 1)
     failed = {k: v for k, v in status.items() if v.startswith("failed")}
     if args.train_only:
         print(out)
@@ -109,7 +110,7 @@ def cmd_quickstart(args) -> int:
             s.seed = args.seed
     _log(f"quickstart: SASRec+ and ADRec (3 stages) on ML-100K, preset {args.preset!r}, "
          f"output in {out}")
-    status = run_plan(plan, out, args.preset, jobs=1, log=_log)
+    status = run_plan(plan, out, args.preset, jobs=1, log=_log, progress=True)
     if any(v.startswith("failed") for v in status.values()):
         raise RuntimeError(f"training failed: {status}; see train.out in {out / 'runs'}")
     written = write_reports(plan, out, preset=args.preset, seeds=1, bootstrap=100)
@@ -143,10 +144,14 @@ def write_reports(plan, out: Path, *, preset: str, seeds: int, bootstrap: int) -
     written, sections = [], []
     for dataset in dict.fromkeys(s.dataset_key for s in plan):
         runs = [s for s in plan if s.dataset_key == dataset]
+        _log(f"{dataset}: accuracy tables")
         tables = accuracy_tables(runs, out, base_stamp)
         tables += ablation_tables(runs, out, base_stamp)
+        _log(f"{dataset}: embedding metrics (Table 5, bootstrap {bootstrap})")
         tables += embedding_tables(runs, out, base_stamp, bootstrap=bootstrap)
+        _log(f"{dataset}: linear probe (Table 6)")
         tables += probe_tables(runs, out, base_stamp)
+        _log(f"{dataset}: figures (collapse trajectories, t-SNE, spectra)")
         for key, table in tables:
             for fmt, ext in (("markdown", "md"), ("csv", "csv"), ("latex", "tex")):
                 path = out / "tables" / f"{key}-{dataset}.{ext}"
