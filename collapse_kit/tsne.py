@@ -14,7 +14,10 @@ Differences from the authors' notebook (official-implementation.md section 6), a
 * exact neighbours from one blocked matrix product instead of an approximate index (Annoy): on
   a 64,669 x 128 table they are faster here, and exact (Annoy above 150,000 items);
 * a fixed seed (the notebook seeds the t-SNE, not its Gaussian panel);
-* openTSNE's iteration counts (250 exaggerated + 500 normal) instead of scikit-learn's 1000.
+* openTSNE's iteration counts (250 exaggerated + 500 normal) instead of scikit-learn's 1000, and
+  250 normal iterations from 10,000 items on: there the FFT grid grows with the map, and the
+  last 250 iterations would double the time of a 64,669-item map (benchmarks/bench_tsne.md
+  has the numbers, including 500 iterations; ``n_iter`` overrides).
 
 Reference: van der Maaten and Hinton, "Visualizing data using t-SNE", JMLR 9 (2008); Linderman
 et al., "Fast interpolation-based t-SNE for improved visualization of single-cell RNA-seq data",
@@ -49,7 +52,7 @@ class TSNESettings:
 
     perplexity: float = 30.0         # as the notebook (scikit-learn's default)
     early_exaggeration_iter: int = 250
-    n_iter: int = 500                # normal-phase iterations after the exaggerated ones
+    n_iter: int | None = None        # normal-phase iterations; None: 500 below 10k items, else 250
     method: str = "auto"             # negative gradient: "bh", "fft", or "auto" (fft from 10k items)
     neighbors: str = "auto"          # "exact", "annoy" (approximate), or "auto" (exact to 150k items)
     standardize: bool = True         # z-score columns first, as the authors did
@@ -61,6 +64,8 @@ class TSNESettings:
             raise UserError(f"perplexity must be a positive number; got {self.perplexity!r}")
         for name in ("early_exaggeration_iter", "n_iter"):
             value = getattr(self, name)
+            if value is None and name == "n_iter":
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise UserError(f"{name} must be an integer >= 0; got {value!r}")
         if self.n_jobs is not None and (isinstance(self.n_jobs, bool) or not isinstance(self.n_jobs, int)
@@ -79,6 +84,14 @@ class TSNESettings:
         if self.method != "auto":
             return self.method
         return "fft" if n_items >= FFT_FROM else "bh"
+
+    def iterations_for(self, n_items: int) -> int:
+        """Normal-phase iterations for a table of ``n_items`` rows: ``n_iter``, or 500 (openTSNE's
+        default) below FFT_FROM items and 250 from there on, where the FFT grid grows with the
+        map and iterations 250-500 cost ~150 CPU s at 65k items (benchmarks/bench_tsne.md)."""
+        if self.n_iter is not None:
+            return self.n_iter
+        return 500 if n_items < FFT_FROM else 250
 
     def neighbors_for(self, n_items: int) -> str:
         """The neighbour search used for a table of ``n_items`` rows."""
@@ -228,7 +241,8 @@ def tsne_map(E, settings: TSNESettings = TSNESettings()) -> np.ndarray:
     method = settings.method_for(n)
     gradient = OverlappedFFTGradient.make() if method == "fft" and n_jobs >= 2 else None
     tsne = TSNE(n_components=2, perplexity=settings.perplexity,
-                early_exaggeration_iter=settings.early_exaggeration_iter, n_iter=settings.n_iter,
+                early_exaggeration_iter=settings.early_exaggeration_iter,
+                n_iter=settings.iterations_for(n),
                 negative_gradient_method=gradient or method, n_jobs=n_jobs,
                 random_state=settings.random_state)
     try:

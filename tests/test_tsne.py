@@ -87,6 +87,8 @@ def test_method_and_threads_are_chosen_by_size():
     assert TSNESettings(method="fft").method_for(10) == "fft"
     assert TSNESettings(n_jobs=3).threads_for(10) == 3
     assert s.neighbors_for(150_000) == "exact" and s.neighbors_for(150_001) == "annoy"
+    assert s.iterations_for(FFT_FROM - 1) == 500 and s.iterations_for(FFT_FROM) == 250
+    assert TSNESettings(n_iter=100).iterations_for(10**6) == 100
 
 
 def test_annoy_neighbours_give_a_map():

@@ -44,8 +44,9 @@ def register(subparsers) -> None:
     t.add_argument("--raw", action="store_true",
                    help="embed the raw rows (default: z-score each column first, as the authors)")
     t.add_argument("--perplexity", type=float, default=30.0, help="t-SNE perplexity (default 30)")
-    t.add_argument("--iterations", type=int, default=500, metavar="N",
-                   help="normal-phase iterations after 250 exaggerated ones (default 500)")
+    t.add_argument("--iterations", type=int, default=None, metavar="N",
+                   help="normal-phase iterations after 250 exaggerated ones (default: 500, or 250 "
+                        "for tables of 10,000 items or more)")
     t.add_argument("--method", choices=("auto", "bh", "fft"), default="auto",
                    help="gradient: Barnes-Hut, FFT, or auto (FFT from 10,000 items; default)")
     t.add_argument("--seed", type=int, default=2024, help="t-SNE and Gaussian seed (default 2024)")
@@ -169,8 +170,9 @@ def run_tsne(args) -> int:
             rows.append(row)
     maps = []
     for name, row, table in zip(names, rows, tables):
-        print(f"t-SNE {name}{' (' + row + ')' if row else ''}: {table.shape[0]}x{table.shape[1]}, "
-              f"{settings.method_for(table.shape[0])}", file=sys.stderr)
+        n = table.shape[0]
+        print(f"t-SNE {name}{' (' + row + ')' if row else ''}: {n}x{table.shape[1]}, "
+              f"{settings.method_for(n)}, 250 + {settings.iterations_for(n)} iterations", file=sys.stderr)
         maps.append(tsne_map(table, settings))
     fig = tsne_figure(maps, names, rows=rows, shared_scale=args.shared_scale,
                       reference=args.reference, title=args.title)
