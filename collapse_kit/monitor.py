@@ -81,12 +81,10 @@ def plot_trajectories(runs: dict[str, list[dict]], *, stats=STATS):
 
     Stage boundaries of multi-stage runs are drawn as dotted vertical lines. Returns the figure.
     """
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(stats), figsize=(3.6 * len(stats), 3.0), squeeze=False)
+    fig = Figure(figsize=(3.6 * len(stats), 3.0))
+    axes = fig.subplots(1, len(stats), squeeze=False)
     for ax, stat in zip(axes[0], stats):
         for name, traj in runs.items():
             if not traj:

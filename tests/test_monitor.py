@@ -53,3 +53,16 @@ def test_trajectory_concatenates_stages_and_plots(tmp_path):
     assert not list(tmp_path.glob("*.png"))  # figure functions write nothing
     with pytest.raises(FileNotFoundError):
         read_trajectory(tmp_path, ["stage2"])
+
+
+def test_plot_leaves_the_matplotlib_backend_alone(tmp_path):
+    """Regression: plot_trajectories called matplotlib.use("Agg"), which broke inline display
+    in Jupyter for the rest of the session."""
+    import matplotlib
+
+    before = matplotlib.get_backend()
+    fig = plot_trajectories({"run": [{"stage": "s", "epoch": 1, "step": 1, "sv_entropy": 1.0,
+                                      "effective_rank": 2.0, "top_singular_value": 3.0,
+                                      "mean_row_norm": 1.0}]})
+    assert matplotlib.get_backend() == before
+    assert len(fig.axes) == 4

@@ -372,11 +372,6 @@ def probe_tables(runs, out: Path, stamp: dict):
 
 def draw_figures(runs, out: Path, dataset: str) -> list[tuple[str, Path]]:
     """Collapse trajectories, the t-SNE grid (Figure 1 style) and the spectra of the tables."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from collapse_kit.monitor import plot_trajectories, read_trajectory
 
     made = []
@@ -394,7 +389,6 @@ def draw_figures(runs, out: Path, dataset: str) -> list[tuple[str, Path]]:
         fig = plot_trajectories(trajs)
         path = out / "figures" / f"collapse-trajectories-{dataset}.png"
         _save(fig, path)
-        plt.close(fig)
         made.append((f"Collapse statistics during training ({dataset}, seed {seed0}; dotted "
                      "lines: stage boundaries; a stage starts from the previous stage's "
                      "selected epoch, so a curve can step back there)", path))
