@@ -8,7 +8,7 @@ import pytest
 from collapse_kit.errors import UserError
 from collapse_kit.metrics import zscore
 from collapse_kit.tsne import (
-    FFT_FROM, OverlappedFFTGradient, TSNESettings, exact_neighbors, robust_extent, standardize, tsne_map)
+    FFT_FROM, SHORT_FROM, OverlappedFFTGradient, TSNESettings, exact_neighbors, robust_extent, standardize, tsne_map)
 
 # Few iterations and a small perplexity: the properties below hold long before convergence.
 QUICK = TSNESettings(perplexity=10, early_exaggeration_iter=60, n_iter=60, method="bh", n_jobs=1)
@@ -83,11 +83,11 @@ def test_separated_clusters_stay_separated():
 def test_method_and_threads_are_chosen_by_size():
     s = TSNESettings()
     assert s.method_for(FFT_FROM - 1) == "bh" and s.method_for(FFT_FROM) == "fft"
-    assert s.threads_for(100) == 1
+    assert s.threads_for(FFT_FROM - 1) == 1
     assert TSNESettings(method="fft").method_for(10) == "fft"
     assert TSNESettings(n_jobs=3).threads_for(10) == 3
     assert s.neighbors_for(150_000) == "exact" and s.neighbors_for(150_001) == "annoy"
-    assert s.iterations_for(FFT_FROM - 1) == 500 and s.iterations_for(FFT_FROM) == 250
+    assert s.iterations_for(SHORT_FROM - 1) == 500 and s.iterations_for(SHORT_FROM) == 250
     assert TSNESettings(n_iter=100).iterations_for(10**6) == 100
 
 
