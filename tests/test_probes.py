@@ -82,6 +82,15 @@ def test_metrics_reject_non_binary_labels():
 
 def test_numpy_head_matches_torch():
     torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices; extra threads only wait
+    try:
+        _compare_with_torch(torch)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _compare_with_torch(torch):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((150, 12)) * 3 + 1
     Y = (rng.random((150, 5)) < 0.3).astype(np.float64)
