@@ -21,7 +21,9 @@ CHOICES = {
 @dataclass
 class TrainConfig:
     epochs: int = 500            # maximum epochs per stage (early stopping normally ends sooner)
-    batch_size: int = 512        # sequences per batch
+    batch_size: int = 512        # sequences per batch (one optimizer step)
+    micro_batch: int = 0         # sequences per forward/backward pass, gradients accumulated to
+                                 # the same step; 0 = auto: 64 on CPU, the whole batch on GPU
     lr: float = 1e-3             # Adam learning rate
     weight_decay: float = 1e-5   # coupled L2 (torch Adam weight_decay), as the authors
     cosine_t_max: int = 500      # CosineAnnealingLR period in epochs, stepped once per epoch
@@ -100,6 +102,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for key in ("epochs", "batch_size", "eval_every", "max_len", "cosine_t_max"):
         if getattr(cfg, key) < 1:
             raise ValueError(f"{key} must be >= 1, got {getattr(cfg, key)}")
+    if cfg.micro_batch < 0:
+        raise ValueError(f"micro_batch must be >= 0 (0 = auto), got {cfg.micro_batch}")
     if cfg.lr <= 0:
         raise ValueError(f"lr must be > 0, got {cfg.lr}")
     if cfg.patience < 1:

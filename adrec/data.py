@@ -299,9 +299,34 @@ class Batch:
     history: torch.Tensor
     target: torch.Tensor
     offset: int = 0
+    totals: tuple[int, int] | None = None  # (rows, target tokens) of the batch this was cut from
 
     def to(self, device) -> "Batch":
-        return Batch(self.history.to(device), self.target.to(device), self.offset)
+        return Batch(self.history.to(device), self.target.to(device), self.offset, self.totals)
+
+    @property
+    def n_rows(self) -> int:
+        """Sequences that a per-sequence mean divides by (the whole batch's, for a micro-batch)."""
+        return self.totals[0] if self.totals else self.history.shape[0]
+
+    @property
+    def n_tokens(self) -> int:
+        """Target tokens that a per-token mean divides by (the whole batch's, for a micro-batch);
+        at least 1 so an empty batch gives a zero loss, not NaN."""
+        return max(self.totals[1] if self.totals else int((self.target > 0).sum()), 1)
+
+    def split(self, rows: int) -> list["Batch"]:
+        """Micro-batches of at most ``rows`` sequences for gradient accumulation.
+
+        Each keeps this batch's totals, so a model's loss on a micro-batch is its share of the
+        whole batch's mean and the micro-batch gradients add up to the whole batch's gradient.
+        """
+        B = self.history.shape[0]
+        if rows <= 0 or rows >= B:
+            return [self]
+        totals = (self.n_rows, self.n_tokens)
+        return [Batch(self.history[i:i + rows], self.target[i:i + rows], self.offset, totals)
+                for i in range(0, B, rows)]
 
 
 def training_pairs(dataset: SequenceDataset, max_len: int, *, prefixes: bool = False

@@ -15,6 +15,7 @@ improvement; the best model is then tested.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -90,6 +91,21 @@ def _evaluate_both(model, dataset, split, cfg, device) -> dict:
                         seed=cfg.seed) for p in PROTOCOLS}
 
 
+def micro_batch_rows(model, cfg: TrainConfig, device: torch.device) -> int:
+    """Rows per forward/backward pass (0 = the whole batch).
+
+    Gradient accumulation over micro-batches gives the whole batch's gradient (the models
+    normalise by the batch's totals, ``Batch.split``) with a fraction of the activation memory;
+    on a CPU the smaller tensors also stay in cache (``auto``: 64 rows). PCGrad projects the
+    gradients of a whole batch, so a model that uses it always takes the whole batch.
+    """
+    if getattr(model.args, "pcgrad", False):
+        return 0
+    if cfg.micro_batch:
+        return cfg.micro_batch
+    return 64 if device.type == "cpu" else 0
+
+
 def train_stage(model, dataset: SequenceDataset, cfg: TrainConfig, out_dir: str | Path, *,
                 stage: str, parent: dict | None = None, freeze_embedding: bool = False,
                 epochs: int | None = None, select: bool = True, resume: bool = False,
@@ -142,6 +158,7 @@ def train_stage(model, dataset: SequenceDataset, cfg: TrainConfig, out_dir: str 
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda e: 0.5 * (1.0 + math.cos(math.pi * e / cfg.cosine_t_max)))
 
+    micro = micro_batch_rows(model, cfg, device)
     hists, tgts = training_pairs(dataset, cfg.max_len,
                                  prefixes=(model.train_samples == "prefixes"))
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -175,15 +192,20 @@ def train_stage(model, dataset: SequenceDataset, cfg: TrainConfig, out_dir: str 
             batch, weight = distributed.shard(batch, info)
             if batch is None:
                 continue
-            losses = step_model(batch.to(device))
             optimizer.zero_grad(set_to_none=True)
-            if hasattr(model, "backward"):  # a model may do its own backward (e.g. PCGrad)
-                model.backward(losses)
-            else:
-                (losses["loss"] * weight if info.enabled else losses["loss"]).backward()
+            parts = batch.split(micro)
+            for i, part in enumerate(parts):
+                # gradients of the micro-batches add up to the batch's; DDP syncs on the last
+                sync = not info.enabled or i == len(parts) - 1
+                with contextlib.nullcontext() if sync else step_model.no_sync():
+                    losses = step_model(part.to(device))
+                    if hasattr(model, "backward"):  # a model may do its own (e.g. PCGrad)
+                        model.backward(losses)
+                    else:
+                        (losses["loss"] * weight if info.enabled else losses["loss"]).backward()
+                for k, v in losses.items():  # micro-batch losses are shares: they add up
+                    sums[k] = sums.get(k, 0.0) + v.detach()
             optimizer.step()
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + v.detach()
         scheduler.step()
         seconds = time.perf_counter() - t0
         st["epoch"] += 1

@@ -75,6 +75,17 @@ def test_dropout_rate_scale_and_determinism():
         Dropout(1.0)
 
 
+def test_dropout_backward_uses_the_forward_mask_and_odd_sizes_work():
+    d = Dropout(0.25).train()
+    x = torch.randn(7, 13, requires_grad=True)  # 91 elements: not a multiple of 4 lanes
+    y = d(x)
+    scale = 32768 / (32768 - round(0.25 * 32768))
+    kept = y != 0
+    torch.testing.assert_close(y[kept], x[kept] * scale)
+    y.backward(torch.ones_like(y))
+    torch.testing.assert_close(x.grad, kept.float() * scale)
+
+
 def test_encoder_rejects_unknown_mask():
     with pytest.raises(ValueError, match="attention_mask"):
         Encoder(8, attention_mask="sometimes")

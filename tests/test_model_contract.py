@@ -145,3 +145,60 @@ def test_one_epoch_writes_a_checkpoint_that_reproduces_scores(name, tmp_path):
     again = model_from_checkpoint(ckpt)
     h = histories(data)
     assert torch.equal(scores(model, h), scores(again, h))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_micro_batches_add_up_to_the_whole_batch_gradient(name, tiny, monkeypatch):
+    """Gradient accumulation (TrainConfig.micro_batch) is exact: the losses of micro-batches
+    are shares of the whole batch's mean, so their gradients sum to the whole batch's."""
+    # deterministic forward: no dropout, and every random draw of the losses replaced by zeros
+    monkeypatch.setattr(torch, "randint", lambda lo, hi, shape, **kw: torch.zeros(
+        shape, dtype=torch.long, device=kw.get("device")))
+    monkeypatch.setattr(torch, "randn_like", lambda x, **kw: torch.zeros_like(x))
+    monkeypatch.setattr(torch, "randn", lambda *shape, **kw: torch.zeros(
+        *shape, device=kw.get("device")))
+    monkeypatch.setattr(torch, "rand", lambda *shape, **kw: torch.ones(
+        *shape, device=kw.get("device")))
+    model = make_model(name)
+    model.eval()
+    batch = first_batch(model, tiny, batch_size=13)
+
+    def grads(parts):
+        model.zero_grad(set_to_none=True)
+        total = {}
+        for part in parts:
+            losses = model.loss(part)
+            losses["loss"].backward()
+            total = {k: total.get(k, 0.0) + float(v.detach()) for k, v in losses.items()}
+        return total, {n: p.grad.clone() for n, p in model.named_parameters()
+                       if p.grad is not None}
+
+    whole_losses, whole = grads([batch])
+    parts = batch.split(4)
+    assert [p.history.shape[0] for p in parts] == [4, 4, 4, 1]
+    micro_losses, micro = grads(parts)
+    assert micro_losses == pytest.approx(whole_losses, rel=1e-5)
+    assert whole.keys() == micro.keys() and whole
+    for n in whole:
+        torch.testing.assert_close(micro[n], whole[n], rtol=1e-4, atol=1e-6, msg=n)
+
+
+def test_split_keeps_the_whole_batch_totals(tiny):
+    batch = first_batch(make_model("sasrec"), tiny, batch_size=13)
+    assert batch.split(0) == [batch] and batch.split(13) == [batch]
+    parts = batch.split(5)
+    assert torch.equal(torch.cat([p.history for p in parts]), batch.history)
+    assert {(p.n_rows, p.n_tokens) for p in parts} == {(13, int((batch.target > 0).sum()))}
+
+
+def test_micro_batch_rows_auto_explicit_and_pcgrad():
+    from adrec.train import micro_batch_rows
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    model = make_model("sasrec")
+    assert micro_batch_rows(model, TrainConfig(), cpu) == 64
+    assert micro_batch_rows(model, TrainConfig(), cuda) == 0
+    assert micro_batch_rows(model, TrainConfig(micro_batch=8), cuda) == 8
+    if "adrec" in MODELS:
+        pc = build_model("adrec", N_ITEMS, {**small_args("adrec"), "pcgrad": True})
+        assert micro_batch_rows(pc, TrainConfig(micro_batch=8), cpu) == 0

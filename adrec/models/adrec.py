@@ -168,7 +168,7 @@ class ADRec(Recommender):
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         x0_hat, x0, keep = self.forward_train(batch)
         logits = x0_hat[keep] @ self.item_embedding.weight.T  # (M, N+1), row 0 never a label
-        ce = F.cross_entropy(logits, batch.target[keep])
+        ce = F.cross_entropy(logits, batch.target[keep], reduction="sum") / batch.n_tokens
         out = {"ce": ce}
         if not self.args.use_mse:
             out["loss"] = ce
@@ -176,7 +176,7 @@ class ADRec(Recommender):
         w = keep.float()
         w = w / w.sum(1, keepdim=True).clamp_min(1.0)               # (B, L) per-sequence weights
         sq = (x0_hat - x0).pow(2).mean(-1)                          # (B, L) mean over D
-        mse = (sq * w).sum(1).mean()
+        mse = (sq * w).sum() / batch.n_rows                        # mean over sequences
         out["mse"] = mse
         out["loss"] = ce + mse if self.args.loss_merge == "sum" else (ce + mse) / 2
         return out

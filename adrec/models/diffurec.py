@@ -132,8 +132,9 @@ class DiffuRec(Recommender):
         t = self.schedule.sample_timesteps((len(target),), device=x0.device)
         x_t = self.schedule.q_sample(x0, t)                     # (B, D)
         x0_hat = self.denoise(self.embed_history(history), history > 0, x_t, t)
-        ce = F.cross_entropy(x0_hat @ E.T, target)              # (B, N+1) logits; row 0 a class
-        mse = F.mse_loss(x0_hat.detach(), x0.detach())          # logged only, as the authors
+        n = batch.n_rows * x0.shape[-1]                         # a micro-batch: the whole batch's
+        ce = F.cross_entropy(x0_hat @ E.T, target, reduction="sum") / batch.n_rows  # row 0 a class
+        mse = F.mse_loss(x0_hat.detach(), x0.detach(), reduction="sum") / n  # logged only (authors)
         return {"loss": ce, "ce": ce, "mse": mse}
 
     @torch.no_grad()

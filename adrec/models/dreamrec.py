@@ -116,7 +116,8 @@ class DreamRec(Recommender):
         c, _ = self.drop_condition(self.guidance(batch.history))
         t = self.schedule.sample_timesteps((len(target),), device=x0.device)
         x_t = self.schedule.q_sample(x0, t)
-        mse = F.mse_loss(self.denoise(x_t, t, c), x0)
+        n = batch.n_rows * x0.shape[-1]  # mean over the (whole) batch's rows and dimensions
+        mse = F.mse_loss(self.denoise(x_t, t, c), x0, reduction="sum") / n
         return {"loss": mse, "mse": mse}
 
     @torch.no_grad()

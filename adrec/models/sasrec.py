@@ -67,7 +67,7 @@ class SASRec(Recommender):
         h = self.encode(batch.history, batch.offset)  # (B, L, D)
         keep = batch.target > 0                        # (B, L)
         logits = h[keep] @ self.item_embedding.weight.T  # (M, N+1): row 0 is a never-label class
-        ce = F.cross_entropy(logits, batch.target[keep])
+        ce = F.cross_entropy(logits, batch.target[keep], reduction="sum") / batch.n_tokens
         return {"loss": ce, "ce": ce}
 
     def score_all(self, history: torch.Tensor, generator: torch.Generator | None = None
