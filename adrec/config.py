@@ -23,7 +23,8 @@ class TrainConfig:
     epochs: int = 500            # maximum epochs per stage (early stopping normally ends sooner)
     batch_size: int = 512        # sequences per batch (one optimizer step)
     micro_batch: int = 0         # sequences per forward/backward pass, gradients accumulated to
-                                 # the same step; 0 = auto: 64 on CPU, the whole batch on GPU
+                                 # the same step; 0 = auto: on CPU about 3,200 (row x position)
+                                 # cells per pass (64 rows of width 50), the whole batch on GPU
     lr: float = 1e-3             # Adam learning rate
     weight_decay: float = 1e-5   # coupled L2 (torch Adam weight_decay), as the authors
     cosine_t_max: int = 500      # CosineAnnealingLR period in epochs, stepped once per epoch

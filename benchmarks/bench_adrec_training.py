@@ -95,7 +95,7 @@ def log_stats(run_dir: Path, stage: str) -> dict:
 def sasrec_epoch_seconds(epochs: int, seed: int) -> float:
     from adrec.config import TrainConfig
     from adrec.data import load_dataset
-    from adrec.models.adrec import retain_freed_memory
+    from adrec.train import retain_freed_memory
     from adrec.pipeline import train_model
 
     retain_freed_memory()  # the allocator policy ADRec's pipeline uses: a like-for-like epoch

@@ -7,8 +7,9 @@ Per configuration: one warm-up epoch (not timed), then ``--epochs`` timed traini
 median is reported) and ``--evals`` timed full validation passes (strict protocol, median).
 Batching: ``bucket`` (length-bucketed, batches trimmed to their longest sequence, the default)
 against ``random`` (plain shuffle, every batch padded to max_len = 50). Micro-batching: ``auto``
-(the trainer's default on a CPU: forward/backward 64 sequences at a time, gradients accumulated to
-one optimizer step per 512-sequence batch, the same gradient) against ``whole`` (512 at once).
+(the trainer's default on a CPU: forward/backward about 3,200 row x position cells at a time, i.e.
+64 sequences of width 50, gradients accumulated to one optimizer step per 512-sequence batch, the
+same gradient) against ``whole`` (512 rows at once).
 The training step is the trainer's (``Batch.split`` + ``micro_batch_rows``).
 """
 from __future__ import annotations
@@ -41,13 +42,14 @@ def run_one(model: str, dataset: str, batching: str, micro: str, epochs: int, ev
     from adrec.data import BatchIterator, load_dataset, training_pairs
     from adrec.evaluate import evaluate
     from adrec.models import build_model
-    from adrec.train import micro_batch_rows
+    from adrec.train import micro_batch_rows, retain_freed_memory
 
+    retain_freed_memory()  # the trainer's allocator policy
     torch.manual_seed(0)
     ds = load_dataset(dataset)
     cfg = TrainConfig(micro_batch=0 if micro == "auto" else TrainConfig.batch_size)
     m = build_model(model, ds.n_items)
-    rows = micro_batch_rows(m, cfg, torch.device("cpu"))
+
     opt = torch.optim.Adam(m.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     h, t = training_pairs(ds, cfg.max_len)
     it = BatchIterator(h, t, max_len=cfg.max_len, batch_size=cfg.batch_size,
@@ -59,6 +61,7 @@ def run_one(model: str, dataset: str, batching: str, micro: str, epochs: int, ev
         t0 = time.perf_counter()
         for b in it:
             opt.zero_grad(set_to_none=True)
+            rows = micro_batch_rows(m, cfg, torch.device("cpu"), b.history.shape[1])
             for part in b.split(rows):
                 m.loss(part)["loss"].backward()
             opt.step()
@@ -71,7 +74,7 @@ def run_one(model: str, dataset: str, batching: str, micro: str, epochs: int, ev
         ev.append(time.perf_counter() - t0)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"model": model, "dataset": dataset, "batching": batching,
-            "micro": f"{rows or cfg.batch_size}",
+            "micro": "auto" if micro == "auto" else f"{cfg.batch_size}",
             "epoch_s": statistics.median(times), "epoch_s_all": [round(x, 3) for x in times],
             "eval_s": statistics.median(ev), "peak_mb": peak_kb / 1024,
             "batches": len(it)}
@@ -81,43 +84,56 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--evals", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each configuration")
     ap.add_argument("--out", default="benchmarks/bench_training.md")
     ap.add_argument("--one", nargs=4, metavar=("MODEL", "DATASET", "BATCHING", "MICRO"))
     args = ap.parse_args()
     if args.one:
         print(json.dumps(run_one(*args.one, args.epochs, args.evals)))
         return
+    runs: dict[tuple, list[dict]] = {}
+    for rep in range(args.repeats):  # configurations interleaved, so slow spells hit all alike
+        for cfg in CONFIGS:
+            out = subprocess.run([sys.executable, __file__, "--one", *cfg, "--epochs",
+                                  str(args.epochs), "--evals", str(args.evals)],
+                                 capture_output=True, text=True, check=True)
+            runs.setdefault(cfg, []).append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(rep, runs[cfg][-1], file=sys.stderr, flush=True)
     rows = []
-    for cfg in CONFIGS:
-        out = subprocess.run([sys.executable, __file__, "--one", *cfg, "--epochs",
-                              str(args.epochs), "--evals", str(args.evals)],
-                             capture_output=True, text=True, check=True)
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        print(rows[-1], file=sys.stderr)
+    for cfg, rs in runs.items():  # median over the repeats of each run's median epoch
+        r = dict(rs[0])
+        for key in ("epoch_s", "eval_s", "peak_mb"):
+            r[key] = statistics.median(x[key] for x in rs)
+        r["epoch_s_runs"] = [round(x["epoch_s"], 3) for x in rs]
+        rows.append(r)
     import torch
 
     lines = [
         "# Training and evaluation speed (SASRec+)",
         "",
         f"Command: `python benchmarks/bench_training.py --epochs {args.epochs} "
-        f"--evals {args.evals}`  ",
+        f"--evals {args.evals} --repeats {args.repeats}`  ",
         f"Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {platform.machine()}, "
         f"{__import__('os').cpu_count()} CPU cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; seed 0.  ",
-        "Median of the timed epochs (after one warm-up epoch) and of the full validation passes "
-        "(strict protocol, all items ranked). Peak = the process's maximum resident memory.  ",
+        f"Each configuration ran {args.repeats} times (fresh process each, configurations "
+        "interleaved); a run's figure is the median of its timed epochs (after one warm-up "
+        "epoch) and of its full validation passes (strict protocol, all items ranked); the table "
+        "gives the median over the runs, and each run's s/epoch in the last column. Peak = the "
+        "process's maximum resident memory.  ",
         f"1-minute load average when the benchmark ended: {__import__('os').getloadavg()[0]:.1f} "
         "(on 2 cores; above ~1 means other processes shared the CPU and times are inflated).",
         "",
         "| model | dataset | batching | rows per pass | batches/epoch | s / epoch | s / eval pass "
-        "| peak MB |",
-        "|---|---|---|---|---|---|---|---|",
+        "| peak MB | s / epoch of each run |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(f"| {r['model']} | {r['dataset']} | {r['batching']} | {r['micro']} | "
                      f"{r['batches']} | "
-                     f"{r['epoch_s']:.3f} | {r['eval_s']:.3f} | {r['peak_mb']:.0f} |")
-    def pick(ds, batching, micro="64"):
+                     f"{r['epoch_s']:.3f} | {r['eval_s']:.3f} | {r['peak_mb']:.0f} | "
+                     f"{', '.join(f'{x:.2f}' for x in r['epoch_s_runs'])} |")
+    def pick(ds, batching, micro="auto"):
         return next(r for r in rows if (r["dataset"], r["batching"], r["micro"]) ==
                     (ds, batching, micro))
 
@@ -132,7 +148,7 @@ def main() -> None:
     for ds in ("ml-100k", "beauty"):
         b, r, w = pick(ds, "bucket"), pick(ds, "random"), pick(ds, "bucket", "512")
         lines.append(f"{ds}: bucketed batching {r['epoch_s'] / b['epoch_s']:.2f}x faster per "
-                     f"epoch than random batches padded to 50; micro-batches of 64 "
+                     f"epoch than random batches padded to 50; auto micro-batches "
                      f"{w['epoch_s'] / b['epoch_s']:.2f}x the speed of whole 512-row passes at "
                      f"{b['peak_mb'] / w['peak_mb']:.2f}x their peak memory.")
     Path(args.out).write_text("\n".join(lines) + "\n")

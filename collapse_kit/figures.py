@@ -127,6 +127,9 @@ def tsne_scales(maps: Sequence[np.ndarray], rows: Sequence[str], names: Sequence
 
     The reference is the map named ``reference`` in the same row, or the row's largest map.
     """
+    if not len(maps) == len(rows) == len(names):
+        raise UserError(f"give one row and one name per map; got {len(maps)} map(s), "
+                        f"{len(rows)} row(s) and {len(names)} name(s)")
     radii = [robust_extent(Y, coverage=coverage)[1] for Y in maps]
     out = []
     for i, row in enumerate(rows):

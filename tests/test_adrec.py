@@ -378,7 +378,7 @@ def test_pipeline_switches_from_cli(tmp_path, switch, stages, capsys):
 def test_retain_freed_memory_on_linux():
     import sys
 
-    from adrec.models.adrec import retain_freed_memory
+    from adrec.train import retain_freed_memory
 
     assert retain_freed_memory() is sys.platform.startswith("linux")
 

@@ -46,6 +46,15 @@ def test_scale_labels_are_radius_ratios():
         pytest.approx([0.25, 1.0])
 
 
+def test_scales_refuse_mismatched_rows_and_names():
+    # regression: a short rows list used to give a short list of scales without a word
+    big, small = _blob(), _blob(scale=0.25)
+    with pytest.raises(UserError, match="one row and one name per map"):
+        tsne_scales([big, small], ["r"], ["wide", "narrow"])
+    with pytest.raises(UserError, match="one row and one name per map"):
+        tsne_scales([big, small], ["r", "r"], ["wide"])
+
+
 def test_shared_scale_uses_one_window_and_no_magnification():
     fig = tsne_figure([_blob(), _blob(scale=0.25)], ["a", "b"], shared_scale=True)
     a, b = _visible_axes(fig)

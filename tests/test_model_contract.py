@@ -196,8 +196,9 @@ def test_micro_batch_rows_auto_explicit_and_pcgrad():
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     model = make_model("sasrec")
-    assert micro_batch_rows(model, TrainConfig(), cpu) == 64
-    assert micro_batch_rows(model, TrainConfig(), cuda) == 0
+    assert micro_batch_rows(model, TrainConfig(), cpu) == 64       # width max_len = 50
+    assert micro_batch_rows(model, TrainConfig(), cpu, width=8) == 400  # short sequences
+    assert micro_batch_rows(model, TrainConfig(), cuda, width=50) == 0
     assert micro_batch_rows(model, TrainConfig(micro_batch=8), cuda) == 8
     if "adrec" in MODELS:
         pc = build_model("adrec", N_ITEMS, {**small_args("adrec"), "pcgrad": True})

@@ -394,7 +394,6 @@ def run_pipeline(dataset, cfg, out_dir, *, model_args: dict | None = None, resum
         log.warning("warm-up with pretrain=false freezes a randomly initialised embedding; the "
                     "paper's end-to-end variant also sets warmup=false")
     timings = {}
-    retain_freed_memory()
 
     # stage 1: the pre-trained embedding table (with its padding row)
     table, parent = None, None
@@ -447,30 +446,6 @@ def run_pipeline(dataset, cfg, out_dir, *, model_args: dict | None = None, resum
     atomic_save(best, best_path)
     return StageResult("best", best_path, metrics, r3.epochs, r3.train_seconds, r3.eval_seconds,
                        r3.history)
-
-
-def retain_freed_memory() -> bool:
-    """Ask glibc to keep freed memory in the heap instead of unmapping it (process-wide).
-
-    By default glibc serves every block above 32 MB with a fresh ``mmap`` and returns it on
-    ``free``, so each training step page-faults its large activations (logits, FFN outputs)
-    back in and the kernel zeroes them: 0.59 s of 5.1 s CPU per ADRec epoch on ML-100K went to
-    system time. With the thresholds raised, the same buffers are reused (0.00 s system time).
-    Numbers are unchanged; only the allocator's policy differs. Returns False where it does not
-    apply (not Linux/glibc).
-    """
-    import ctypes
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        return bool(libc.mallopt(m_mmap_threshold, 2**31 - 1)
-                    and libc.mallopt(m_trim_threshold, 2**31 - 1))
-    except (OSError, AttributeError):
-        return False
 
 
 def _timing(result) -> dict:
