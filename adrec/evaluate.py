@@ -92,7 +92,6 @@ def best_of(new: dict[str, float], best: dict[str, float] | None, protocol: str)
     return {k: max(new[k], best[k]) for k in new}
 
 
-@torch.no_grad()
 def compute_ranks(model, dataset: SequenceDataset, split: str, *, protocol: str = "strict",
                   max_len: int = 50, device: str | torch.device = "cpu", seed: int = 0,
                   score_budget: int = 1 << 24) -> np.ndarray:
@@ -102,7 +101,20 @@ def compute_ranks(model, dataset: SequenceDataset, split: str, *, protocol: str 
     the model needs full width), in chunks of at most ``score_budget`` scores, so memory stays
     bounded for large catalogues. ``seed`` fixes any sampling noise of diffusion models.
     """
-    check_protocol(protocol)
+    return compute_ranks_all(model, dataset, split, protocols=(protocol,), max_len=max_len,
+                             device=device, seed=seed, score_budget=score_budget)[protocol]
+
+
+@torch.no_grad()
+def compute_ranks_all(model, dataset: SequenceDataset, split: str, *,
+                      protocols: tuple[str, ...] = PROTOCOLS, max_len: int = 50,
+                      device: str | torch.device = "cpu", seed: int = 0,
+                      score_budget: int = 1 << 24) -> dict[str, np.ndarray]:
+    """:func:`compute_ranks` for several protocols from one scoring pass: the protocols differ
+    only in whether the padding row competes, so the scores (and a diffusion model's seeded
+    samples) are computed once; each protocol's ranks equal a pass of its own."""
+    for protocol in protocols:
+        check_protocol(protocol)
     hists, targets = eval_histories(dataset, split, max_len)
     n = len(hists)
     lengths = np.array([min(len(h), max_len) for h in hists])
@@ -112,7 +124,7 @@ def compute_ranks(model, dataset: SequenceDataset, split: str, *, protocol: str 
     generator = torch.Generator(device=device).manual_seed(seed)
     was_training = model.training
     model.eval()
-    ranks = np.empty(n, dtype=np.int64)
+    ranks = {p: np.empty(n, dtype=np.int64) for p in protocols}
     try:
         for i in range(0, n, chunk):
             idx = order[i:i + chunk]
@@ -124,8 +136,9 @@ def compute_ranks(model, dataset: SequenceDataset, split: str, *, protocol: str 
                                  f"({len(idx)}, {dataset.n_items + 1}): checkpoint and dataset "
                                  "do not match")
             tgt = torch.as_tensor(targets[idx], device=device)
-            r = target_ranks(scores, tgt, exclude_padding=(protocol == "strict"))
-            ranks[idx] = r.cpu().numpy()
+            for p in protocols:
+                r = target_ranks(scores, tgt, exclude_padding=(p == "strict"))
+                ranks[p][idx] = r.cpu().numpy()
     finally:
         model.train(was_training)
     return ranks
@@ -138,6 +151,15 @@ def evaluate(model, dataset: SequenceDataset, split: str, *, protocol: str = "st
     ranks = compute_ranks(model, dataset, split, protocol=protocol, max_len=max_len,
                           device=device, seed=seed)
     return aggregate(ranking_metrics(ranks), protocol)
+
+
+def evaluate_all(model, dataset: SequenceDataset, split: str, *,
+                 protocols: tuple[str, ...] = PROTOCOLS, max_len: int = 50,
+                 device: str | torch.device = "cpu", seed: int = 0) -> dict[str, dict[str, float]]:
+    """``{protocol: evaluate(..., protocol=protocol)}`` from one scoring pass."""
+    ranks = compute_ranks_all(model, dataset, split, protocols=protocols, max_len=max_len,
+                              device=device, seed=seed)
+    return {p: aggregate(ranking_metrics(r), p) for p, r in ranks.items()}
 
 
 def format_metrics(metrics: dict[str, float]) -> str:

@@ -33,7 +33,7 @@ from adrec.checkpoint import (atomic_save, device_description, file_sha256, load
 from adrec import distributed
 from adrec.config import TrainConfig, validate
 from adrec.data import BatchIterator, SequenceDataset, training_pairs
-from adrec.evaluate import PROTOCOLS, best_of, evaluate, improved
+from adrec.evaluate import PROTOCOLS, best_of, evaluate, evaluate_all, improved
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +84,6 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def _evaluate_both(model, dataset, split, cfg, device) -> dict:
-    return {p: evaluate(model, dataset, split, protocol=p, max_len=cfg.max_len, device=device,
-                        seed=cfg.seed) for p in PROTOCOLS}
 
 
 def retain_freed_memory() -> bool:
@@ -277,9 +272,11 @@ def train_stage(model, dataset: SequenceDataset, cfg: TrainConfig, out_dir: str 
         model.load_state_dict(st["best_state"])
     t1 = time.perf_counter()
     metrics = {"selection_protocol": cfg.protocol, "best_epoch": st["best_epoch"]}
-    for p in PROTOCOLS:
-        metrics[p] = {s: evaluate(model, dataset, s, protocol=p, max_len=cfg.max_len,
-                                  device=device, seed=cfg.seed) for s in ("valid", "test")}
+    for split in ("valid", "test"):  # both protocols from one scoring pass per split
+        both = evaluate_all(model, dataset, split, max_len=cfg.max_len, device=device,
+                            seed=cfg.seed)
+        for p in PROTOCOLS:
+            metrics.setdefault(p, {})[split] = both[p]
     st["eval_seconds"] += time.perf_counter() - t1
     metrics["train_seconds"] = round(st["train_seconds"], 3)
     metrics["eval_seconds"] = round(st["eval_seconds"], 3)

@@ -78,3 +78,19 @@ def test_evaluate_end_to_end_protocols():
     # official protocol scores the padding row: the target is always rank 2
     assert official["HR@5"] == 100.0
     assert official["NDCG@5"] == pytest.approx(100 / math.log2(3), abs=1e-4)
+
+
+@pytest.mark.parametrize("name", ["sasrec", "diffurec"])
+def test_one_pass_for_both_protocols_equals_a_pass_each(name):
+    """evaluate_all scores once (the trainer's final evaluation); each protocol's metrics must be
+    those of its own pass, also for a model whose scores are seeded samples."""
+    from adrec.evaluate import evaluate_all
+    from adrec.models import build_model
+
+    ds = make_dataset()
+    torch.manual_seed(0)
+    model = build_model(name, ds.n_items, {"hidden": 16} if name == "sasrec" else
+                        {"hidden": 16, "steps": 4})
+    both = evaluate_all(model, ds, "valid", seed=3)
+    for protocol in ("strict", "official"):
+        assert both[protocol] == evaluate(model, ds, "valid", protocol=protocol, seed=3)
