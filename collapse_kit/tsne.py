@@ -9,7 +9,7 @@ phase). Every part is importable on its own (``standardize``, ``exact_neighbors`
 Differences from the authors' notebook (official-implementation.md section 6), and why:
 
 * openTSNE instead of scikit-learn's ``TSNE`` (benchmarks/bench_tsne.py times both): the
-  Barnes-Hut gradient below 5,000 items and the FFT-interpolated one from there on (the only
+  Barnes-Hut gradient below 10,000 items and the FFT-interpolated one from there on (the only
   way to map Yelp's 64,669 items in minutes rather than hours on two cores);
 * exact neighbours from one blocked matrix product instead of an approximate index (Annoy): on
   a 64,669 x 128 table they are faster here, and exact (Annoy above 150,000 items);
@@ -41,11 +41,14 @@ NEIGHBORS = ("auto", "exact", "annoy")
 # "auto" neighbours: exact up to this many items; the O(n^2 d) search is ~20 s at 65k items on
 # two cores but grows quadratically, so larger tables use openTSNE's approximate Annoy index.
 EXACT_UP_TO = 150_000
-# "auto" uses the FFT-interpolated gradient, on every core, from this many items on: Barnes-Hut
-# costs O(n log n) per iteration with a large constant, FFT O(n) plus a grid whose cost grows
-# with the map's extent. At 6,086 items FFT took half the CPU time of Barnes-Hut here (openTSNE
-# switches at 10,000); below, one thread beats two (start-up and waiting cost more than the work).
-FFT_FROM = 5_000
+# "auto" runs on every core from PARALLEL_FROM items (below, one thread beats two: start-up and
+# waiting cost more than the work) and uses the FFT-interpolated gradient from FFT_FROM items:
+# Barnes-Hut costs O(n log n) per iteration with a large constant, FFT O(n) plus a grid whose
+# cost grows with the map's extent. Wall seconds on the 2-core dev machine, both on two threads
+# (benchmarks/bench_tsne.md): 6,086 items BH 24.5 / FFT 47.1; 15,000 items BH 75.3 / FFT 64.8;
+# 64,669 items BH 370 / FFT 94. openTSNE's own "auto" also switches at 10,000.
+PARALLEL_FROM = 5_000
+FFT_FROM = 10_000
 # From this many items the normal phase runs 250 iterations instead of 500: the FFT grid grows
 # with the map, and iterations 250-500 would double the time of a 64,669-item map. All of the
 # paper's datasets but Yelp (64,669 items) stay below.
@@ -59,7 +62,7 @@ class TSNESettings:
     perplexity: float = 30.0         # as the notebook (scikit-learn's default)
     early_exaggeration_iter: int = 250
     n_iter: int | None = None        # normal-phase iterations; None: 500 below 20k items, else 250
-    method: str = "auto"             # negative gradient: "bh", "fft", or "auto" (fft from 5k items)
+    method: str = "auto"             # negative gradient: "bh", "fft", or "auto" (fft from 10k items)
     neighbors: str = "auto"          # "exact", "annoy" (approximate), or "auto" (exact to 150k items)
     standardize: bool = True         # z-score columns first, as the authors did
     random_state: int = 2024         # the notebook's seed
@@ -108,7 +111,7 @@ class TSNESettings:
         """Threads used for a table of ``n_items`` rows: ``n_jobs``, or automatic."""
         if self.n_jobs is not None:
             return self.n_jobs
-        return _cpu_count() if n_items >= FFT_FROM else 1
+        return _cpu_count() if n_items >= PARALLEL_FROM else 1
 
 
 def standardize(E) -> np.ndarray:

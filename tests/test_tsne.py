@@ -8,7 +8,7 @@ import pytest
 from collapse_kit.errors import UserError
 from collapse_kit.metrics import zscore
 from collapse_kit.tsne import (
-    FFT_FROM, SHORT_FROM, OverlappedFFTGradient, TSNESettings, exact_neighbors, robust_extent, standardize, tsne_map)
+    FFT_FROM, PARALLEL_FROM, SHORT_FROM, OverlappedFFTGradient, TSNESettings, exact_neighbors, robust_extent, standardize, tsne_map)
 
 # Few iterations and a small perplexity: the properties below hold long before convergence.
 QUICK = TSNESettings(perplexity=10, early_exaggeration_iter=60, n_iter=60, method="bh", n_jobs=1)
@@ -83,7 +83,8 @@ def test_separated_clusters_stay_separated():
 def test_method_and_threads_are_chosen_by_size():
     s = TSNESettings()
     assert s.method_for(FFT_FROM - 1) == "bh" and s.method_for(FFT_FROM) == "fft"
-    assert s.threads_for(FFT_FROM - 1) == 1
+    assert s.threads_for(PARALLEL_FROM - 1) == 1
+    assert PARALLEL_FROM < FFT_FROM  # Barnes-Hut on every core in between
     assert TSNESettings(method="fft").method_for(10) == "fft"
     assert TSNESettings(n_jobs=3).threads_for(10) == 3
     assert s.neighbors_for(150_000) == "exact" and s.neighbors_for(150_001) == "annoy"

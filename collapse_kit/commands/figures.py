@@ -48,7 +48,7 @@ def register(subparsers) -> None:
                    help="normal-phase iterations after 250 exaggerated ones (default: 500, or 250 "
                         "for tables of 20,000 items or more)")
     t.add_argument("--method", choices=("auto", "bh", "fft"), default="auto",
-                   help="gradient: Barnes-Hut, FFT, or auto (FFT from 5,000 items; default)")
+                   help="gradient: Barnes-Hut, FFT, or auto (FFT from 10,000 items; default)")
     t.add_argument("--seed", type=int, default=2024, help="t-SNE and Gaussian seed (default 2024)")
     t.add_argument("--title", help="figure title")
     add_loading_args(t)
