@@ -229,18 +229,26 @@ def spectrum_figure(spectra: Mapping[str, np.ndarray], *, normalize: str = "max"
 
     ``spectra`` maps a name to its singular values (largest first, as ``table_spectrum``). A
     flat line is an isotropic table (every direction used); a steep drop is dimensional
-    collapse. The line named ``reference`` (e.g. "Gaussian") is drawn dashed grey.
+    collapse. The line named ``reference`` (e.g. "Gaussian") is drawn dashed grey. A spectrum
+    equal to an earlier one (e.g. ADRec's stage 2, whose warm-up freezes the stage-1 table) is
+    drawn dotted on top of it and labelled "(= earlier name)", so no line hides another unsaid.
     """
     if not spectra:
         raise UserError("give at least one spectrum")
     fig = Figure(figsize=figsize, layout="constrained")
     ax = fig.subplots()
+    drawn: list[tuple[str, np.ndarray]] = []
     for name, s in spectra.items():
         y = normalized(s, normalize=normalize)
         x = np.arange(1, y.size + 1)
+        same = next((n for n, prev in drawn if prev.shape == y.shape
+                     and np.allclose(prev, y, rtol=1e-6, atol=0)), None)
+        drawn.append((name, y))
         y = np.where(y > 0, y, np.nan)  # log scale: exact zeros (rank deficit) are not drawn
         if name == reference:
             ax.plot(x, y, color="0.5", linestyle="--", linewidth=1.2, label=name)
+        elif same is not None:
+            ax.plot(x, y, linestyle=":", linewidth=2.0, label=f"{name} (= {same})")
         else:
             ax.plot(x, y, linewidth=1.5, label=name)
     ax.set_yscale("log")

@@ -108,6 +108,18 @@ def test_spectrum_figure():
         table_spectrum(E, kind="svd")
 
 
+def test_spectrum_figure_marks_a_spectrum_equal_to_an_earlier_one():
+    # a frozen stage (ADRec's warm-up) has its parent's table: its line must not hide silently
+    rng = np.random.default_rng(1)
+    E = rng.standard_normal((100, 8))
+    fig = spectrum_figure({"stage1": table_spectrum(E), "stage2": table_spectrum(E.copy()),
+                           "other": table_spectrum(2 * E[:, ::-1] + 0.1 * rng.standard_normal((100, 8)))})
+    labels = [line.get_label() for line in fig.axes[0].lines]
+    styles = [line.get_linestyle() for line in fig.axes[0].lines]
+    assert labels == ["stage1", "stage2 (= stage1)", "other"]
+    assert styles == ["-", ":", "-"]
+
+
 def test_stage_figure():
     fig = stage_figure({"m1": [1, 2, 3], "m2": [3, 2, 1], "m3": [0, 0, 1], "m4": [1, 1, 1]},
                        ["stage1", "stage2", "stage3"], reference={"m1": 2.5}, ncols=3)
