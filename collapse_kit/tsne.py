@@ -45,8 +45,9 @@ EXACT_UP_TO = 150_000
 # waiting cost more than the work) and uses the FFT-interpolated gradient from FFT_FROM items:
 # Barnes-Hut costs O(n log n) per iteration with a large constant, FFT O(n) plus a grid whose
 # cost grows with the map's extent. Wall seconds on the 2-core dev machine, both on two threads
-# (benchmarks/bench_tsne.md): 6,086 items BH 24.5 / FFT 47.1; 15,000 items BH 75.3 / FFT 64.8;
-# 64,669 items BH 370 / FFT 94. openTSNE's own "auto" also switches at 10,000.
+# (benchmarks/bench_tsne.md): 6,086 items BH 22.7 / FFT 41.1; 15,000 items BH 68.1 / FFT 57.5;
+# 64,669 items FFT 72.5 (BH took 370 s in a separate run). openTSNE's own "auto" also switches
+# at 10,000.
 PARALLEL_FROM = 5_000
 FFT_FROM = 10_000
 # From this many items the normal phase runs 250 iterations instead of 500: the FFT grid grows
@@ -169,9 +170,12 @@ class OverlappedFFTGradient:
 
     openTSNE's ``kl_divergence_fft`` computes the repulsive forces (FFT interpolation, one
     thread) and then the attractive forces (over the kNN graph, ``n_jobs`` threads). Here the
-    attractive forces run on a worker thread while the calling thread computes the repulsive
-    ones; both release the GIL, so on two cores an iteration costs about the larger of the two
-    instead of their sum. Same arithmetic as openTSNE (only the final sum is taken in another
+    attractive forces run on a worker thread, still on all ``n_jobs`` threads, while the calling
+    thread computes the repulsive ones; both release the GIL. While the map is compact the FFT is
+    cheap and the attractive sum (about 130 neighbours a row at 65k items) dominates, so it
+    keeps every core; the brief oversubscription costs less than leaving a core idle
+    (64,669 items: 93.8 s with the attractive sum on one thread, 72.5 s on both,
+    benchmarks/bench_tsne.md). Same arithmetic as openTSNE (only the final sum is taken in another
     order; tests/test_tsne.py compares the two). Uses openTSNE's compiled ``_tsne`` kernels;
     ``make()`` returns None if this openTSNE lacks them, and callers then use plain "fft".
     """
@@ -206,7 +210,7 @@ class OverlappedFFTGradient:
         attractive = np.zeros_like(embedding, dtype=np.float64, order="C")  # (n, 2)
         future = self._pool.submit(
             self._kernels.estimate_positive_gradient_nn, P.indices, P.indptr, P.data, embedding,
-            embedding, attractive, dof, num_threads=max(1, n_jobs - 1),
+            embedding, attractive, dof, num_threads=max(1, n_jobs),
             should_eval_error=should_eval_error)
         sum_q = self._kernels.estimate_negative_gradient_fft_2d(embedding, repulsive, **fft_params, dof=dof)
         sum_p, kl_divergence = future.result()
