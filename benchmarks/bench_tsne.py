@@ -166,7 +166,7 @@ def write_report(rows: list[dict], args) -> None:
     lines = [
         "# t-SNE speed: collapse_kit.tsne against scikit-learn's TSNE",
         "",
-        "Command: `flock /tmp/collapse-kit-cpu.lock python benchmarks/bench_tsne.py"
+        "Command: `python benchmarks/bench_tsne.py"
         + "".join(f" {a}" for a in sys.argv[1:]) + "`  ",
         f"Report written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC (each run's start: "
         f"`run_at` in the JSON); machine: {platform.machine()}, "
