@@ -608,7 +608,7 @@ from collapse_kit.commands.reproduce import PAPER_ORDER, embedding_checkpoints
 from collapse_kit.experiments import plan_runs
 from collapse_kit.io import load_embeddings
 from probes.labels import load_item_labels, load_popularity
-from probes.linear import ProbeSettings, linear_probe, probe_with_baselines
+from probes.linear import ProbeSettings, probe_columns, probe_with_baselines
 from probes.report import format_results
 
 plan = plan_runs([DATASET], list(PAPER_ORDER), 1, protocols=["strict"])
@@ -617,15 +617,8 @@ n = next(iter(tables.values())).shape[0]
 labels = load_item_labels(f"{DATASET}-genres", n)
 popularity = load_popularity(DATASET, n)
 settings = ProbeSettings(seeds=5)
-columns = []
-for i, (name, E) in enumerate(tables.items()):
-    if i == 0:   # the baselines once, on the same item splits
-        base = probe_with_baselines(E, labels.Y, settings=settings, popularity=popularity)
-        columns.append((name, base["model"]))
-    else:
-        columns.append((name, linear_probe(E, labels.Y, settings=settings)))
-columns += [("Gaussian table", base["gaussian"]), ("popularity only", base["popularity"]),
-            ("all-zero", base["all_zero"])]
+# every table, then the baselines (Gaussian, popularity, all-zero) on the same item splits
+columns = probe_columns(tables, labels.Y, settings=settings, popularity=popularity)
 display(Markdown(format_results(columns, "markdown")))'''),
     code('''\
 f1 = {name: r.mean["micro_f1"] * 100 for name, r in columns}

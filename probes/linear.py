@@ -379,6 +379,27 @@ def probe_with_baselines(E, Y, *, settings: ProbeSettings = ProbeSettings(), lab
     return out
 
 
+def probe_columns(tables: Mapping[str, np.ndarray], Y, *, settings: ProbeSettings = ProbeSettings(),
+                  popularity=None) -> list[tuple[str, ProbeResult]]:
+    """Table 6's columns: the probe of every named table, then the baselines that make it
+    readable ("Gaussian table" shaped like the first table, "popularity only" if ``popularity``
+    counts are given, "all-zero"), all on the same item splits."""
+    columns, base = [], None
+    for name, E in tables.items():
+        if base is None:  # the baselines once, with the first table
+            base = probe_with_baselines(E, Y, settings=settings, popularity=popularity)
+            columns.append((name, base["model"]))
+        else:
+            columns.append((name, linear_probe(E, Y, settings=settings)))
+    if base is None:
+        raise UserError("give at least one table to probe")
+    columns.append(("Gaussian table", base["gaussian"]))
+    if "popularity" in base:
+        columns.append(("popularity only", base["popularity"]))
+    columns.append(("all-zero", base["all_zero"]))
+    return columns
+
+
 def headline(result: ProbeResult) -> Mapping[str, float]:
     """The paper's three numbers (micro averages) with their sds: precision, precision_sd, ..."""
     out = {}

@@ -269,3 +269,21 @@ def test_popularity_errors(tmp_path):
         load_popularity(_write(tmp_path, "item_id,count\n1,3\n"), 2)
     with pytest.raises(UserError, match="must be a count >= 0"):
         load_popularity(_write(tmp_path, "item_id,count\n1,-3\n"), 1)
+
+
+def test_probe_columns_are_the_tables_then_the_baselines_on_the_same_splits():
+    from probes.linear import ProbeSettings, linear_probe, probe_columns, probe_with_baselines
+
+    rng = np.random.default_rng(0)
+    Y = (rng.random((120, 3)) < 0.3).astype(np.uint8)
+    A, B = rng.standard_normal((120, 8)), rng.standard_normal((120, 8))
+    pop = rng.integers(1, 50, 120)
+    s = ProbeSettings(seeds=2, epochs=3)
+    cols = probe_columns({"a": A, "b": B}, Y, settings=s, popularity=pop)
+    assert [n for n, _ in cols] == ["a", "b", "Gaussian table", "popularity only", "all-zero"]
+    base = probe_with_baselines(A, Y, settings=s, popularity=pop)
+    assert cols[0][1].mean == base["model"].mean and cols[2][1].mean == base["gaussian"].mean
+    assert cols[1][1].mean == linear_probe(B, Y, settings=s).mean
+    assert [n for n, _ in probe_columns({"a": A}, Y, settings=s)] == ["a", "Gaussian table", "all-zero"]
+    with pytest.raises(UserError, match="at least one table"):
+        probe_columns({}, Y, settings=s)

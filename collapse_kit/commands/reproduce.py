@@ -339,25 +339,17 @@ def probe_tables(runs, out: Path, stamp: dict):
     from collapse_kit.io import load_embeddings
     from collapse_kit.report import Table
     from probes.labels import load_item_labels, load_popularity
-    from probes.linear import ProbeSettings, linear_probe, probe_with_baselines
+    from probes.linear import ProbeSettings, probe_columns
     from probes.report import format_results
 
     ckpts = embedding_checkpoints(runs, out)
     if not ckpts:
         return []
-    settings = ProbeSettings(seeds=5)
-    columns = []
-    for i, (name, path) in enumerate(ckpts):
-        E = load_embeddings(path).table
-        if i == 0:
-            labels = load_item_labels("ml-100k-genres", E.shape[0])
-            popularity = load_popularity("ml-100k", E.shape[0])
-            base = probe_with_baselines(E, labels.Y, settings=settings, popularity=popularity)
-            columns.append((name, base["model"]))
-        else:
-            columns.append((name, linear_probe(E, labels.Y, settings=settings)))
-    columns += [("Gaussian table", base["gaussian"]), ("popularity only", base["popularity"]),
-                ("all-zero", base["all_zero"])]
+    tables = {name: load_embeddings(path).table for name, path in ckpts}
+    n = next(iter(tables.values())).shape[0]
+    columns = probe_columns(tables, load_item_labels("ml-100k-genres", n).Y,
+                            settings=ProbeSettings(seeds=5),
+                            popularity=load_popularity("ml-100k", n))
     md = format_results(columns, "markdown").splitlines()
     header = [c.strip() for c in md[0].strip("|").split("|")]
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in md[2:]]
