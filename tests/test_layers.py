@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from adrec.models import build_model
-from adrec.models.layers import Dropout, Encoder, attention_bias
+from adrec.models.layers import Dropout, Encoder, attention_bias, random_words
 
 
 def _model(mask="correct", name="sasrec"):
@@ -75,11 +75,37 @@ def test_dropout_rate_scale_and_determinism():
         Dropout(1.0)
 
 
+def test_random_words_are_uniform_bits_and_follow_the_torch_seed():
+    torch.manual_seed(3)
+    w = random_words(200_000)
+    assert w.dtype == torch.int64 and w.shape == (200_000,)
+    bits = ((w[:, None] >> torch.arange(64)) & 1).float().mean(0)  # each of the 64 bits
+    assert (bits - 0.5).abs().max().item() < 0.005  # 5.6 sd of a fair bit's mean
+    lanes = w.view(torch.int16).long() + 32768  # the dropout's 16-bit lanes, 0..65535
+    counts = torch.bincount(lanes >> 12, minlength=16).float()  # 16 equal bins
+    chi2 = (((counts - counts.mean()) ** 2) / counts.mean()).sum().item()
+    assert chi2 < 40  # chi-square, 15 dof: p < 0.001
+    assert not torch.equal(w, random_words(200_000))  # the torch generator moved on
+    torch.manual_seed(3)
+    assert torch.equal(w, random_words(200_000))
+
+
+@pytest.mark.parametrize("p", [0.1, 0.3])
+def test_dropout_drop_fraction_is_the_quantised_p(p):
+    d = Dropout(p).train()
+    torch.manual_seed(0)
+    y = d(torch.ones(1_000_000))
+    q = round(p * 65536) / 65536
+    frac = (y == 0).float().mean().item()
+    assert abs(frac - q) < 5 * (q * (1 - q) / 1e6) ** 0.5
+    assert torch.allclose(y[y != 0], torch.tensor(1 / (1 - q)))
+
+
 def test_dropout_backward_uses_the_forward_mask_and_odd_sizes_work():
     d = Dropout(0.25).train()
     x = torch.randn(7, 13, requires_grad=True)  # 91 elements: not a multiple of 4 lanes
     y = d(x)
-    scale = 32768 / (32768 - round(0.25 * 32768))
+    scale = 65536 / (65536 - round(0.25 * 65536))
     kept = y != 0
     torch.testing.assert_close(y[kept], x[kept] * scale)
     y.backward(torch.ones_like(y))
