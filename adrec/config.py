@@ -15,6 +15,7 @@ CHOICES = {
     "batching": ("bucket", "random"),
     "attention_mask": ("correct", "official"),
     "device": ("auto", "cpu", "cuda", "mps"),
+    "matmul_precision": ("highest", "high", "medium"),
 }
 
 
@@ -36,6 +37,10 @@ class TrainConfig:
     batching: str = "bucket"     # bucket: length-bucketed, trimmed batches; random: plain shuffle
     device: str = "auto"         # auto = cuda if available, else cpu
     warmup_epochs: int = 5       # ADRec stage 2 length (embedding frozen)
+    matmul_precision: str = "highest"  # float32 matrix products while training (evaluation is
+                                 # always "highest"): torch.set_float32_matmul_precision; "medium"
+                                 # lets them run on bfloat16 units (AMX on recent Intel CPUs,
+                                 # tensor cores on GPUs), "high" TF32 on GPUs
 
 
 def _convert(value: str, target_type, key: str):

@@ -110,6 +110,17 @@ def retain_freed_memory() -> bool:
         return False
 
 
+@contextlib.contextmanager
+def matmul_precision(precision: str):
+    """``torch.set_float32_matmul_precision(precision)`` inside the block, restored after it."""
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(precision)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
 AUTO_CELLS = 3200  # CPU auto micro-batch: about this many (row x position) cells per pass
 
 
@@ -216,24 +227,26 @@ def train_stage(model, dataset: SequenceDataset, cfg: TrainConfig, out_dir: str 
         model.train()
         t0 = time.perf_counter()
         sums: dict[str, torch.Tensor] = {}
-        for batch in batches:
-            batch, weight = distributed.shard(batch, info)
-            if batch is None:
-                continue
-            optimizer.zero_grad(set_to_none=True)
-            parts = batch.split(micro_batch_rows(model, cfg, device, batch.history.shape[1]))
-            for i, part in enumerate(parts):
-                # gradients of the micro-batches add up to the batch's; DDP syncs on the last
-                sync = not info.enabled or i == len(parts) - 1
-                with contextlib.nullcontext() if sync else step_model.no_sync():
-                    losses = step_model(part.to(device))
-                    if hasattr(model, "backward"):  # a model may do its own (e.g. PCGrad)
-                        model.backward(losses)
-                    else:
-                        (losses["loss"] * weight if info.enabled else losses["loss"]).backward()
-                for k, v in losses.items():  # micro-batch losses are shares: they add up
-                    sums[k] = sums.get(k, 0.0) + v.detach()
-            optimizer.step()
+        with matmul_precision(cfg.matmul_precision):
+            for batch in batches:
+                batch, weight = distributed.shard(batch, info)
+                if batch is None:
+                    continue
+                optimizer.zero_grad(set_to_none=True)
+                parts = batch.split(micro_batch_rows(model, cfg, device, batch.history.shape[1]))
+                for i, part in enumerate(parts):
+                    # gradients of the micro-batches add up to the batch's; DDP syncs on the last
+                    sync = not info.enabled or i == len(parts) - 1
+                    with contextlib.nullcontext() if sync else step_model.no_sync():
+                        losses = step_model(part.to(device))
+                        if hasattr(model, "backward"):  # a model may do its own (e.g. PCGrad)
+                            model.backward(losses)
+                        else:
+                            loss = losses["loss"] * weight if info.enabled else losses["loss"]
+                            loss.backward()
+                    for k, v in losses.items():  # micro-batch losses are shares: they add up
+                        sums[k] = sums.get(k, 0.0) + v.detach()
+                optimizer.step()
         scheduler.step()
         seconds = time.perf_counter() - t0
         st["epoch"] += 1
@@ -243,8 +256,9 @@ def train_stage(model, dataset: SequenceDataset, cfg: TrainConfig, out_dir: str 
         record.update({k: float(v) / len(batches) for k, v in sums.items()})
         if st["epoch"] % cfg.eval_every == 0 or st["epoch"] == n_epochs:
             t1 = time.perf_counter()
-            valid = evaluate(model, dataset, "valid", protocol=cfg.protocol, max_len=cfg.max_len,
-                             device=device, seed=cfg.seed)
+            with matmul_precision("highest"):
+                valid = evaluate(model, dataset, "valid", protocol=cfg.protocol,
+                                 max_len=cfg.max_len, device=device, seed=cfg.seed)
             record["valid"] = valid
             record["eval_seconds"] = round(time.perf_counter() - t1, 4)
             st["eval_seconds"] += time.perf_counter() - t1
@@ -273,8 +287,9 @@ def train_stage(model, dataset: SequenceDataset, cfg: TrainConfig, out_dir: str 
     t1 = time.perf_counter()
     metrics = {"selection_protocol": cfg.protocol, "best_epoch": st["best_epoch"]}
     for split in ("valid", "test"):  # both protocols from one scoring pass per split
-        both = evaluate_all(model, dataset, split, max_len=cfg.max_len, device=device,
-                            seed=cfg.seed)
+        with matmul_precision("highest"):
+            both = evaluate_all(model, dataset, split, max_len=cfg.max_len, device=device,
+                                seed=cfg.seed)
         for p in PROTOCOLS:
             metrics.setdefault(p, {})[split] = both[p]
     st["eval_seconds"] += time.perf_counter() - t1

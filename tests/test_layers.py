@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from adrec.models import build_model
-from adrec.models.layers import Dropout, Encoder, attention_bias, random_words
+from adrec.models.layers import Dropout, Encoder, attention_bias, random_words, select_tokens
 
 
 def _model(mask="correct", name="sasrec"):
@@ -131,3 +131,18 @@ def test_packed_tokens_match_padded_computation(pre_norm, causal):
         y = block(y, bias)
     torch.testing.assert_close(packed[valid], y[valid], atol=1e-5, rtol=1e-5)
     assert (packed[~valid] == 0).all()
+
+
+def test_select_tokens_equals_boolean_indexing_in_values_and_gradients():
+    torch.manual_seed(0)
+    keep = torch.rand(5, 7) > 0.4
+    x1 = torch.randn(5, 7, 3, requires_grad=True)
+    x2 = x1.detach().clone().requires_grad_(True)
+    w = torch.randn(int(keep.sum()), 3)
+    a, b = x1[keep], select_tokens(x2, keep)
+    assert torch.equal(a, b)
+    (a * w).sum().backward()
+    (b * w).sum().backward()
+    assert torch.equal(x1.grad, x2.grad)
+    t = torch.randint(1, 9, (5, 7))
+    assert torch.equal(select_tokens(t, keep), t[keep])  # integer tables too

@@ -119,3 +119,35 @@ def test_real_freeze_keeps_embedding(tmp_path):
     assert torch.equal(m.item_embedding.weight, before)
     assert not torch.equal(m.encoder.blocks[0].ffn.w1.weight, enc)
     assert m.item_embedding.weight.requires_grad  # unfrozen again for the next stage
+
+
+def test_matmul_precision_applies_to_training_only_and_is_restored(tmp_path, monkeypatch):
+    """matmul_precision=medium holds during the training passes; every evaluation (selection
+    and the final valid/test passes) runs at "highest"; the caller's setting comes back."""
+    from adrec.models.sasrec import SASRec
+
+    seen = {"loss": set(), "score": set()}
+    loss, score = SASRec.loss, SASRec.score_all
+
+    def spy_loss(self, batch):
+        seen["loss"].add(torch.get_float32_matmul_precision())
+        return loss(self, batch)
+
+    def spy_score(self, *a, **k):
+        seen["score"].add(torch.get_float32_matmul_precision())
+        return score(self, *a, **k)
+
+    monkeypatch.setattr(SASRec, "loss", spy_loss)
+    monkeypatch.setattr(SASRec, "score_all", spy_score)
+    before = torch.get_float32_matmul_precision()
+    r, _ = _run(tmp_path, epochs=2, eval_every=1, matmul_precision="medium")
+    assert seen == {"loss": {"medium"}, "score": {"highest"}}
+    assert torch.get_float32_matmul_precision() == before
+    assert load_checkpoint(r.checkpoint)["config"]["matmul_precision"] == "medium"
+
+
+def test_matmul_precision_rejects_unknown_values():
+    from adrec.config import validate
+
+    with pytest.raises(ValueError, match="matmul_precision"):
+        validate(TrainConfig(matmul_precision="low"))

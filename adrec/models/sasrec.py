@@ -16,7 +16,7 @@ from torch import nn
 
 from adrec.data import Batch
 from adrec.models.base import Recommender
-from adrec.models.layers import Dropout, Encoder
+from adrec.models.layers import Dropout, Encoder, select_tokens
 
 
 @dataclass
@@ -66,7 +66,8 @@ class SASRec(Recommender):
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         h = self.encode(batch.history, batch.offset)  # (B, L, D)
         keep = batch.target > 0                        # (B, L)
-        logits = h[keep] @ self.item_embedding.weight.T  # (M, N+1): row 0 is a never-label class
+        # (M, N+1): row 0 is a never-label class
+        logits = F.linear(select_tokens(h, keep), self.item_embedding.weight)
         ce = F.cross_entropy(logits, batch.target[keep], reduction="sum") / batch.n_tokens
         return {"loss": ce, "ce": ce}
 
