@@ -3,11 +3,12 @@
 ``torchrun --nproc_per_node N -m collapse_kit.cli train ...`` starts N processes with RANK,
 LOCAL_RANK and WORLD_SIZE set; :func:`setup` joins them into one process group (gloo on CPU,
 NCCL on GPU, one GPU per process). Every process builds the same global batches from the same
-seed and trains on its share (rows ``rank::world_size``); DDP averages the gradients, and each
-rank's loss is scaled by its share of the batch's target tokens, so a step equals the
-single-process step on the whole global batch (exactly for token-mean losses; ADRec's
-per-sequence MSE term is averaged over equal row shares). Every rank evaluates (identical
-weights, seeded evaluation, so identical decisions); only rank 0 writes files.
+seed and trains on its share (rows ``rank::world_size``). Each share keeps the global batch's
+sequence and token counts (``Batch.totals``, as a micro-batch does), so every model's loss on
+it is its share of the global batch's mean, per-token and per-sequence terms alike; DDP averages
+the gradients over ranks, so each rank's loss is scaled by ``world_size`` and a step equals the
+single-process step on the whole global batch. Every rank evaluates (identical weights, seeded
+evaluation, so identical decisions); only rank 0 writes files.
 """
 from __future__ import annotations
 
@@ -57,17 +58,18 @@ def barrier(info: DistInfo) -> None:
 
 
 def shard(batch, info: DistInfo):
-    """This rank's rows of a global batch and its loss weight (share of target tokens x world).
+    """This rank's rows of a global batch, carrying the global totals, and its loss weight.
 
-    Returns (None, 0.0) when the global batch has fewer rows than processes: every rank then
-    skips it, so all ranks take the same number of optimizer steps.
+    The weight is ``world_size``: the rank's loss is already its share of the global mean (the
+    global counts divide it) and DDP divides the summed gradients by ``world_size``. Returns
+    (None, 0.0) when the global batch has fewer rows than processes: every rank then skips it,
+    so all ranks take the same number of optimizer steps.
     """
     if not info.enabled:
         return batch, 1.0
     if batch.history.shape[0] < info.world_size:
         return None, 0.0
     rows = slice(info.rank, None, info.world_size)
-    part = type(batch)(batch.history[rows], batch.target[rows], batch.offset)
-    total = int((batch.target > 0).sum())
-    mine = int((part.target > 0).sum())
-    return part, (mine * info.world_size / total) if total else 1.0
+    part = type(batch)(batch.history[rows], batch.target[rows], batch.offset,
+                       (batch.n_rows, batch.n_tokens))
+    return part, float(info.world_size)

@@ -29,7 +29,7 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     a = torch.load(single["checkpoint"], weights_only=True)
     b = torch.load(ddp["checkpoint"], weights_only=True)
     # Stated tolerance: the two runs differ only in float summation order (gradients are
-    # all-reduced, each rank's token-mean loss weighted by its share of the batch's tokens).
+    # all-reduced; each rank's loss divides by the global batch's counts, times world size).
     for k, v in a["state_dict"].items():
         torch.testing.assert_close(b["state_dict"][k], v, atol=1e-4, rtol=1e-4)
     for split in ("valid", "test"):
@@ -39,7 +39,7 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     assert a["metrics"]["world_size"] == 1 and b["metrics"]["world_size"] == 2
 
 
-def test_shard_splits_rows_and_weights_tokens():
+def test_shard_splits_rows_and_keeps_the_global_totals():
     from adrec.data import Batch
     from adrec.distributed import DistInfo, shard
 
@@ -48,8 +48,11 @@ def test_shard_splits_rows_and_weights_tokens():
     parts = [shard(Batch(h, t), DistInfo(r, 2, r)) for r in range(2)]
     assert parts[0][0].history.tolist() == [h[0].tolist(), h[2].tolist(), h[4].tolist()]
     assert parts[1][0].history.tolist() == [h[1].tolist(), h[3].tolist()]
-    # each rank's weight = world x its share of target tokens: 5 of 11 and 6 of 11
-    assert parts[0][1] == pytest.approx(2 * 5 / 11) and parts[1][1] == pytest.approx(2 * 6 / 11)
+    # each share divides by the global batch's 5 rows and 11 target tokens; DDP's average over
+    # 2 ranks is undone by the weight 2
+    assert [(p.n_rows, p.n_tokens, w) for p, w in parts] == [(5, 11, 2.0), (5, 11, 2.0)]
+    # a share of a share (micro-batches of a rank's rows) keeps the global totals
+    assert {(m.n_rows, m.n_tokens) for m in parts[0][0].split(2)} == {(5, 11)}
     assert shard(Batch(h[:1], t[:1]), DistInfo(1, 2, 1)) == (None, 0.0)
     one = Batch(h, t)
     assert shard(one, DistInfo()) == (one, 1.0)

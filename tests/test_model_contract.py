@@ -147,10 +147,22 @@ def test_one_epoch_writes_a_checkpoint_that_reproduces_scores(name, tmp_path):
     assert torch.equal(scores(model, h), scores(again, h))
 
 
+def _data_parallel_shares(batch, world: int = 3):
+    """The rows each of ``world`` DDP ranks trains on; DDP's gradient mean x the rank weight
+    (``world``) is the plain sum of the shares' gradients, what ``grads`` below adds up."""
+    from adrec.distributed import DistInfo, shard
+
+    shares = [shard(batch, DistInfo(r, world, r)) for r in range(world)]
+    assert {w for _, w in shares} == {float(world)}
+    return [part for part, _ in shares]
+
+
+@pytest.mark.parametrize("sharing", ["micro-batches", "ddp-shares"])
 @pytest.mark.parametrize("name", MODELS)
-def test_micro_batches_add_up_to_the_whole_batch_gradient(name, tiny, monkeypatch):
-    """Gradient accumulation (TrainConfig.micro_batch) is exact: the losses of micro-batches
-    are shares of the whole batch's mean, so their gradients sum to the whole batch's."""
+def test_micro_batches_add_up_to_the_whole_batch_gradient(name, sharing, tiny, monkeypatch):
+    """Gradient accumulation (TrainConfig.micro_batch) and data-parallel shares are exact: the
+    losses of the parts are shares of the whole batch's mean (per-token and per-sequence terms
+    alike), so their gradients sum to the whole batch's."""
     # deterministic forward: no dropout, and every random draw of the losses replaced by zeros
     monkeypatch.setattr(torch, "randint", lambda lo, hi, shape, **kw: torch.zeros(
         shape, dtype=torch.long, device=kw.get("device")))
@@ -174,8 +186,12 @@ def test_micro_batches_add_up_to_the_whole_batch_gradient(name, tiny, monkeypatc
                        if p.grad is not None}
 
     whole_losses, whole = grads([batch])
-    parts = batch.split(4)
-    assert [p.history.shape[0] for p in parts] == [4, 4, 4, 1]
+    if sharing == "micro-batches":
+        parts = batch.split(4)
+        assert [p.history.shape[0] for p in parts] == [4, 4, 4, 1]
+    else:
+        parts = _data_parallel_shares(batch)
+        assert [p.history.shape[0] for p in parts] == [5, 4, 4]
     micro_losses, micro = grads(parts)
     assert micro_losses == pytest.approx(whole_losses, rel=1e-5)
     assert whole.keys() == micro.keys() and whole
