@@ -73,3 +73,19 @@ def shard(batch, info: DistInfo):
     part = type(batch)(batch.history[rows], batch.target[rows], batch.offset,
                        (batch.n_rows, batch.n_tokens))
     return part, float(info.world_size)
+
+
+def sum_across_ranks(values: dict) -> dict:
+    """Each value (a tensor, or a number) summed over all ranks (identity in one process).
+
+    The trainer logs the epoch's losses with it: a rank's loss is only its share of the global
+    batch's mean, the sum of the shares is the mean."""
+    if not values or not dist.is_initialized() or dist.get_world_size() == 1:
+        return values
+    keys = list(values)
+    flat = torch.stack([torch.as_tensor(values[k], dtype=torch.float64).detach().cpu()
+                        for k in keys])
+    if dist.get_backend() == "nccl":
+        flat = flat.cuda()
+    dist.all_reduce(flat)
+    return dict(zip(keys, flat.cpu().tolist()))

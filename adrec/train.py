@@ -253,6 +253,7 @@ def train_stage(model, dataset: SequenceDataset, cfg: TrainConfig, out_dir: str 
         st["train_seconds"] += seconds
         record = {"stage": stage, "epoch": st["epoch"], "lr": optimizer.param_groups[0]["lr"],
                   "seconds": round(seconds, 4)}
+        sums = distributed.sum_across_ranks(sums)  # DDP: a rank's losses are its shares
         record.update({k: float(v) / len(batches) for k, v in sums.items()})
         if st["epoch"] % cfg.eval_every == 0 or st["epoch"] == n_epochs:
             t1 = time.perf_counter()

@@ -36,6 +36,10 @@ def test_two_process_ddp_matches_single_process(tmp_path):
         for metric, value in single[split].items():
             assert ddp[split][metric] == pytest.approx(value, abs=0.5), (split, metric)
     assert b["epoch"] == a["epoch"]
+    # the logged epoch losses are the global batch's (the ranks' shares summed), not rank 0's
+    logs = [[json.loads(x)["loss"] for x in (tmp_path / d / "stage1.log.jsonl").read_text()
+             .splitlines() if x] for d in ("one", "two")]
+    assert logs[1] == pytest.approx(logs[0], rel=1e-4)
     assert a["metrics"]["world_size"] == 1 and b["metrics"]["world_size"] == 2
 
 
