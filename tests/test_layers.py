@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from adrec.models import build_model
-from adrec.models.layers import Dropout, Encoder, attention_bias, random_words, select_tokens
+from adrec.models.layers import Dropout, Encoder, Packing, attention_bias, random_words
 
 
 def _model(mask="correct", name="sasrec"):
@@ -133,16 +133,16 @@ def test_packed_tokens_match_padded_computation(pre_norm, causal):
     assert (packed[~valid] == 0).all()
 
 
-def test_select_tokens_equals_boolean_indexing_in_values_and_gradients():
+def test_packing_pack_equals_boolean_indexing_in_values_and_gradients():
     torch.manual_seed(0)
     keep = torch.rand(5, 7) > 0.4
     x1 = torch.randn(5, 7, 3, requires_grad=True)
     x2 = x1.detach().clone().requires_grad_(True)
     w = torch.randn(int(keep.sum()), 3)
-    a, b = x1[keep], select_tokens(x2, keep)
+    a, b = x1[keep], Packing(keep).pack(x2)
     assert torch.equal(a, b)
     (a * w).sum().backward()
     (b * w).sum().backward()
     assert torch.equal(x1.grad, x2.grad)
     t = torch.randint(1, 9, (5, 7))
-    assert torch.equal(select_tokens(t, keep), t[keep])  # integer tables too
+    assert torch.equal(Packing(keep).pack(t), t[keep])  # integer tables too

@@ -48,7 +48,7 @@ from adrec.data import Batch
 from adrec.diffusion import NoiseSchedule
 from adrec.models.base import Recommender
 from adrec.models.layers import ATTENTION_MASKS, LN_EPS, Block, Dropout, Encoder, \
-    attention_bias, select_tokens, timestep_embedding
+    Packing, attention_bias, timestep_embedding
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ class ADRec(Recommender):
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         x0_hat, x0, keep = self.forward_train(batch)
         # (M, N+1), row 0 never a label
-        logits = F.linear(select_tokens(x0_hat, keep), self.item_embedding.weight)
+        logits = F.linear(Packing(keep).pack(x0_hat), self.item_embedding.weight)
         ce = F.cross_entropy(logits, batch.target[keep], reduction="sum") / batch.n_tokens
         out = {"ce": ce}
         if not self.args.use_mse:

@@ -71,17 +71,6 @@ class Dropout(nn.Module):
         return x * mask.mul_(65536.0 / (65536 - self.threshold))
 
 
-def select_tokens(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """``x[keep]`` for x (B, L, ...) and keep (B, L) bool, as an ``index_select``.
-
-    Same values and gradients as boolean indexing, but its backward is an ``index_add`` instead
-    of the accumulating ``index_put`` of ``x[keep]``: about 2 ms less per 64-row micro-batch of
-    the logits' forward and backward on the 2-core development machine (2-3% of an epoch).
-    """
-    index = keep.reshape(-1).nonzero().squeeze(1)
-    return x.reshape(-1, *x.shape[2:]).index_select(0, index)
-
-
 def attention_bias(valid: torch.Tensor, *, causal: bool, mode: str) -> torch.Tensor:
     """Additive attention bias of shape (B, 1, L, L) from ``valid`` (B, L) bool (True = item).
 
@@ -182,7 +171,11 @@ class Packing:
 
     Everything in a block except the attention itself is per token, so with the correct mask
     (padding keys invisible, padding outputs never used) those ops can run on the M real tokens
-    only: ML-100K batches are about a quarter padding even after length bucketing.
+    only: ML-100K batches are about a quarter padding even after length bucketing. The losses
+    also take their target positions with ``Packing(keep).pack(h)``: the same values and
+    gradients as ``h[keep]``, but the backward is an ``index_add`` instead of boolean indexing's
+    accumulating ``index_put``, about 2 ms less per 64-row micro-batch of the logits' forward
+    and backward on the 2-core development machine (2-3% of an epoch).
     """
 
     def __init__(self, valid: torch.Tensor):

@@ -16,7 +16,7 @@ from torch import nn
 
 from adrec.data import Batch
 from adrec.models.base import Recommender
-from adrec.models.layers import Dropout, Encoder, select_tokens
+from adrec.models.layers import Dropout, Encoder, Packing
 
 
 @dataclass
@@ -67,7 +67,7 @@ class SASRec(Recommender):
         h = self.encode(batch.history, batch.offset)  # (B, L, D)
         keep = batch.target > 0                        # (B, L)
         # (M, N+1): row 0 is a never-label class
-        logits = F.linear(select_tokens(h, keep), self.item_embedding.weight)
+        logits = F.linear(Packing(keep).pack(h), self.item_embedding.weight)
         ce = F.cross_entropy(logits, batch.target[keep], reduction="sum") / batch.n_tokens
         return {"loss": ce, "ce": ce}
 
