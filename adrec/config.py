@@ -6,6 +6,7 @@ declares ``key`` and converts the value to the field's type; unknown keys are er
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,22 @@ class TrainConfig:
                                  # always "highest"): torch.set_float32_matmul_precision; "medium"
                                  # lets them run on bfloat16 units (AMX on recent Intel CPUs,
                                  # tensor cores on GPUs), "high" TF32 on GPUs
+
+
+@contextlib.contextmanager
+def matmul_precision(precision: str):
+    """``torch.set_float32_matmul_precision(precision)`` inside the block, restored after it.
+
+    The trainer trains under ``TrainConfig.matmul_precision``; every evaluation
+    (``adrec.evaluate.compute_ranks_all``) runs under "highest"."""
+    import torch
+
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(precision)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
 
 
 def _convert(value: str, target_type, key: str):

@@ -20,6 +20,7 @@ import math
 import numpy as np
 import torch
 
+from adrec.config import matmul_precision
 from adrec.data import SequenceDataset, eval_histories, left_pad
 
 KS = (5, 10, 20)
@@ -106,13 +107,15 @@ def compute_ranks(model, dataset: SequenceDataset, split: str, *, protocol: str 
 
 
 @torch.no_grad()
+@matmul_precision("highest")
 def compute_ranks_all(model, dataset: SequenceDataset, split: str, *,
                       protocols: tuple[str, ...] = PROTOCOLS, max_len: int = 50,
                       device: str | torch.device = "cpu", seed: int = 0,
                       score_budget: int = 1 << 24) -> dict[str, np.ndarray]:
     """:func:`compute_ranks` for several protocols from one scoring pass: the protocols differ
     only in whether the padding row competes, so the scores (and a diffusion model's seeded
-    samples) are computed once; each protocol's ranks equal a pass of its own."""
+    samples) are computed once; each protocol's ranks equal a pass of its own. Scores are
+    computed with full float32 matrix products, whatever the training precision."""
     for protocol in protocols:
         check_protocol(protocol)
     hists, targets = eval_histories(dataset, split, max_len)

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from adrec.checkpoint import (atomic_save, device_description, file_sha256, load_checkpoint,
                               make_checkpoint, safe_load)
 from adrec import distributed
-from adrec.config import TrainConfig, validate
+from adrec.config import TrainConfig, matmul_precision, validate
 from adrec.data import BatchIterator, SequenceDataset, training_pairs
 from adrec.evaluate import PROTOCOLS, best_of, evaluate, evaluate_all, improved
 
@@ -108,17 +108,6 @@ def retain_freed_memory() -> bool:
                     and libc.mallopt(m_trim_threshold, 2**31 - 1))
     except (OSError, AttributeError):
         return False
-
-
-@contextlib.contextmanager
-def matmul_precision(precision: str):
-    """``torch.set_float32_matmul_precision(precision)`` inside the block, restored after it."""
-    before = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision(precision)
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(before)
 
 
 AUTO_CELLS = 3200  # CPU auto micro-batch: about this many (row x position) cells per pass
@@ -257,9 +246,8 @@ def train_stage(model, dataset: SequenceDataset, cfg: TrainConfig, out_dir: str 
         record.update({k: float(v) / len(batches) for k, v in sums.items()})
         if st["epoch"] % cfg.eval_every == 0 or st["epoch"] == n_epochs:
             t1 = time.perf_counter()
-            with matmul_precision("highest"):
-                valid = evaluate(model, dataset, "valid", protocol=cfg.protocol,
-                                 max_len=cfg.max_len, device=device, seed=cfg.seed)
+            valid = evaluate(model, dataset, "valid", protocol=cfg.protocol, max_len=cfg.max_len,
+                             device=device, seed=cfg.seed)
             record["valid"] = valid
             record["eval_seconds"] = round(time.perf_counter() - t1, 4)
             st["eval_seconds"] += time.perf_counter() - t1
@@ -288,9 +276,8 @@ def train_stage(model, dataset: SequenceDataset, cfg: TrainConfig, out_dir: str 
     t1 = time.perf_counter()
     metrics = {"selection_protocol": cfg.protocol, "best_epoch": st["best_epoch"]}
     for split in ("valid", "test"):  # both protocols from one scoring pass per split
-        with matmul_precision("highest"):
-            both = evaluate_all(model, dataset, split, max_len=cfg.max_len, device=device,
-                                seed=cfg.seed)
+        both = evaluate_all(model, dataset, split, max_len=cfg.max_len, device=device,
+                            seed=cfg.seed)
         for p in PROTOCOLS:
             metrics.setdefault(p, {})[split] = both[p]
     st["eval_seconds"] += time.perf_counter() - t1

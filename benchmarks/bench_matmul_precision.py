@@ -34,7 +34,8 @@ def run_one(model: str, precision: str, epochs: int) -> list[float]:
     from adrec.config import TrainConfig
     from adrec.data import BatchIterator, load_dataset, training_pairs
     from adrec.models import build_model
-    from adrec.train import matmul_precision, micro_batch_rows, retain_freed_memory
+    from adrec.config import matmul_precision
+    from adrec.train import micro_batch_rows, retain_freed_memory
 
     retain_freed_memory()
     torch.manual_seed(0)

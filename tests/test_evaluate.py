@@ -94,3 +94,22 @@ def test_one_pass_for_both_protocols_equals_a_pass_each(name):
     both = evaluate_all(model, ds, "valid", seed=3)
     for protocol in ("strict", "official"):
         assert both[protocol] == evaluate(model, ds, "valid", protocol=protocol, seed=3)
+
+
+def test_scoring_runs_at_highest_matmul_precision_and_restores_the_callers():
+    seen = []
+
+    class _Spy(_Oracle):
+        def score_all(self, history, generator=None):
+            seen.append(torch.get_float32_matmul_precision())
+            return super().score_all(history, generator)
+
+    ds = make_dataset()
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        evaluate(_Spy(ds.n_items, 2.0), ds, "test")
+        assert seen and set(seen) == {"highest"}
+        assert torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision(before)
