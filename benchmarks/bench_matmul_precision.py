@@ -6,8 +6,8 @@ Usage (alone on the machine):
         [--out benchmarks/bench_matmul_precision.md]
 
 For each round and model (``stage1``, ``adrec``) and each precision (``highest``, ``medium``),
-one child process builds the model, runs one untimed warm-up epoch and ``--epochs`` timed
-epochs of the trainer's training step (``Batch.split`` + ``micro_batch_rows``, Adam), with
+one child process runs ``bench_training.run_one`` (one untimed warm-up epoch, then ``--epochs``
+timed epochs of the trainer's training step: ``Batch.split`` + ``micro_batch_rows``, Adam) with
 ``torch.set_float32_matmul_precision`` set as ``train_stage`` sets it. The precisions alternate
 inside each round so that drift in the machine's speed hits both alike; the report gives every
 epoch, the per-run medians and the mean of the medians.
@@ -20,7 +20,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -29,38 +28,13 @@ PRECISIONS = ("highest", "medium")
 
 
 def run_one(model: str, precision: str, epochs: int) -> list[float]:
-    import torch
-
-    from adrec.config import TrainConfig
-    from adrec.data import BatchIterator, load_dataset, training_pairs
-    from adrec.models import build_model
+    """Timed epochs of bench_training's run of ``model`` (bucketed batches, auto micro-batches,
+    no evaluation) under ``precision``."""
     from adrec.config import matmul_precision
-    from adrec.train import micro_batch_rows, retain_freed_memory
+    from bench_training import run_one as time_epochs  # benchmarks/ is on sys.path
 
-    retain_freed_memory()
-    torch.manual_seed(0)
-    ds = load_dataset("ml-100k")
-    cfg = TrainConfig()
-    m = build_model(model, ds.n_items)
-    opt = torch.optim.Adam(m.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    h, t = training_pairs(ds, cfg.max_len)
-    it = BatchIterator(h, t, max_len=cfg.max_len, batch_size=cfg.batch_size,
-                       generator=torch.Generator().manual_seed(0), bucket=True,
-                       trim=not m.needs_full_width)
-    times = []
     with matmul_precision(precision):
-        for e in range(epochs + 1):
-            m.train()
-            t0 = time.perf_counter()
-            for b in it:
-                opt.zero_grad(set_to_none=True)
-                for part in b.split(micro_batch_rows(m, cfg, torch.device("cpu"),
-                                                     b.history.shape[1])):
-                    m(part)["loss"].backward()
-                opt.step()
-            if e:  # epoch 0 is the warm-up
-                times.append(time.perf_counter() - t0)
-    return times
+        return time_epochs(model, "ml-100k", "bucket", "auto", epochs, 0)["epoch_s_all"]
 
 
 def main() -> None:

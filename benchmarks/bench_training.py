@@ -76,7 +76,7 @@ def run_one(model: str, dataset: str, batching: str, micro: str, epochs: int, ev
     return {"model": model, "dataset": dataset, "batching": batching,
             "micro": "auto" if micro == "auto" else f"{cfg.batch_size}",
             "epoch_s": statistics.median(times), "epoch_s_all": [round(x, 3) for x in times],
-            "eval_s": statistics.median(ev), "peak_mb": peak_kb / 1024,
+            "eval_s": statistics.median(ev) if ev else None, "peak_mb": peak_kb / 1024,
             "batches": len(it)}
 
 
