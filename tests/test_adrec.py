@@ -112,6 +112,25 @@ def test_mse_is_masked_per_sequence_mean():
     torch.testing.assert_close(mse, torch.stack(per_seq).mean())
 
 
+def test_time_embedding_table_equals_per_token_mlp():
+    """The T-row table gathered by t gives the per-token MLP's values and parameter gradients."""
+    from adrec.models.layers import timestep_embedding
+
+    torch.manual_seed(0)
+    model = ADRec(ADRecArgs(**SMALL), 30)
+    t = torch.randint(0, SMALL["steps"], (6, 9))
+    w = torch.randn(6, 9, SMALL["hidden"])
+    got = model.time_embedding(t)
+    (got * w).sum().backward()
+    grads = [p.grad.clone() for p in model.time_mlp.parameters()]
+    model.zero_grad()
+    want = model.time_mlp(timestep_embedding(t, SMALL["hidden"], scale=1000.0 / SMALL["steps"]))
+    (want * w).sum().backward()
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    for g, p in zip(grads, model.time_mlp.parameters()):
+        torch.testing.assert_close(g, p.grad, rtol=1e-5, atol=1e-5)
+
+
 # ------------------------------------------------------------------------------------------
 # inference
 
