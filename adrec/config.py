@@ -38,6 +38,10 @@ class TrainConfig:
     batching: str = "bucket"     # bucket: length-bucketed, trimmed batches; random: plain shuffle
     device: str = "auto"         # auto = cuda if available, else cpu
     warmup_epochs: int = 5       # ADRec stage 2 length (embedding frozen)
+    resume_seconds: float = 30.0  # write the resume state after the first epoch, then after an
+                                 # epoch only when this many seconds have passed since the last
+                                 # write (a kill loses at most about this much training); 0 =
+                                 # after every epoch
     matmul_precision: str = "highest"  # float32 matrix products while training (evaluation is
                                  # always "highest"): torch.set_float32_matmul_precision; "medium"
                                  # lets them run on bfloat16 units (AMX on recent Intel CPUs,
@@ -129,6 +133,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ValueError(f"micro_batch must be >= 0 (0 = auto), got {cfg.micro_batch}")
     if cfg.lr <= 0:
         raise ValueError(f"lr must be > 0, got {cfg.lr}")
+    if cfg.resume_seconds < 0:
+        raise ValueError(f"resume_seconds must be >= 0 (0 = every epoch), got {cfg.resume_seconds}")
     if cfg.patience < 1:
         raise ValueError(f"patience must be >= 1, got {cfg.patience}")
     return cfg

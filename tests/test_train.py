@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import adrec.train as train_mod
-from adrec.checkpoint import load_checkpoint
+from adrec.checkpoint import load_checkpoint, safe_load
 from adrec.config import TrainConfig
 from adrec.models import build_model
 from adrec.train import train_stage
@@ -67,6 +67,28 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path, kill_epoch):
         assert torch.equal(v, w)
     epochs = [r["epoch"] for r in resumed.history]
     assert epochs == sorted(set(epochs))  # no duplicated log lines after resume
+
+
+@pytest.mark.parametrize("resume_seconds, saved_epoch", [(0.0, 3), (3600.0, 1)])
+def test_resume_state_written_at_most_every_resume_seconds(tmp_path, resume_seconds,
+                                                            saved_epoch):
+    """The first epoch always writes the resume state, later ones only after resume_seconds;
+    resuming from an older state re-runs the epochs after it and ends the same."""
+    full, m_full = _run(tmp_path, "full", patience=10)
+    with pytest.raises(KeyboardInterrupt):  # killed in epoch 4's evaluation, before its write
+        _run(tmp_path, "k", callbacks=[_Kill(4)], patience=10, resume_seconds=resume_seconds)
+    saved = safe_load(tmp_path / "k" / "sasrec.resume.pt")
+    assert saved["state"]["epoch"] == saved_epoch
+    resumed, m_res = _run(tmp_path, "k", resume=True, patience=10, resume_seconds=resume_seconds)
+    assert resumed.metrics["strict"] == full.metrics["strict"]
+    for v, w in zip(m_full.state_dict().values(), m_res.state_dict().values()):
+        assert torch.equal(v, w)
+    assert [r["epoch"] for r in resumed.history] == list(range(1, resumed.epochs + 1))
+
+
+def test_negative_resume_seconds_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="resume_seconds"):
+        _run(tmp_path, resume_seconds=-1.0)
 
 
 def test_resume_mid_epoch(tmp_path, monkeypatch):
