@@ -41,7 +41,8 @@ def run_mode(mode: str, epochs: int) -> dict:
     from adrec.config import TrainConfig
     from adrec.data import BatchIterator, load_dataset, training_pairs
     from adrec.models import build_model, layers
-    from adrec.train import micro_batch_rows, retain_freed_memory
+    from adrec.train import retain_freed_memory
+    from bench_training import train_epoch
 
     retain_freed_memory()
     torch.manual_seed(0)
@@ -71,15 +72,7 @@ def run_mode(mode: str, epochs: int) -> dict:
     times, error = [], None
     try:
         for _ in range(epochs):
-            model.train()
-            t0 = time.perf_counter()
-            for batch in batches:
-                opt.zero_grad(set_to_none=True)
-                rows = micro_batch_rows(model, cfg, torch.device("cpu"), batch.history.shape[1])
-                for part in batch.split(rows):
-                    loss_fn(part)["loss"].backward()
-                opt.step()
-            times.append(time.perf_counter() - t0)
+            times.append(train_epoch(model, opt, batches, cfg, loss_fn))
     except Exception as exc:  # a mode that cannot compile is a result, not a crash
         error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}"
         traceback.print_exc()

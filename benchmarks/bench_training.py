@@ -34,6 +34,25 @@ CONFIGS = [("sasrec", "ml-100k", "bucket", "auto"), ("sasrec", "ml-100k", "bucke
 AUTHORS = {"epoch_s": 2.75, "peak_gb": 3.8}
 
 
+def train_epoch(model, opt, batches, cfg, loss_fn=None) -> float:
+    """One CPU training epoch as the trainer runs it (micro-batches, one step per batch);
+    returns its seconds. ``loss_fn`` replaces ``model.loss`` (e.g. a compiled one)."""
+    import torch
+
+    from adrec.train import micro_batch_rows
+
+    loss_fn = loss_fn or model.loss
+    model.train()
+    t0 = time.perf_counter()
+    for b in batches:
+        opt.zero_grad(set_to_none=True)
+        rows = micro_batch_rows(model, cfg, torch.device("cpu"), b.history.shape[1])
+        for part in b.split(rows):
+            loss_fn(part)["loss"].backward()
+        opt.step()
+    return time.perf_counter() - t0
+
+
 def run_one(model: str, dataset: str, batching: str, micro: str, epochs: int, evals: int
             ) -> dict:
     import torch
@@ -42,7 +61,7 @@ def run_one(model: str, dataset: str, batching: str, micro: str, epochs: int, ev
     from adrec.data import BatchIterator, load_dataset, training_pairs
     from adrec.evaluate import evaluate
     from adrec.models import build_model
-    from adrec.train import micro_batch_rows, retain_freed_memory
+    from adrec.train import retain_freed_memory
 
     retain_freed_memory()  # the trainer's allocator policy
     torch.manual_seed(0)
@@ -57,16 +76,9 @@ def run_one(model: str, dataset: str, batching: str, micro: str, epochs: int, ev
                        trim=batching == "bucket")
     times = []
     for e in range(epochs + 1):
-        m.train()
-        t0 = time.perf_counter()
-        for b in it:
-            opt.zero_grad(set_to_none=True)
-            rows = micro_batch_rows(m, cfg, torch.device("cpu"), b.history.shape[1])
-            for part in b.split(rows):
-                m.loss(part)["loss"].backward()
-            opt.step()
+        seconds = train_epoch(m, opt, it, cfg)
         if e:  # epoch 0 is warm-up
-            times.append(time.perf_counter() - t0)
+            times.append(seconds)
     ev = []
     for _ in range(evals):
         t0 = time.perf_counter()
