@@ -38,14 +38,9 @@ def run_mode(mode: str, epochs: int) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from adrec.config import TrainConfig
-    from adrec.data import BatchIterator, load_dataset, training_pairs
-    from adrec.models import build_model, layers
-    from adrec.train import retain_freed_memory
-    from bench_training import train_epoch
+    from adrec.models import layers
+    from bench_training import train_epoch, training_setup  # benchmarks/ is on sys.path
 
-    retain_freed_memory()
-    torch.manual_seed(0)
     if mode != "eager":
         eager_forward = layers.Dropout.forward
 
@@ -55,13 +50,7 @@ def run_mode(mode: str, epochs: int) -> dict:
             return eager_forward(self, x)
 
         layers.Dropout.forward = forward
-    ds = load_dataset("ml-100k")
-    cfg = TrainConfig()
-    model = build_model("adrec", ds.n_items)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    hists, tgts = training_pairs(ds, cfg.max_len)
-    batches = BatchIterator(hists, tgts, max_len=cfg.max_len, batch_size=cfg.batch_size,
-                            generator=torch.Generator().manual_seed(0), bucket=True, trim=True)
+    model, _, opt, batches, cfg = training_setup("adrec", "ml-100k")
     loss_fn = model.loss
     if mode == "blocks":
         for mod in model.modules():

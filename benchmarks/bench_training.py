@@ -53,13 +53,13 @@ def train_epoch(model, opt, batches, cfg, loss_fn=None) -> float:
     return time.perf_counter() - t0
 
 
-def run_one(model: str, dataset: str, batching: str, micro: str, epochs: int, evals: int
-            ) -> dict:
+def training_setup(model: str, dataset: str, batching: str = "bucket", micro: str = "auto"):
+    """What a timed training epoch needs, built as the trainer builds it (seed 0, its allocator
+    policy, Adam, the batch iterator): returns (model, dataset, optimizer, batches, cfg)."""
     import torch
 
     from adrec.config import TrainConfig
     from adrec.data import BatchIterator, load_dataset, training_pairs
-    from adrec.evaluate import evaluate
     from adrec.models import build_model
     from adrec.train import retain_freed_memory
 
@@ -74,6 +74,14 @@ def run_one(model: str, dataset: str, batching: str, micro: str, epochs: int, ev
     it = BatchIterator(h, t, max_len=cfg.max_len, batch_size=cfg.batch_size,
                        generator=torch.Generator().manual_seed(0), bucket=batching == "bucket",
                        trim=batching == "bucket")
+    return m, ds, opt, it, cfg
+
+
+def run_one(model: str, dataset: str, batching: str, micro: str, epochs: int, evals: int
+            ) -> dict:
+    from adrec.evaluate import evaluate
+
+    m, ds, opt, it, cfg = training_setup(model, dataset, batching, micro)
     times = []
     for e in range(epochs + 1):
         seconds = train_epoch(m, opt, it, cfg)
