@@ -54,36 +54,28 @@ class _Kill:
             raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("kill_epoch", [2, 4])
-def test_resume_after_kill_equals_uninterrupted(tmp_path, kill_epoch):
+@pytest.mark.parametrize("kill_epoch, resume_seconds, saved_epoch",
+                         [(2, None, None), (4, None, None), (4, 0.0, 3), (4, 3600.0, 1)])
+def test_resume_after_kill_equals_uninterrupted(tmp_path, kill_epoch, resume_seconds,
+                                                saved_epoch):
+    """Killed in an epoch's evaluation (before its resume write), the run resumes from the last
+    written state, re-runs the epochs after it and ends the same. The first epoch always writes
+    the state, later ones only after resume_seconds (None: the default)."""
+    kw = {} if resume_seconds is None else {"resume_seconds": resume_seconds}
     full, m_full = _run(tmp_path, "full", patience=10)
     with pytest.raises(KeyboardInterrupt):
-        _run(tmp_path, "killed", callbacks=[_Kill(kill_epoch)], patience=10)
+        _run(tmp_path, "killed", callbacks=[_Kill(kill_epoch)], patience=10, **kw)
     assert (tmp_path / "killed" / "sasrec.resume.pt").exists()
     assert not (tmp_path / "killed" / "sasrec.pt").exists()
-    resumed, m_res = _run(tmp_path, "killed", resume=True, patience=10)
+    if saved_epoch is not None:
+        assert safe_load(tmp_path / "killed" / "sasrec.resume.pt")["state"]["epoch"] == saved_epoch
+    resumed, m_res = _run(tmp_path, "killed", resume=True, patience=10, **kw)
     assert resumed.metrics["strict"] == full.metrics["strict"]
     for v, w in zip(m_full.state_dict().values(), m_res.state_dict().values()):
         assert torch.equal(v, w)
     epochs = [r["epoch"] for r in resumed.history]
     assert epochs == sorted(set(epochs))  # no duplicated log lines after resume
-
-
-@pytest.mark.parametrize("resume_seconds, saved_epoch", [(0.0, 3), (3600.0, 1)])
-def test_resume_state_written_at_most_every_resume_seconds(tmp_path, resume_seconds,
-                                                            saved_epoch):
-    """The first epoch always writes the resume state, later ones only after resume_seconds;
-    resuming from an older state re-runs the epochs after it and ends the same."""
-    full, m_full = _run(tmp_path, "full", patience=10)
-    with pytest.raises(KeyboardInterrupt):  # killed in epoch 4's evaluation, before its write
-        _run(tmp_path, "k", callbacks=[_Kill(4)], patience=10, resume_seconds=resume_seconds)
-    saved = safe_load(tmp_path / "k" / "sasrec.resume.pt")
-    assert saved["state"]["epoch"] == saved_epoch
-    resumed, m_res = _run(tmp_path, "k", resume=True, patience=10, resume_seconds=resume_seconds)
-    assert resumed.metrics["strict"] == full.metrics["strict"]
-    for v, w in zip(m_full.state_dict().values(), m_res.state_dict().values()):
-        assert torch.equal(v, w)
-    assert [r["epoch"] for r in resumed.history] == list(range(1, resumed.epochs + 1))
+    assert epochs == list(range(1, resumed.epochs + 1))
 
 
 def test_negative_resume_seconds_is_an_error(tmp_path):
