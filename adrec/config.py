@@ -35,7 +35,11 @@ class TrainConfig:
     protocol: str = "strict"     # evaluation protocol for selection: strict | official
     max_len: int = 50            # history window
     seed: int = 0                # seeds init, batching, dropout, diffusion noise and evaluation
-    batching: str = "bucket"     # bucket: length-bucketed, trimmed batches; random: plain shuffle
+    batching: str = "random"     # random: a uniform shuffle of the users every epoch (the
+                                 # authors' loader); bucket: length-bucketed, trimmed batches,
+                                 # an opt-in for speed experiments only: it re-weights the loss
+                                 # towards short users (Baby SASRec+ seed 0: test NDCG@20 1.92
+                                 # bucketed vs 2.51 random)
     device: str = "auto"         # auto = cuda if available, else cpu
     warmup_epochs: int = 5       # ADRec stage 2 length (embedding frozen)
     resume_seconds: float = 30.0  # write the resume state after the first epoch, then after an

@@ -328,6 +328,31 @@ class Batch:
         return [Batch(self.history[i:i + rows], self.target[i:i + rows], self.offset, totals)
                 for i in range(0, B, rows)]
 
+    def split_cells(self, cells: int, *, trim: bool = True) -> list["Batch"]:
+        """Micro-batches of about ``cells`` (row x position) cells each, rows sorted by length.
+
+        The batch is the same set of sequences (its loss, a mean over the whole batch's totals,
+        and so its gradient are unchanged); only how it is cut into passes differs: rows sorted
+        longest first, each micro-batch takes as many rows as fit ``cells`` at the width of its
+        longest row and, with ``trim``, is trimmed to that width. So a shuffled batch of mostly
+        short sequences costs about its real tokens, as a length-bucketed batch would, without
+        changing which sequences share an optimizer step.
+        """
+        B, W = self.history.shape
+        lengths = (self.history > 0).sum(1)
+        order = torch.argsort(lengths, descending=True, stable=True)
+        lengths = lengths[order].tolist()
+        totals = (self.n_rows, self.n_tokens)
+        parts, i = [], 0
+        while i < B:
+            width = max(int(lengths[i]), 1) if trim else W
+            rows = max(1, cells // width)
+            idx = order[i:i + rows]
+            parts.append(Batch(self.history[idx, W - width:], self.target[idx, W - width:],
+                               self.offset + W - width, totals))
+            i += rows
+        return parts
+
 
 def training_pairs(dataset: SequenceDataset, max_len: int, *, prefixes: bool = False
                    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -361,15 +386,25 @@ def training_pairs(dataset: SequenceDataset, max_len: int, *, prefixes: bool = F
 class BatchIterator:
     """Yields shuffled training batches; seeded through a torch.Generator (resumable state).
 
-    ``bucket=True`` groups sequences of similar length: shuffle, cut into pools of 50 batches,
-    sort each pool by length, cut into batches, shuffle the batch order. Each batch is then
-    trimmed to its longest sequence, so short Amazon sequences do not pay for 50 padded
-    positions. ``trim=False`` keeps every batch at full width (needed for the official
-    query-only padding mask, where padding keys are visible and width changes the outputs).
+    Default (``bucket=False``, ``TrainConfig.batching = "random"``): a uniform random partition
+    of the samples every epoch, cut in order from one permutation, as the authors' shuffled
+    loader. Each batch is trimmed to its longest sequence (``trim``); the trainer's CPU
+    micro-batches (``Batch.split_cells``) then sort a batch's rows by length, so short
+    sequences are cheap without changing which sequences share an optimizer step.
+
+    ``bucket=True`` (opt-in, speed experiments only) groups sequences of similar length:
+    shuffle, cut into pools of 50 batches, sort each pool by length, cut into batches, shuffle
+    the batch order. That changes what the optimizer sees: every batch's loss is a mean over its
+    own tokens, so a batch of short users gives each of their tokens several times the weight of
+    a long user's token. Measured (2-core CPU, seed 0, strict protocol, test HR@20 / NDCG@20):
+    SASRec+ on Baby 4.83 / 1.92 bucketed against 6.02 / 2.51 shuffled; ADRec on ML-100K 21.64 /
+    7.83 against 22.07 / 8.58. ``trim=False`` keeps every batch at full width (needed for the
+    official query-only padding mask, where padding keys are visible and width changes the
+    outputs).
     """
 
     def __init__(self, hists, tgts, *, max_len: int, batch_size: int, generator: torch.Generator,
-                 bucket: bool = True, trim: bool = True):
+                 bucket: bool = False, trim: bool = True):
         self.hists, self.tgts = hists, tgts
         self.lengths = np.array([len(h) for h in hists])
         self.max_len, self.batch_size = max_len, batch_size

@@ -137,6 +137,17 @@ def micro_batch_rows(model, cfg: TrainConfig, device: torch.device, width: int |
     return max(1, AUTO_CELLS // (width or cfg.max_len))
 
 
+def micro_batches(batch, model, cfg: TrainConfig, device: torch.device) -> list:
+    """The passes of one optimizer step: ``batch`` cut by ``micro_batch_rows``, except on a CPU
+    with the auto setting, where ``Batch.split_cells`` sorts the batch's rows by length and cuts
+    passes of about ``AUTO_CELLS`` cells, each trimmed to its longest row (unless the model needs
+    the full width). Either way the passes' gradients add up to the whole batch's."""
+    rows = micro_batch_rows(model, cfg, device, batch.history.shape[1])
+    if rows and not cfg.micro_batch:
+        return batch.split_cells(AUTO_CELLS, trim=not model.needs_full_width)
+    return batch.split(rows)
+
+
 def train_stage(model, dataset: SequenceDataset, cfg: TrainConfig, out_dir: str | Path, *,
                 stage: str, parent: dict | None = None, freeze_embedding: bool = False,
                 epochs: int | None = None, select: bool = True, resume: bool = False,
@@ -226,7 +237,7 @@ def train_stage(model, dataset: SequenceDataset, cfg: TrainConfig, out_dir: str 
                 if batch is None:
                     continue
                 optimizer.zero_grad(set_to_none=True)
-                parts = batch.split(micro_batch_rows(model, cfg, device, batch.history.shape[1]))
+                parts = micro_batches(batch, model, cfg, device)
                 for i, part in enumerate(parts):
                     # gradients of the micro-batches add up to the batch's; DDP syncs on the last
                     sync = not info.enabled or i == len(parts) - 1

@@ -39,15 +39,14 @@ def train_epoch(model, opt, batches, cfg, loss_fn=None) -> float:
     returns its seconds. ``loss_fn`` replaces ``model.loss`` (e.g. a compiled one)."""
     import torch
 
-    from adrec.train import micro_batch_rows
+    from adrec.train import micro_batches
 
     loss_fn = loss_fn or model.loss
     model.train()
     t0 = time.perf_counter()
     for b in batches:
         opt.zero_grad(set_to_none=True)
-        rows = micro_batch_rows(model, cfg, torch.device("cpu"), b.history.shape[1])
-        for part in b.split(rows):
+        for part in micro_batches(b, model, cfg, torch.device("cpu")):
             loss_fn(part)["loss"].backward()
         opt.step()
     return time.perf_counter() - t0

@@ -75,7 +75,7 @@ def test_bucketed_batches_cover_every_sample_once():
     ds = load_dataset("beauty")
     hists, tgts = training_pairs(ds, 50)
     it = BatchIterator(hists, tgts, max_len=50, batch_size=512,
-                       generator=torch.Generator().manual_seed(0))
+                       generator=torch.Generator().manual_seed(0), bucket=True)
     rows = 0
     widths = []
     for b in it:
@@ -178,3 +178,65 @@ def test_bad_dataset_inputs(tmp_path):
     zero.write_text("user\ttrain\tvalid\ttest\n0\t0 2\t3\t4\n")
     with pytest.raises(ValueError, match="start at 1"):
         load_dataset(zero)
+
+
+def test_default_batches_are_a_uniform_shuffle_of_the_users():
+    """The default (TrainConfig.batching = "random"): every user exactly once per epoch, a new
+    partition every epoch, and per-batch token counts as concentrated as a random partition's
+    (each batch's mean length within 4.5 sd of the population mean, the sd of a simple random
+    sample without replacement); the opt-in bucketing fails that last check by far."""
+    from adrec.config import TrainConfig
+
+    assert TrainConfig().batching == "random"
+    ds = load_dataset("baby")
+    hists, tgts = training_pairs(ds, 50)
+    lengths = np.array([len(h) for h in hists])
+    n, bs = len(hists), 512
+    mu, sd = lengths.mean(), lengths.std()
+    se = sd / np.sqrt(bs) * np.sqrt((n - bs) / (n - 1))
+    users = sorted(tuple(h.tolist()) for h in hists)
+    it = BatchIterator(hists, tgts, max_len=50, batch_size=bs,
+                       generator=torch.Generator().manual_seed(0))
+    partitions = []
+    for _ in range(2):
+        sizes, means, seen, partition = [], [], [], set()
+        for b in it:
+            assert b.offset + b.history.shape[1] == 50
+            real = (b.history > 0).sum(1)
+            sizes.append(len(real))
+            means.append(float(real.float().mean()))
+            rows = [tuple(r[r > 0].tolist()) for r in b.history]
+            seen += rows
+            partition.add(tuple(sorted(rows)))
+        assert sorted(seen) == users  # each user once per epoch
+        assert sizes[:-1] == [bs] * (len(sizes) - 1)
+        full = np.array(means[:-1])  # the last batch is smaller
+        assert np.abs(full - mu).max() < 4.5 * se, (full, mu, se)
+        partitions.append(partition)
+    assert partitions[0].isdisjoint(partitions[1])  # composition changes between epochs
+    bucketed = BatchIterator(hists, tgts, max_len=50, batch_size=bs,
+                             generator=torch.Generator().manual_seed(0), bucket=True)
+    bmeans = np.array([float((b.history > 0).sum(1).float().mean()) for b in bucketed
+                       if len(b.history) == bs])
+    assert np.abs(bmeans - mu).max() > 10 * se  # what the default no longer does
+
+
+def test_split_cells_sorts_rows_and_trims_each_pass():
+    ds = load_dataset("beauty")
+    hists, tgts = training_pairs(ds, 50)
+    b = next(iter(BatchIterator(hists, tgts, max_len=50, batch_size=512,
+                                generator=torch.Generator().manual_seed(1))))
+    parts = b.split_cells(3200)
+    assert len(parts) < 512 * 50 // 3200  # short rows share passes
+    rows = []
+    for p in parts:
+        w = p.history.shape[1]
+        assert p.history.shape[0] * w <= 3200 or p.history.shape[0] == 1
+        assert p.offset + w == 50 and (p.history[:, -w:] > 0).any(0).all()  # trimmed to longest
+        assert (p.n_rows, p.n_tokens) == (b.n_rows, b.n_tokens)
+        rows += [tuple(r[r > 0].tolist()) for r in p.history]
+        assert (p.target > 0).sum() == ((p.history > 0) & (p.target > 0)).sum()
+    assert sorted(rows) == sorted(tuple(r[r > 0].tolist()) for r in b.history)
+    full = b.split_cells(3200, trim=False)
+    assert {p.history.shape[1] for p in full} == {b.history.shape[1]}
+    assert sum(len(p.history) for p in full) == 512

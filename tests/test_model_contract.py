@@ -157,7 +157,7 @@ def _data_parallel_shares(batch, world: int = 3):
     return [part for part, _ in shares]
 
 
-@pytest.mark.parametrize("sharing", ["micro-batches", "ddp-shares"])
+@pytest.mark.parametrize("sharing", ["micro-batches", "sorted-cells", "ddp-shares"])
 @pytest.mark.parametrize("name", MODELS)
 def test_micro_batches_add_up_to_the_whole_batch_gradient(name, sharing, tiny, monkeypatch):
     """Gradient accumulation (TrainConfig.micro_batch) and data-parallel shares are exact: the
@@ -189,6 +189,11 @@ def test_micro_batches_add_up_to_the_whole_batch_gradient(name, sharing, tiny, m
     if sharing == "micro-batches":
         parts = batch.split(4)
         assert [p.history.shape[0] for p in parts] == [4, 4, 4, 1]
+    elif sharing == "sorted-cells":  # the trainer's CPU auto passes: sorted, trimmed rows
+        parts = batch.split_cells(60, trim=not model.needs_full_width)
+        assert len(parts) > 1 and sum(len(p.history) for p in parts) == 13
+        if not model.needs_full_width:
+            assert len({p.history.shape[1] for p in parts}) > 1
     else:
         parts = _data_parallel_shares(batch)
         assert [p.history.shape[0] for p in parts] == [5, 4, 4]
