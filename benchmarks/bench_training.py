@@ -1,16 +1,19 @@
-"""Seconds per training epoch, per full evaluation pass and peak memory (SASRec+, this CPU).
+"""Seconds per training epoch, per full evaluation pass and peak memory (SASRec+, ADRec, this CPU).
 
 Usage:  python benchmarks/bench_training.py [--epochs 5] [--out benchmarks/bench_training.md]
+        [--models sasrec adrec] [--datasets ml-100k beauty]
 
 Each configuration runs in its own subprocess so its peak resident memory (ru_maxrss) is its own.
 Per configuration: one warm-up epoch (not timed), then ``--epochs`` timed training epochs (the
 median is reported) and ``--evals`` timed full validation passes (strict protocol, median).
-Batching: ``bucket`` (length-bucketed, batches trimmed to their longest sequence, the default)
-against ``random`` (plain shuffle, every batch padded to max_len = 50). Micro-batching: ``auto``
-(the trainer's default on a CPU: forward/backward about 3,200 row x position cells at a time, i.e.
-64 sequences of width 50, gradients accumulated to one optimizer step per 512-sequence batch, the
-same gradient) against ``whole`` (512 rows at once).
-The training step is the trainer's (``Batch.split`` + ``micro_batch_rows``).
+Batching: ``random`` (the default: a uniform shuffle of the users every epoch) against
+``bucket`` (opt-in: length-bucketed batches trimmed to their longest sequence; it changes the
+loss weighting, see adrec/data.py). Passes: ``auto`` (the trainer's default on a CPU,
+``Batch.split_cells``: a batch's rows sorted by length, cut into passes of about 3,200 row x
+position cells, each trimmed to its longest row; gradients accumulated to one optimizer step per
+512-sequence batch, the same gradient), ``padded`` (fixed 64-row passes of full-width batches:
+what a shuffled batch cost before split_cells) and ``whole`` (512 rows at once).
+The training step is the trainer's (``adrec.train.micro_batches``).
 """
 from __future__ import annotations
 
@@ -25,10 +28,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-CONFIGS = [("sasrec", "ml-100k", "bucket", "auto"), ("sasrec", "ml-100k", "bucket", "whole"),
-           ("sasrec", "ml-100k", "random", "auto"),
-           ("sasrec", "beauty", "bucket", "auto"), ("sasrec", "beauty", "bucket", "whole"),
-           ("sasrec", "beauty", "random", "auto")]
+PASSES = [("random", "auto"), ("bucket", "auto"), ("random", "padded")]
 
 # The authors' code on this machine (issue 2): SASRec+ on ML-100K
 AUTHORS = {"epoch_s": 2.75, "peak_gb": 3.8}
@@ -52,7 +52,7 @@ def train_epoch(model, opt, batches, cfg, loss_fn=None) -> float:
     return time.perf_counter() - t0
 
 
-def training_setup(model: str, dataset: str, batching: str = "bucket", micro: str = "auto"):
+def training_setup(model: str, dataset: str, batching: str = "random", micro: str = "auto"):
     """What a timed training epoch needs, built as the trainer builds it (seed 0, its allocator
     policy, Adam, the batch iterator): returns (model, dataset, optimizer, batches, cfg)."""
     import torch
@@ -65,14 +65,14 @@ def training_setup(model: str, dataset: str, batching: str = "bucket", micro: st
     retain_freed_memory()  # the trainer's allocator policy
     torch.manual_seed(0)
     ds = load_dataset(dataset)
-    cfg = TrainConfig(micro_batch=0 if micro == "auto" else TrainConfig.batch_size)
+    cfg = TrainConfig(micro_batch={"auto": 0, "padded": 64, "whole": TrainConfig.batch_size}[micro])
     m = build_model(model, ds.n_items)
 
     opt = torch.optim.Adam(m.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     h, t = training_pairs(ds, cfg.max_len)
     it = BatchIterator(h, t, max_len=cfg.max_len, batch_size=cfg.batch_size,
                        generator=torch.Generator().manual_seed(0), bucket=batching == "bucket",
-                       trim=batching == "bucket")
+                       trim=micro != "padded")
     return m, ds, opt, it, cfg
 
 
@@ -93,7 +93,7 @@ def run_one(model: str, dataset: str, batching: str, micro: str, epochs: int, ev
         ev.append(time.perf_counter() - t0)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"model": model, "dataset": dataset, "batching": batching,
-            "micro": "auto" if micro == "auto" else f"{cfg.batch_size}",
+            "micro": micro,
             "epoch_s": statistics.median(times), "epoch_s_all": [round(x, 3) for x in times],
             "eval_s": statistics.median(ev) if ev else None, "peak_mb": peak_kb / 1024,
             "batches": len(it)}
@@ -105,14 +105,17 @@ def main() -> None:
     ap.add_argument("--evals", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=3, help="runs of each configuration")
     ap.add_argument("--out", default="benchmarks/bench_training.md")
+    ap.add_argument("--models", nargs="+", default=["sasrec", "adrec"])
+    ap.add_argument("--datasets", nargs="+", default=["ml-100k", "beauty"])
     ap.add_argument("--one", nargs=4, metavar=("MODEL", "DATASET", "BATCHING", "MICRO"))
     args = ap.parse_args()
     if args.one:
         print(json.dumps(run_one(*args.one, args.epochs, args.evals)))
         return
+    configs = [(m, d, b, p) for m in args.models for d in args.datasets for b, p in PASSES]
     runs: dict[tuple, list[dict]] = {}
     for rep in range(args.repeats):  # configurations interleaved, so slow spells hit all alike
-        for cfg in CONFIGS:
+        for cfg in configs:
             out = subprocess.run([sys.executable, __file__, "--one", *cfg, "--epochs",
                                   str(args.epochs), "--evals", str(args.evals)],
                                  capture_output=True, text=True, check=True)
@@ -128,10 +131,11 @@ def main() -> None:
     import torch
 
     lines = [
-        "# Training and evaluation speed (SASRec+)",
+        "# Training and evaluation speed (SASRec+, ADRec)",
         "",
         f"Command: `python benchmarks/bench_training.py --epochs {args.epochs} "
-        f"--evals {args.evals} --repeats {args.repeats}`  ",
+        f"--evals {args.evals} --repeats {args.repeats} --models {' '.join(args.models)} "
+        f"--datasets {' '.join(args.datasets)}`  ",
         f"Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {platform.machine()}, "
         f"{__import__('os').cpu_count()} CPU cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; seed 0.  ",
@@ -148,28 +152,30 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        ev = "-" if r["eval_s"] is None else f"{r['eval_s']:.3f}"
         lines.append(f"| {r['model']} | {r['dataset']} | {r['batching']} | {r['micro']} | "
-                     f"{r['batches']} | "
-                     f"{r['epoch_s']:.3f} | {r['eval_s']:.3f} | {r['peak_mb']:.0f} | "
+                     f"{r['batches']} | {r['epoch_s']:.3f} | {ev} | {r['peak_mb']:.0f} | "
                      f"{', '.join(f'{x:.2f}' for x in r['epoch_s_runs'])} |")
-    def pick(ds, batching, micro="auto"):
-        return next(r for r in rows if (r["dataset"], r["batching"], r["micro"]) ==
-                    (ds, batching, micro))
 
-    ml = pick("ml-100k", "bucket")
-    lines += [
-        "",
-        f"Authors' code on this machine (issue 2): SASRec+ on ML-100K {AUTHORS['epoch_s']} s per "
-        f"epoch, peak {AUTHORS['peak_gb']} GB. Here: {ml['epoch_s']:.2f} s per epoch "
-        f"({AUTHORS['epoch_s'] / ml['epoch_s']:.1f}x faster), peak {ml['peak_mb'] / 1024:.2f} GB "
-        f"({AUTHORS['peak_gb'] * 1024 / ml['peak_mb']:.1f}x less).",
-    ]
-    for ds in ("ml-100k", "beauty"):
-        b, r, w = pick(ds, "bucket"), pick(ds, "random"), pick(ds, "bucket", "512")
-        lines.append(f"{ds}: bucketed batching {r['epoch_s'] / b['epoch_s']:.2f}x faster per "
-                     f"epoch than random batches padded to 50; auto micro-batches "
-                     f"{w['epoch_s'] / b['epoch_s']:.2f}x the speed of whole 512-row passes at "
-                     f"{b['peak_mb'] / w['peak_mb']:.2f}x their peak memory.")
+    def pick(model, ds, batching, micro):
+        return next(r for r in rows if (r["model"], r["dataset"], r["batching"], r["micro"]) ==
+                    (model, ds, batching, micro))
+
+    lines.append("")
+    if "sasrec" in args.models and "ml-100k" in args.datasets:
+        ml = pick("sasrec", "ml-100k", "random", "auto")
+        lines.append(
+            f"Authors' code on this machine (issue 2): SASRec+ on ML-100K {AUTHORS['epoch_s']} s "
+            f"per epoch, peak {AUTHORS['peak_gb']} GB. Here (shuffled default): "
+            f"{ml['epoch_s']:.2f} s per epoch ({AUTHORS['epoch_s'] / ml['epoch_s']:.1f}x faster), "
+            f"peak {ml['peak_mb'] / 1024:.2f} GB.")
+    for model in args.models:
+        for ds in args.datasets:
+            r, b, p = (pick(model, ds, "random", "auto"), pick(model, ds, "bucket", "auto"),
+                       pick(model, ds, "random", "padded"))
+            lines.append(f"{model} {ds}: the shuffled default takes {r['epoch_s'] / b['epoch_s']:.2f}x "
+                         f"the bucketed epoch time and {r['epoch_s'] / p['epoch_s']:.2f}x the "
+                         f"padded shuffled one.  ")
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
