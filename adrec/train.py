@@ -123,10 +123,11 @@ def micro_batch_rows(model, cfg: TrainConfig, device: torch.device, width: int |
     Gradient accumulation over micro-batches gives the whole batch's gradient (the models
     normalise by the batch's totals, ``Batch.split``) with a fraction of the activation memory,
     and on a CPU the smaller tensors stay in cache. ``micro_batch`` = N fixes N rows; 0 (auto) is
-    the whole batch on GPU and about ``AUTO_CELLS`` cells per pass on CPU (64 rows of width 50;
-    batches of short sequences, e.g. the Amazon sets', stay whole: tiny passes cost more in
-    per-call overhead than they save). PCGrad projects the gradients of a whole batch, so a
-    model that uses it always takes the whole batch.
+    the whole batch on GPU and about ``AUTO_CELLS`` cells per pass on CPU (64 rows of width 50).
+    PCGrad projects the gradients of a whole batch, so a model that uses it always takes the
+    whole batch. On a CPU with the auto setting the trainer (``micro_batches``) does not cut
+    equal row counts: it uses ``Batch.split_cells``, the same cell budget per pass over
+    length-sorted, trimmed rows.
     """
     if getattr(model.args, "pcgrad", False):
         return 0
