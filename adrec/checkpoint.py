@@ -43,7 +43,11 @@ REQUIRED = ("format", "format_version", "model", "model_args", "dataset", "state
 
 
 def atomic_save(obj, path: str | Path) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, then rename it into place."""
+    """``torch.save`` to a temporary file beside ``path``, then rename it into place.
+
+    The file is fsynced before the rename and the folder after it, so a power cut leaves the old
+    file or the new one; it gets the usual permissions (0666 less the umask), not mkstemp's 0600.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -51,12 +55,40 @@ def atomic_save(obj, path: str | Path) -> Path:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_folder(path.parent)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. Windows cannot open folders
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - some file systems refuse fsync on folders
+        pass
+    finally:
+        os.close(fd)
+
+
+def non_finite_tensors(state_dict: dict) -> list[str]:
+    """Names of the floating-point tensors of ``state_dict`` holding NaN or infinity."""
+    return [k for k, v in state_dict.items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point()
+            and not bool(torch.isfinite(v).all())]
 
 
 def file_sha256(path: str | Path) -> str:
@@ -113,12 +145,18 @@ def safe_load(path: str | Path) -> dict:
         raise FileNotFoundError(2, "No such checkpoint file", str(path))
     if path.is_dir():
         raise IsADirectoryError(21, "Is a folder, not a checkpoint file", str(path))
+    if not path.is_file():
+        raise ValueError(f"{path} is not a regular file (a pipe or device?); give a checkpoint "
+                         "file")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty (0 bytes), not a checkpoint; an interrupted copy?")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise ValueError(f"{path} contains pickled Python objects that could run code; refusing "
                          f"to load it ({str(exc).splitlines()[0][:120]})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, IndexError, ValueError,
+            KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path} is not a readable PyTorch checkpoint (corrupt or truncated?): "
                          f"{str(exc).splitlines()[0][:160]}") from None
 
@@ -133,6 +171,17 @@ def load_checkpoint(path: str | Path) -> dict:
     missing = [k for k in REQUIRED if k not in ckpt]
     if missing:
         raise ValueError(f"{path} is missing fields {missing}; it is damaged or from another tool")
+    kinds = {"model_args": dict, "dataset": dict, "state_dict": dict, "config": (dict, type(None)),
+             "metrics": (dict, type(None)), "format_version": int, "model": str}
+    wrong = [k for k, t in kinds.items() if k in ckpt and not isinstance(ckpt[k], t)]
+    if not isinstance(ckpt["item_embeddings"], torch.Tensor):
+        wrong.append("item_embeddings")
+    if wrong:
+        raise ValueError(f"{path} has fields of the wrong type ({', '.join(wrong)}); it is "
+                         "damaged or from another tool")
+    for key in ("config", "metrics"):
+        if ckpt.get(key) is None:
+            ckpt[key] = {}
     if ckpt["format_version"] > FORMAT_VERSION:
         raise ValueError(f"{path} has format version {ckpt['format_version']}, newer than this "
                          f"collapse-kit ({FORMAT_VERSION}); upgrade collapse-kit")

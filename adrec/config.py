@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,9 +84,12 @@ def _convert(value: str, target_type, key: str):
             raise TypeError(f"--set {key}={value}: expected an integer") from None
     if target_type is float:
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
             raise TypeError(f"--set {key}={value}: expected a number") from None
+        if not math.isfinite(number):
+            raise ValueError(f"--set {key}={value}: expected a finite number")
+        return number
     if target_type is str:
         if key in CHOICES and value not in CHOICES[key]:
             raise ValueError(f"--set {key}={value}: choose one of {', '.join(CHOICES[key])}")
@@ -106,8 +110,9 @@ def _field_types(obj_or_cls) -> dict[str, Any]:
 def parse_overrides(pairs: list[str] | None, *configs) -> list[dict[str, Any]]:
     """Parse ``key=value`` strings against dataclass types ``configs``; one dict per config.
 
-    A key goes to the first config that declares it. Raises on malformed pairs, unknown keys and
-    values of the wrong type.
+    A key goes to every config that declares it (``max_len`` is both the trainer's history window
+    and the size of a model's position table). Raises on malformed pairs, unknown keys and values
+    of the wrong type or non-finite numbers.
     """
     out: list[dict[str, Any]] = [{} for _ in configs]
     types = [_field_types(c) for c in configs]
@@ -116,17 +121,18 @@ def parse_overrides(pairs: list[str] | None, *configs) -> list[dict[str, Any]]:
             raise ValueError(f"--set expects key=value, got {pair!r}")
         key, value = pair.split("=", 1)
         key = key.strip()
-        for i, t in enumerate(types):
-            if key in t:
-                out[i][key] = _convert(value.strip(), t[key], key)
-                break
-        else:
+        owners = [i for i, t in enumerate(types) if key in t]
+        for i in owners:
+            out[i][key] = _convert(value.strip(), types[i][key], key)
+        if not owners:
             known = sorted(set().union(*types))
             raise ValueError(f"unknown --set key {key!r}; valid keys: {', '.join(known)}")
     return out
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
+    """Check ``cfg`` before a run starts (raises ValueError naming the key, value and range)."""
+    check_finite(cfg)
     for key, choices in CHOICES.items():
         if hasattr(cfg, key) and getattr(cfg, key) not in choices:
             raise ValueError(f"{key}={getattr(cfg, key)!r}: choose one of {', '.join(choices)}")
@@ -141,4 +147,16 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ValueError(f"resume_seconds must be >= 0 (0 = every epoch), got {cfg.resume_seconds}")
     if cfg.patience < 1:
         raise ValueError(f"patience must be >= 1, got {cfg.patience}")
+    if cfg.weight_decay < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {cfg.weight_decay}")
+    if cfg.warmup_epochs < 0:
+        raise ValueError(f"warmup_epochs must be >= 0, got {cfg.warmup_epochs}")
     return cfg
+
+
+def check_finite(obj) -> None:
+    """Every float field of the dataclass ``obj`` is finite (NaN passes ``x <= 0`` checks)."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{f.name}={value}: expected a finite number")

@@ -31,6 +31,7 @@ import gzip
 import hashlib
 import io
 import logging
+import zlib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -79,6 +80,10 @@ class SequenceDataset:
 # --------------------------------------------------------------------------------------------
 # Loading
 
+MAX_ITEM_ID = 2**31 - 1          # ids index an embedding table
+MAX_DATASET_BYTES = 8 * 2**30    # a user file larger than this is refused, not read
+
+
 def load_dataset(name_or_path: str | Path, *, rating_threshold: float | None = None,
                  k_core: int = 5) -> SequenceDataset:
     """Load a bundled dataset by name, or a user file (sequences file or raw interaction log).
@@ -101,6 +106,12 @@ def load_dataset(name_or_path: str | Path, *, rating_threshold: float | None = N
             raise ValueError(f"dataset folder {path} has no sequences.tsv(.gz); "
                              "pass the file itself")
         path = cand[0]
+    if not path.is_file():
+        raise ValueError(f"dataset {path} is not a regular file (a pipe or device?); give a "
+                         "sequences .tsv(.gz) or an interaction log")
+    if path.stat().st_size > MAX_DATASET_BYTES:
+        raise ValueError(f"dataset {path} is {path.stat().st_size / 2**30:.1f} GiB, above the "
+                         f"{MAX_DATASET_BYTES / 2**30:.0f} GiB this loader reads into memory")
     head = _read_text_head(path)
     if head.split("\n", 1)[0].strip().split("\t")[:4] == ["user", "train", "valid", "test"]:
         return read_sequences(path)
@@ -119,7 +130,7 @@ def _read_text_head(path: Path) -> str:
     try:
         with _open_text(path) as f:
             return f.read(4096)
-    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as exc:
+    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError, zlib.error) as exc:
         raise ValueError(f"cannot read {path} as text ({exc}); expected a sequences .tsv(.gz) "
                          "or a CSV/TSV/.inter interaction log") from None
 
@@ -146,15 +157,17 @@ def read_sequences(path: str | Path, *, name: str | None = None) -> SequenceData
                 try:
                     seq = np.array(parts[1].split(), dtype=np.int64)
                     v, t = int(parts[2]), int(parts[3])
-                except ValueError:
-                    raise ValueError(f"{path}:{lineno}: item ids must be integers") from None
+                    np.array([v, t], dtype=np.int64)
+                except (ValueError, OverflowError):
+                    raise ValueError(f"{path}:{lineno}: item ids must be integers from 1 to "
+                                     f"{MAX_ITEM_ID}") from None
                 if len(seq) < 1:
                     raise ValueError(f"{path}:{lineno}: empty train sequence; every user needs "
                                      "at least one train item")
                 train.append(seq)
                 valid.append(v)
                 test.append(t)
-    except (gzip.BadGzipFile, EOFError, UnicodeDecodeError) as exc:
+    except (gzip.BadGzipFile, EOFError, UnicodeDecodeError, zlib.error) as exc:
         raise ValueError(f"{path} is corrupt or truncated ({exc}); re-create or re-download it") \
             from None
     if not train:
@@ -164,6 +177,11 @@ def read_sequences(path: str | Path, *, name: str | None = None) -> SequenceData
     lowest = min(min(int(s.min()) for s in train), valid_a.min(), test_a.min())
     if lowest < 1:
         raise ValueError(f"{path}: item ids must start at 1 (0 is padding); found {lowest}")
+    distinct = len(np.unique(np.concatenate(train + [valid_a, test_a])))
+    if n_items > MAX_ITEM_ID or n_items > 100 * distinct + 10_000:
+        raise ValueError(f"{path}: item ids must number the items 1..N (the largest id, "
+                         f"{n_items}, sizes the embedding table, but only {distinct} distinct "
+                         "items occur); re-index them, or give the raw interaction log")
     if name is None:
         name = path.name.split(".")[0]
         if name == "sequences":

@@ -38,12 +38,21 @@ def target_ranks(scores: torch.Tensor, target: torch.Tensor, *, exclude_padding:
                  ) -> torch.Tensor:
     """1-based rank of ``target`` (B,) among the scores (B, N+1); ties count in the target's favour.
 
-    With ``exclude_padding`` row 0 is not a candidate.
+    With ``exclude_padding`` row 0 is not a candidate. Scores must be finite (ValueError
+    otherwise): ``NaN > x`` is false, so a NaN score would never outrank the target.
     """
     if scores.ndim != 2 or target.shape != scores.shape[:1]:
         raise ValueError(f"scores must be (B, N+1) and target (B,); got {tuple(scores.shape)} "
                          f"and {tuple(target.shape)}")
     s = scores.float()
+    finite = torch.isfinite(s)
+    if exclude_padding:
+        finite[:, 0] = True
+    if not bool(finite.all()):
+        users = int((~finite).any(1).sum())
+        raise ValueError(f"the model scored NaN or infinity for {users} of {len(s)} users: its "
+                         "weights are not finite (a diverged run?) or overflowed; no metric "
+                         "is defined (a NaN would count as a hit)")
     tgt = s.gather(1, target[:, None])  # (B, 1)
     higher = s > tgt
     if exclude_padding:

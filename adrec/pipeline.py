@@ -7,18 +7,39 @@ define ``run_pipeline`` in their module (ADRec's three stages) provide their own
 from __future__ import annotations
 
 import importlib
+import logging
+import os
 from pathlib import Path
 
 from adrec.config import TrainConfig
 from adrec.data import SequenceDataset
 from adrec.models import build_model, model_class
-from adrec.train import StageResult, seed_everything, train_stage
+from adrec.train import StageResult, folder_lock, seed_everything, train_stage
+
+log = logging.getLogger(__name__)
 
 
 def train_model(name: str, dataset: SequenceDataset, cfg: TrainConfig, out_dir: str | Path, *,
                 model_args: dict | None = None, resume: bool = False, progress: bool = True,
                 callbacks=(), **pipeline_options) -> StageResult:
-    """Train model ``name`` on ``dataset``; returns the result of its final (selected) stage."""
+    """Train model ``name`` on ``dataset``; returns the result of its final (selected) stage.
+
+    The run folder is locked for the whole run (a second trainer into it fails at once); under
+    torchrun only rank 0, the one that writes, takes the lock. Temporary files left by a killed
+    run are removed once the lock is held."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return _train_model(name, dataset, cfg, out_dir, model_args=model_args, resume=resume,
+                            progress=progress, callbacks=callbacks, **pipeline_options)
+    with folder_lock(out_dir):
+        for stale in Path(out_dir).glob(".*.tmp"):
+            log.info("removing %s, left by an interrupted write", stale)
+            stale.unlink(missing_ok=True)
+        return _train_model(name, dataset, cfg, out_dir, model_args=model_args, resume=resume,
+                            progress=progress, callbacks=callbacks, **pipeline_options)
+
+
+def _train_model(name, dataset, cfg, out_dir, *, model_args, resume, progress, callbacks,
+                 **pipeline_options) -> StageResult:
     cls = model_class(name)
     module = importlib.import_module(cls.__module__)
     if hasattr(module, "run_pipeline"):

@@ -24,6 +24,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,6 +114,92 @@ def retain_freed_memory() -> bool:
         return False
 
 
+# Settings that may change between a run and its resumption: they do not change what is trained.
+RESUME_EXEMPT = ("resume_seconds",)
+
+
+def run_settings(model, dataset: SequenceDataset, cfg: TrainConfig, *,
+                 parent: dict | None = None) -> dict:
+    """What a stage's result depends on: the config (less ``RESUME_EXEMPT``), the model's
+    arguments, the data (item count and fingerprint) and the parent checkpoint's sha256."""
+    described = dataset.describe()
+    return {"config": {k: v for k, v in dataclasses.asdict(cfg).items()
+                       if k not in RESUME_EXEMPT},
+            "model_args": dataclasses.asdict(model.args),
+            "dataset": {k: described.get(k) for k in ("n_items", "fingerprint")},
+            "parent": (parent or {}).get("sha256")}
+
+
+def checkpoint_settings(ckpt: dict) -> dict:
+    """:func:`run_settings` as recorded in a finished stage's checkpoint."""
+    return {"config": ckpt.get("config") or {}, "model_args": ckpt.get("model_args") or {},
+            "dataset": ckpt.get("dataset") or {},
+            "parent": (ckpt.get("parent") or {}).get("sha256")}
+
+
+def settings_diff(saved: dict, current: dict) -> list[str]:
+    """``key: saved -> current`` for every setting that differs (keys missing on one side, e.g.
+    from an older version, are not compared)."""
+    diffs = []
+    for section in ("config", "model_args", "dataset"):
+        a, b = saved.get(section) or {}, current.get(section) or {}
+        diffs += [f"{k}: {a[k]!r} -> {b[k]!r}" for k in sorted(set(a) & set(b))
+                  if k not in RESUME_EXEMPT and a[k] != b[k]]
+    if saved.get("parent") != current.get("parent"):
+        short = [str(x)[:12] if x else None for x in (saved.get("parent"), current.get("parent"))]
+        diffs.append(f"parent checkpoint sha256: {short[0]} -> {short[1]}")
+    return diffs
+
+
+class SettingsMismatch(ValueError):
+    """A run folder holds a run started with other settings than the ones given now."""
+
+
+def check_same_settings(saved: dict, current: dict, path: Path) -> None:
+    diffs = settings_diff(saved, current)
+    if diffs:
+        raise SettingsMismatch(
+            f"{path} was trained with other settings than these ({'; '.join(diffs)}); resume "
+            "with the settings it was started with, or give another --out for a new run")
+
+
+class TrainingDiverged(ValueError):
+    """A loss became NaN or infinite: no checkpoint is written for the stage."""
+
+
+class FolderBusy(OSError):
+    """Another process holds a run folder's lock."""
+
+
+@contextlib.contextmanager
+def folder_lock(out_dir: str | Path):
+    """Hold an exclusive lock on ``out_dir/.lock`` (``flock``: released when the process ends,
+    even by kill -9, so a lock is never stale). A second writer fails at once, naming the pid
+    of the holder. Where ``fcntl`` is missing (Windows) the block runs unlocked."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / ".lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise FolderBusy(f"{out_dir} is in use by another training process (pid {holder}); "
+                         "wait for it to end or give another --out") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 AUTO_CELLS = 3200  # CPU auto micro-batch: about this many (row x position) cells per pass
 
 
@@ -173,11 +260,17 @@ def train_stage(model, dataset: SequenceDataset, cfg: TrainConfig, out_dir: str 
     retain_freed_memory()
     n_epochs = cfg.epochs if epochs is None else epochs
 
+    if getattr(model.args, "max_len", cfg.max_len) < cfg.max_len:
+        raise ValueError(f"max_len={cfg.max_len} exceeds the model's position table "
+                         f"(max_len={model.args.max_len}); set max_len for both with --set")
+    settings = run_settings(model, dataset, cfg, parent=parent)
     if final_path.exists():
         if not resume:
             raise FileExistsError(17, "stage already finished here; pass --resume to reuse it "
                                       "or choose another --out", str(final_path))
-        return _finished(final_path, log_path)
+        ckpt = load_checkpoint(final_path)
+        check_same_settings(checkpoint_settings(ckpt), settings, final_path)
+        return _finished(final_path, log_path, ckpt)
     if resume_path.exists() and not resume:
         raise FileExistsError(17, "an interrupted run is here; pass --resume to continue it or "
                                   "choose another --out", str(resume_path))
@@ -205,6 +298,10 @@ def train_stage(model, dataset: SequenceDataset, cfg: TrainConfig, out_dir: str 
     hists, tgts = training_pairs(dataset, cfg.max_len,
                                  prefixes=(model.train_samples == "prefixes"))
     generator = torch.Generator().manual_seed(cfg.seed)
+    if not hists:
+        raise ValueError(f"{dataset.name} has no training samples: every user has fewer than 2 "
+                         "training items (a target needs a history); use a dataset with longer "
+                         "sequences")
     batches = BatchIterator(hists, tgts, max_len=cfg.max_len, batch_size=cfg.batch_size,
                             generator=generator, bucket=(cfg.batching == "bucket"),
                             trim=not model.needs_full_width)
@@ -212,6 +309,13 @@ def train_stage(model, dataset: SequenceDataset, cfg: TrainConfig, out_dir: str 
           "bad": 0, "stopped": False, "train_seconds": 0.0, "eval_seconds": 0.0}
     if resume and resume_path.exists():
         saved = safe_load(resume_path)
+        if not isinstance(saved, dict) or "state" not in saved:
+            raise ValueError(f"{resume_path} is not a resume file of this trainer; delete it to "
+                             "start the stage afresh")
+        if "settings" in saved:
+            check_same_settings(saved["settings"], settings, resume_path)
+        else:
+            log.warning("%s records no settings (older version): not checked", resume_path)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
@@ -260,6 +364,14 @@ def train_stage(model, dataset: SequenceDataset, cfg: TrainConfig, out_dir: str 
                   "seconds": round(seconds, 4)}
         sums = distributed.sum_across_ranks(sums)  # DDP: a rank's losses are its shares
         record.update({k: float(v) / len(batches) for k, v in sums.items()})
+        bad = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
+        if bad:
+            bar.close()
+            raise TrainingDiverged(
+                f"training diverged in {stage}, epoch {st['epoch']}: "
+                + ", ".join(f"{k} = {record[k]}" for k in bad)
+                + f"; no checkpoint was written; lower lr (now {cfg.lr:g}) or check the --set "
+                "values")
         if st["epoch"] % cfg.eval_every == 0 or st["epoch"] == n_epochs:
             t1 = time.perf_counter()
             valid = evaluate(model, dataset, "valid", protocol=cfg.protocol, max_len=cfg.max_len,
@@ -279,13 +391,12 @@ def train_stage(model, dataset: SequenceDataset, cfg: TrainConfig, out_dir: str 
             st["stopped"] = select and st["bad"] >= cfg.patience
             bar.set_postfix(loss=f"{record['loss']:.3f}", ndcg20=f"{valid['NDCG@20']:.2f}")
         if info.is_main:
-            with open(log_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_log_line(log_path, record)
             if time.perf_counter() - last_write >= cfg.resume_seconds:
                 atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                              "scheduler": scheduler.state_dict(),
                              "generator": generator.get_state(), "rng": _rng_state(device),
-                             "state": st}, resume_path)
+                             "state": st, "settings": settings}, resume_path)
                 last_write = time.perf_counter()
         bar.update(1)
     bar.close()
@@ -314,26 +425,59 @@ def train_stage(model, dataset: SequenceDataset, cfg: TrainConfig, out_dir: str 
         resume_path.unlink(missing_ok=True)
     distributed.barrier(info)  # other ranks may read the checkpoint next (multi-stage runs)
     return StageResult(stage, final_path, metrics, st["epoch"], st["train_seconds"],
-                       st["eval_seconds"], _read_log(log_path))
+                       st["eval_seconds"], read_log(log_path))
 
 
-def _read_log(path: Path) -> list[dict]:
+def append_log_line(path: Path, record: dict) -> None:
+    """Append one JSON line with a single ``write`` (a crash or a full disk can still leave a
+    torn last line: :func:`read_log` drops it)."""
+    line = (json.dumps(record) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def read_log(path: str | Path) -> list[dict]:
+    """The records of a JSON-lines run log. A torn last line (a crash or full disk during its
+    write) is dropped with a warning; a damaged line before it is an error naming the file."""
+    path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = path.read_text(errors="replace").splitlines()
+    rows = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if not isinstance(row, dict):
+            if all(not rest.strip() for rest in lines[i + 1:]):
+                log.warning("%s: dropped a torn last line (line %d)", path, i + 1)
+                break
+            raise ValueError(f"{path}: line {i + 1} is not a JSON record; the log is damaged "
+                             "(delete the run folder to start again)")
+        rows.append(row)
+    return rows
 
 
 def _truncate_log(path: Path, epoch: int) -> None:
-    """Drop log lines written after the resumed epoch (a kill between log and state write)."""
-    rows = [r for r in _read_log(path) if r["epoch"] <= epoch]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    """Drop log lines written after the resumed epoch (a kill between log and state write), and
+    a torn last line; the log is replaced atomically."""
+    rows = [r for r in read_log(path) if r.get("epoch", 0) <= epoch]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    os.replace(tmp, path)
 
 
-def _finished(final_path: Path, log_path: Path) -> StageResult:
-    ckpt = load_checkpoint(final_path)
+def _finished(final_path: Path, log_path: Path, ckpt: dict | None = None) -> StageResult:
+    ckpt = load_checkpoint(final_path) if ckpt is None else ckpt
     m = ckpt["metrics"]
     return StageResult(ckpt["stage"], final_path, m, ckpt["epoch"], m.get("train_seconds", 0.0),
-                       m.get("eval_seconds", 0.0), _read_log(log_path))
+                       m.get("eval_seconds", 0.0), read_log(log_path))
 
 
 def config_from_dict(d: dict) -> TrainConfig:

@@ -15,10 +15,22 @@ from collapse_kit import __version__
 from collapse_kit.commands import COMMAND_MODULES
 
 EXIT_USER_ERROR = 2
+EXIT_INTERNAL_ERROR = 1
+# Exceptions that mean bad input (a file, flag, value or shape): one line, exit 2. Anything else
+# is a bug of collapse-kit: "internal error (please report)", exit 1.
+USER_ERRORS = (ValueError, TypeError, OSError, ImportError)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with the CLI's one-line error format instead of a usage block."""
+
+    def error(self, message: str):
+        print(f"collapse-kit: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="collapse-kit",
         description="Train ADRec and baselines, and measure item-embedding collapse.",
     )
@@ -75,11 +87,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("collapse-kit: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, OSError, KeyError, RuntimeError, ImportError) as exc:
+    except USER_ERRORS as exc:
         if debug:
             traceback.print_exc()
         print(f"collapse-kit: error: {error_message(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except MemoryError:
+        if debug:
+            traceback.print_exc()
+        print("collapse-kit: error: out of memory; try a smaller input or fewer at a time "
+              "(e.g. --set micro_batch=32)", file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
+    except Exception as exc:  # noqa: BLE001 - the last resort: a bug, not the user's input
+        if debug:
+            traceback.print_exc()
+        print(f"collapse-kit: internal error (please report, with --debug for the traceback): "
+              f"{type(exc).__name__}: {error_message(exc)}", file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
 
 
 def error_message(exc: BaseException) -> str:

@@ -6,12 +6,13 @@ A plan is a list of :class:`RunSpec` (dataset, model, seed, protocol, variant). 
 ADRec ablations start from the stage-1 checkpoint of the main ADRec run of the same seed (as in
 the paper, the variants share the pre-trained embedding), except "w/o pre-train".
 
-This module is part of the CLI's composition root: it drives adrec through its CLI, never
-through imports.
+This module is part of the CLI's composition root: it trains through adrec's CLI (one
+subprocess per run), and imports adrec only to resolve and compare settings: a finished run is
+reused only when the config saved in its checkpoint equals the planned one.
 """
 from __future__ import annotations
 
-import json
+import signal
 import subprocess
 import sys
 import time
@@ -102,10 +103,32 @@ class RunSpec:
         main = RunSpec(self.dataset, "adrec", self.seed, self.protocol)
         return main.folder(out) / "stage1.pt"
 
+    def sets(self, preset: str, extra_sets: dict | None = None) -> dict:
+        """The ``--set`` pairs of this run: preset, protocol, variant, then the user's extras."""
+        return {**PRESETS[preset], "protocol": self.protocol, **self.model_settings,
+                **(extra_sets or {})}
+
+    def settings(self, preset: str, extra_sets: dict | None = None) -> dict:
+        """The resolved config and model arguments ``train`` will use (ValueError/TypeError
+        for a bad key or value, as ``train`` itself would raise)."""
+        import dataclasses
+
+        from adrec.config import TrainConfig, parse_overrides, validate
+        from adrec.models import model_class
+        from adrec.models.base import check_common_args
+
+        cls = model_class(self.model)
+        pairs = [f"{k}={v}" for k, v in self.sets(preset, extra_sets).items()]
+        train_over, model_over = parse_overrides(pairs + [f"seed={self.seed}"], TrainConfig,
+                                                 cls.Args)
+        cfg = validate(TrainConfig(**train_over))
+        args = cls.Args(**model_over)
+        check_common_args(args)
+        return {"config": dataclasses.asdict(cfg), "model_args": dataclasses.asdict(args)}
+
     def command(self, out: Path, preset: str, extra_sets: dict | None = None, *,
                 progress: bool = False) -> list[str]:
-        sets = {**PRESETS[preset], "protocol": self.protocol, **self.model_settings,
-                **(extra_sets or {})}
+        sets = self.sets(preset, extra_sets)
         cmd = [sys.executable, "-m", "collapse_kit.cli", "train", "--model", self.model,
                "--dataset", self.dataset, "--seed", str(self.seed),
                "--out", str(self.folder(out)), "--resume", "--json"]
@@ -150,11 +173,47 @@ def plan_runs(datasets, models, seeds: int, *, ablations: bool = False,
     return plan
 
 
+def saved_settings_diff(spec: RunSpec, out: Path, preset: str,
+                        extra_sets: dict | None = None) -> list[str]:
+    """How the finished run of ``spec`` in ``out`` differs from the planned settings
+    (``key: saved -> planned``; empty when it may be reused)."""
+    from adrec.checkpoint import load_checkpoint
+    from adrec.train import settings_diff
+
+    ck = load_checkpoint(spec.checkpoint(out))
+    saved = {"config": ck.get("config") or {}, "model_args": ck.get("model_args") or {}}
+    return settings_diff(saved, spec.settings(preset, extra_sets))
+
+
+def check_reuse(plan: list[RunSpec], out: Path, preset: str,
+                extra_sets: dict | None = None) -> dict[str, list[str]]:
+    """``{folder: differences}`` for every finished run of ``plan`` whose saved settings differ
+    from the planned ones (such a run is neither reused nor overwritten)."""
+    refused = {}
+    for spec in plan:
+        if spec.checkpoint(out).exists():
+            diffs = saved_settings_diff(spec, out, preset, extra_sets)
+            if diffs:
+                refused[str(spec.folder(out))] = diffs
+    return refused
+
+
+class _Terminated(Exception):
+    pass
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated(signum)
+
+
 def run_plan(plan: list[RunSpec], out: Path, preset: str, *, jobs: int = 1,
              extra_sets: dict | None = None, log=print, timeout: float | None = None,
              progress: bool = False) -> dict:
     """Train every run whose final checkpoint is missing, ``jobs`` at a time (subprocesses of
-    ``collapse-kit train --resume``). Returns {folder: "reused" | "trained" | "failed: ..."}.
+    ``collapse-kit train --resume``). Returns {folder: "reused" | "trained" | "refused: ..." |
+    "failed: ..."}. A finished run is reused only when its saved settings equal the planned
+    ones; otherwise it is "refused" (kept as it is, not retrained). SIGTERM or Ctrl-C ends the
+    running children too (they resume later from their last state).
 
     With ``progress`` (one job at a time) each run's progress bars go to this stderr; its
     stdout (the JSON result line) goes to ``train.out`` in its folder."""
@@ -163,12 +222,42 @@ def run_plan(plan: list[RunSpec], out: Path, preset: str, *, jobs: int = 1,
     status, pending, running = {}, [], {}
     for spec in plan:
         if spec.checkpoint(out).exists():
-            status[str(spec.folder(out))] = "reused"
+            diffs = saved_settings_diff(spec, out, preset, extra_sets)
+            status[str(spec.folder(out))] = (
+                f"refused: trained with other settings ({'; '.join(diffs)})" if diffs
+                else "reused")
         else:
             pending.append(spec)
+    import threading
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
+    try:
+        return _run_pending(pending, running, status, out, preset, jobs=jobs,
+                            extra_sets=extra_sets, log=log, timeout=timeout, progress=progress)
+    except (_Terminated, KeyboardInterrupt):
+        for _, (proc, _, _) in running.values():
+            proc.terminate()
+        for _, (proc, _, _) in running.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        raise KeyboardInterrupt from None
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run_pending(pending, running, status, out, preset, *, jobs, extra_sets, log, timeout,
+                 progress) -> dict:
     n_total, t_start = len(pending), time.time()
+    reused = sum(v == "reused" for v in status.values())
+    for folder, why in status.items():
+        if why.startswith("refused"):
+            log(f"  REFUSED {folder}: {why[len('refused: '):]}")
     if pending:
-        log(f"training {n_total} run(s), {jobs} at a time ({len(status)} reused)")
+        log(f"training {n_total} run(s), {jobs} at a time ({reused} reused)")
     while pending or running:
         for spec in list(pending):
             if len(running) >= jobs:
@@ -223,19 +312,20 @@ def run_metrics(spec: RunSpec, out: Path, stage: str | None = None) -> dict | No
     ``stage`` reads another checkpoint of the run (e.g. "stage1" of an ADRec run: the stage-1
     model on its own); its time is then that stage's log only.
     """
-    import torch
+    from adrec.checkpoint import load_checkpoint
+    from adrec.train import read_log
 
     path = spec.checkpoint(out) if stage is None else spec.folder(out) / f"{stage}.pt"
     if not path.exists():
         return None
-    ck = torch.load(path, map_location="cpu", weights_only=True)
+    ck = load_checkpoint(path)
     m = dict(ck.get("metrics", {}))
     m["epochs"] = ck.get("epoch")
     m["trained_on"] = ck.get("trained_on", "unknown")
     times = []
     pattern = "*.log.jsonl" if stage is None else f"{stage}.log.jsonl"
     for log_path in spec.folder(out).glob(pattern):
-        rows = [json.loads(x) for x in log_path.read_text().splitlines() if x.strip()]
+        rows = read_log(log_path)
         times.append(sum(r.get("seconds", 0) + r.get("eval_seconds", 0) for r in rows))
     m["wall_seconds"] = sum(times)
     return m

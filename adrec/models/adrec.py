@@ -46,7 +46,7 @@ from torch import nn
 
 from adrec.data import Batch
 from adrec.diffusion import NoiseSchedule
-from adrec.models.base import Recommender
+from adrec.models.base import Recommender, check_common_args
 from adrec.models.layers import ATTENTION_MASKS, LN_EPS, Block, Dropout, Encoder, \
     Packing, attention_bias, timestep_embedding
 
@@ -81,6 +81,7 @@ class ADRecArgs:
 
 def check_args(args: ADRecArgs) -> None:
     """Validate ``args`` first and loudly (bad value, valid range)."""
+    check_common_args(args)
     if args.denoiser not in DENOISERS:
         raise ValueError(f"denoiser={args.denoiser!r}: choose one of {', '.join(DENOISERS)}")
     if args.loss_merge not in LOSS_MERGES:

@@ -16,6 +16,8 @@ Class attributes: ``name`` (registry key), ``Args`` (dataclass; saved in checkpo
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 from typing import ClassVar
 
 import torch
@@ -33,6 +35,7 @@ class Recommender(nn.Module):
         super().__init__()
         if n_items < 1:
             raise ValueError(f"n_items must be >= 1, got {n_items}")
+        check_common_args(args)
         self.args, self.n_items = args, n_items
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -56,3 +59,27 @@ class Recommender(nn.Module):
     def needs_full_width(self) -> bool:
         """True when outputs depend on left padding (official mask): batches are not trimmed."""
         return getattr(self.args, "attention_mask", "correct") == "official"
+
+
+POSITIVE_INTS = ("hidden", "n_blocks", "n_heads", "max_len", "steps")
+
+
+def check_common_args(args) -> None:
+    """The checks every model's Args share: sizes >= 1, hidden divisible by n_heads, floats
+    finite, dropouts in [0, 1), init standard deviations > 0 (ValueError naming the key)."""
+    values = dataclasses.asdict(args)
+    for key, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{key}={value}: expected a finite number")
+    for key in POSITIVE_INTS:
+        if key in values and values[key] < 1:
+            raise ValueError(f"{key} must be >= 1, got {values[key]}")
+    if "hidden" in values and "n_heads" in values and values["hidden"] % values["n_heads"]:
+        raise ValueError(f"hidden={values['hidden']} must be divisible by "
+                         f"n_heads={values['n_heads']}")
+    for key in ("dropout", "emb_dropout"):
+        if key in values and not 0.0 <= values[key] < 1.0:
+            raise ValueError(f"{key} must be in [0, 1), got {values[key]}")
+    for key, value in values.items():
+        if key.endswith("init_std") and value <= 0:
+            raise ValueError(f"{key} must be > 0, got {value}")

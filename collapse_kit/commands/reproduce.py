@@ -60,10 +60,14 @@ def _log(msg: str) -> None:
 
 
 def cmd_reproduce(args) -> int:
-    from collapse_kit.experiments import plan_runs, run_plan
+    from collapse_kit.experiments import check_reuse, plan_runs, run_plan
 
     if args.jobs < 1:
         raise UserError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.bootstrap < 0:
+        raise UserError(f"--bootstrap must be >= 0 (0 = no intervals), got {args.bootstrap}")
+    if args.train_only and args.report_only:
+        raise UserError("--train-only and --report-only exclude each other")
     extra = {}
     for pair in args.overrides:
         if "=" not in pair:
@@ -75,13 +79,24 @@ def cmd_reproduce(args) -> int:
     out = Path(args.out)
     plan = plan_runs(args.datasets, args.models, args.seeds, ablations=args.ablations,
                      ablation_seeds=args.ablation_seeds, protocols=args.protocols)
-    if args.train_only and args.report_only:
-        raise UserError("--train-only and --report-only exclude each other")
+    for spec in plan:  # every --set checked against every model before anything starts
+        try:
+            spec.settings(args.preset, extra)
+        except (ValueError, TypeError) as exc:
+            raise UserError(f"{spec.model}: {exc}") from None
     if args.report_only:
-        status = {}
         plan = [s for s in plan if s.checkpoint(out).exists()]
         if not plan:
             raise UserError(f"no finished runs in {out}; drop --report-only to train them")
+    refused = check_reuse(plan, out, args.preset, extra)
+    if refused:
+        folder, diffs = next(iter(refused.items()))
+        raise UserError(
+            f"{len(refused)} finished run(s) in {out} were trained with other settings than "
+            f"--preset {args.preset} and these --set values, e.g. {folder} ({'; '.join(diffs)})"
+            "; give the settings they were trained with, or another --out")
+    if args.report_only:
+        status = {}
     else:
         status = run_plan(plan, out, args.preset, jobs=args.jobs, extra_sets=extra, log=_log,
                           progress=args.jobs == 1)
@@ -111,8 +126,9 @@ def cmd_quickstart(args) -> int:
     _log(f"quickstart: SASRec+ and ADRec (3 stages) on ML-100K, preset {args.preset!r}, "
          f"output in {out}")
     status = run_plan(plan, out, args.preset, jobs=1, log=_log, progress=True)
-    if any(v.startswith("failed") for v in status.values()):
-        raise RuntimeError(f"training failed: {status}; see train.out in {out / 'runs'}")
+    if any(v.startswith(("failed", "refused")) for v in status.values()):
+        failed = {k: v for k, v in status.items() if v.startswith(("failed", "refused"))}
+        raise UserError(f"training failed: {failed}; see train.out in {out / 'runs'}")
     written = write_reports(plan, out, preset=args.preset, seeds=1, bootstrap=100)
     for f in written:
         _log(f"wrote {f}")
@@ -253,11 +269,11 @@ def ablation_tables(runs, out: Path, stamp: dict):
 
 
 def _has_table(path: Path) -> bool:
-    import torch
+    from adrec.checkpoint import safe_load
 
     if not path.exists():
         return False
-    return not torch.load(path, map_location="cpu", weights_only=True).get("table_stripped")
+    return not safe_load(path).get("table_stripped")
 
 
 def embedding_checkpoints(runs, out: Path) -> list[tuple[str, Path]]:

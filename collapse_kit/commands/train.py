@@ -121,6 +121,7 @@ def cmd_evaluate(args) -> int:
         if dataset.n_items != ckpt["dataset"]["n_items"]:
             raise UserError(f"{args.checkpoint} was trained on {ckpt['dataset']['n_items']} items "
                             f"but {dataset.name} has {dataset.n_items}; pass the right --dataset")
+        _check_finite(ckpt["state_dict"], args.checkpoint)
         model = build_model(name, dataset.n_items, {**ckpt["model_args"], **overrides})
         load_weights(model, ckpt["state_dict"])
         max_len = ckpt.get("config", {}).get("max_len", 50)
@@ -136,6 +137,7 @@ def cmd_evaluate(args) -> int:
         if rows != dataset.n_items + 1:
             raise UserError(f"{args.checkpoint} has {rows - 1} items but {dataset.name} has "
                             f"{dataset.n_items}; pass the dataset it was trained on")
+        _check_finite(raw, args.checkpoint)
         model = build_model(args.model, dataset.n_items, overrides)
         load_weights(model, convert_official_state_dict(raw, positions=model.args.positions))
         max_len = 50
@@ -150,6 +152,16 @@ def cmd_evaluate(args) -> int:
     else:
         _print_metrics(result, args.protocol)
     return 0
+
+
+def _check_finite(state_dict: dict, path) -> None:
+    from adrec.checkpoint import non_finite_tensors
+
+    bad = non_finite_tensors(state_dict)
+    if bad:
+        raise UserError(f"{path}: {len(bad)} weight tensor(s) hold NaN or infinity (e.g. "
+                        f"{bad[0]}); the run diverged or the file is damaged, and its rankings "
+                        "would be meaningless")
 
 
 def _print_metrics(result: dict, protocol: str) -> None:
