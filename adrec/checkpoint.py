@@ -85,10 +85,10 @@ def _fsync_folder(folder: Path) -> None:
 
 
 def non_finite_tensors(state_dict: dict) -> list[str]:
-    """Names of the floating-point tensors of ``state_dict`` holding NaN or infinity."""
+    """Names of the dense floating-point tensors of ``state_dict`` holding NaN or infinity."""
     return [k for k, v in state_dict.items()
-            if isinstance(v, torch.Tensor) and v.is_floating_point()
-            and not bool(torch.isfinite(v).all())]
+            if isinstance(v, torch.Tensor) and _unusable_kind(v) is None
+            and v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
 def file_sha256(path: str | Path) -> str:
@@ -217,6 +217,18 @@ def model_from_checkpoint(ckpt: dict, *, overrides: dict | None = None):
     return model
 
 
+def _unusable_kind(v) -> str | None:
+    if not isinstance(v, torch.Tensor):
+        return f"not a tensor but a {type(v).__name__}"
+    if v.layout != torch.strided:
+        return f"a {str(v.layout).replace('torch.', '')} tensor"
+    if v.is_quantized:
+        return "a quantized tensor"
+    if v.is_meta:
+        return "a meta tensor (shape only, no values)"
+    return None
+
+
 def load_weights(model, state_dict: dict) -> None:
     own = model.state_dict()
     missing = sorted(set(own) - set(state_dict))
@@ -225,6 +237,11 @@ def load_weights(model, state_dict: dict) -> None:
         raise ValueError(f"checkpoint does not fit model {model.name!r}: missing {missing[:4]}, "
                          f"unexpected {unexpected[:4]}; pick the right --model")
     for k, v in state_dict.items():
+        kind = _unusable_kind(v)
+        if kind:
+            raise ValueError(f"checkpoint tensor {k} is {kind}; this loader needs dense "
+                             "floating-point weights (save tensor.to_dense() / .dequantize() / "
+                             "real values instead)")
         if tuple(v.shape) != tuple(own[k].shape):
             raise ValueError(f"checkpoint tensor {k} has shape {tuple(v.shape)} but the model "
                              f"expects {tuple(own[k].shape)}; wrong --dataset or --model?")

@@ -448,3 +448,47 @@ def test_stale_temp_files_are_removed_by_the_next_run(tmp_path, seqfile, capsys)
     assert main(["train", "--model", "sasrec", "--dataset", str(seqfile), "--epochs", "1",
                  "--out", str(out), *TINY_SETS]) == 0
     assert not stale.exists()
+
+
+@pytest.mark.parametrize("make,needle", [(lambda t: t.to_sparse(), "sparse_coo tensor"),
+                                         (lambda t: torch.quantize_per_tensor(
+                                             t, 0.1, 0, torch.qint8), "quantized"),
+                                         (lambda t: t.to("meta"), "meta tensor")])
+def test_sparse_quantized_and_meta_weights_say_what_to_do(tmp_path, seqfile, capsys, make,
+                                                          needle):
+    out = tmp_path / "run"
+    assert main(["train", "--model", "sasrec", "--dataset", str(seqfile), "--epochs", "1",
+                 "--out", str(out), *TINY_SETS]) == 0
+    capsys.readouterr()
+    ck = safe_load(out / "sasrec.pt")
+    key = "item_embedding.weight"
+    ck["state_dict"][key] = make(ck["state_dict"][key])
+    bad = tmp_path / "bad.pt"
+    try:
+        torch.save(ck, bad)
+    except Exception:  # pragma: no cover - a torch that cannot save this kind at all
+        pytest.skip("this torch cannot save such a tensor")
+    assert main(["evaluate", str(bad), "--dataset", str(seqfile)]) == 2
+    line = _one_line(capsys)
+    assert needle in line
+
+
+@pytest.mark.parametrize("text,needle", [("item_id,a\n1,no\n", "must be 0 or 1"),
+                                         ("item_id,a\n1,1\n1,0\n", "repeats line 2")])
+def test_label_files_refuse_non_binary_values_and_duplicates(tmp_path, text, needle):
+    from probes.labels import load_item_labels
+
+    path = tmp_path / "labels.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=needle):
+        load_item_labels(path, 1)
+
+
+def test_label_file_with_a_utf8_bom_reads_like_without(tmp_path):
+    from probes.labels import load_item_labels
+
+    plain, bom = tmp_path / "plain.csv", tmp_path / "bom.csv"
+    plain.write_text("item_id,a,b\n1,1,0\n2,0,1\n")
+    bom.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())  # as Excel writes CSVs
+    a, b = load_item_labels(plain, 2), load_item_labels(bom, 2)
+    assert a.names == b.names == ["a", "b"] and (a.Y == b.Y).all()
