@@ -1,0 +1,34 @@
+"""The analysis scripts under scripts/: their pure parts against known answers."""
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_selection_overshoot_is_the_peak_over_its_neighbours():
+    gap = _load("valid_test_gap")
+    assert gap.selection_overshoot(np.array([1.0, 2.0, 5.0, 2.0, 1.0, 0.0])) == \
+        pytest.approx(5.0 - 1.5)
+    assert gap.selection_overshoot(np.array([3.0, 1.0])) == pytest.approx(2.0)  # edge peak
+    assert np.isnan(gap.selection_overshoot(np.array([3.0])))
+
+
+def test_paired_interval_matches_the_normal_approximation():
+    paired = _load("paired_compare")
+    rng = np.random.default_rng(1)
+    diff = rng.normal(0.3, 2.0, 4000)
+    lo, hi = paired.paired_interval(diff, 2000, np.random.default_rng(0))
+    se = diff.std(ddof=1) / np.sqrt(len(diff))
+    assert lo == pytest.approx(diff.mean() - 1.96 * se, abs=0.25 * se)
+    assert hi == pytest.approx(diff.mean() + 1.96 * se, abs=0.25 * se)
+    assert paired.paired_interval(np.full(50, 0.7), 100, rng) == pytest.approx((0.7, 0.7))
