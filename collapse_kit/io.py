@@ -12,6 +12,11 @@ Loading never executes code from the file: PyTorch files are read with ``weights
 numpy files with ``allow_pickle=False``. A file that needs real unpickling is refused unless the
 caller passes ``trust_pickle=True`` (CLI: ``--trust-pickle``).
 
+Loading never trusts the file either: only regular files are opened (a FIFO or a device would
+block or never end); a .npy header's claimed shape is checked against the bytes that follow it
+before anything is allocated; and every way a damaged file can make a reader fail (zlib, zip,
+pickle, header-parsing errors, ...) becomes one UserError that names the file and the fix.
+
 Padding: the ADRec authors' code and RecBole reserve item id 0 for padding, so row 0 of their
 ``item_embedding.weight`` is not an item. ``padding="auto"`` drops row 0 when the tensor has that
 name (outside this project's checkpoints, which store the table without padding) or when row 0 is
@@ -21,10 +26,15 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import os
 import re
+import stat
+import struct
+import tokenize
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -45,6 +55,15 @@ KNOWN_ITEM_KEYS = ("item_embeddings", "item_embedding.weight", "item_emb.weight"
 PADDED_KEYS = ("item_embedding.weight",)
 PADDING_CHOICES = ("auto", "drop", "keep")
 TRUST_HINT = "pass --trust-pickle (trust_pickle=True in Python) only if you trust where the file came from"
+SAVE_AGAIN = "copy or save it again"
+# What a reader raises when the bytes it parses are damaged (a flipped bit in a zip, a cut pickle,
+# a header that no longer parses). Each becomes "PATH is truncated or corrupt (...)".
+CORRUPT_FILE_ERRORS = (EOFError, RuntimeError, ValueError, KeyError, IndexError, TypeError,
+                       AttributeError, AssertionError, OverflowError, NotImplementedError,
+                       SyntaxError, OSError, struct.error, zlib.error, zipfile.BadZipFile,
+                       tokenize.TokenError)
+# A deflate stream expands at most about 1032:1; a zip member claiming more is corrupt.
+MAX_DEFLATE_RATIO = 1100
 
 
 class LoadedTable(NamedTuple):
@@ -70,15 +89,16 @@ def load_embeddings(path: str | os.PathLike, key: str | None = None, *, padding:
     if padding not in PADDING_CHOICES:
         raise UserError(f"padding must be one of {', '.join(PADDING_CHOICES)}; got {padding!r}")
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(2, "No such file", str(path))
-    if path.is_dir():
-        raise UserError(f"{path} is a directory; give the checkpoint file inside it")
+    check_regular_file(path, "checkpoint")
     kind = _sniff(path)
-    tensors, meta = _READERS[kind](path, trust_pickle)
+    try:
+        tensors, meta = _READERS[kind](path, trust_pickle)
+    except MemoryError:
+        raise UserError(f"{path} ({_bytes(path.stat().st_size)}) needs more memory than is free "
+                        "to load; close other programs or use a machine with more memory") from None
     name, reason = _choose_key(tensors, key, meta, path)
     meta.update(source=str(path), key=name, key_reason=reason)
-    table = _to_numpy(tensors[name])
+    table = _to_numpy(tensors[name], f"tensor {name!r} in {path}")
     meta["original_shape"] = list(table.shape)
     meta["dtype"] = str(table.dtype)
     label = f"tensor {name!r} in {path}"
@@ -93,9 +113,29 @@ def load_embeddings(path: str | os.PathLike, key: str | None = None, *, padding:
 
 # -- format detection and readers ---------------------------------------------------------------
 
+def check_regular_file(path: Path, what: str = "file") -> None:
+    """Refuse, before opening it, anything but an existing regular file (or a link to one).
+
+    A FIFO would block the reader for ever and a device such as /dev/zero never ends.
+    Raises FileNotFoundError if ``path`` does not exist, UserError otherwise.
+    """
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(2, "No such file", str(path)) from None
+    if stat.S_ISDIR(mode):
+        raise UserError(f"{path} is a directory; give the {what} file inside it")
+    if not stat.S_ISREG(mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a character device"
+                if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
+                else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+        raise UserError(f"{path} is {kind}, not a regular file; give the {what} file itself "
+                        "(copy a stream to a file first)")
+
+
 def _sniff(path: Path) -> str:
     with open(path, "rb") as f:
-        head = f.read(16)
+        head = f.read(64)
     if not head:
         raise UserError(f"{path} is empty (0 bytes); it was not written completely, so save it again")
     if head.startswith(b"\x93NUMPY"):
@@ -104,18 +144,39 @@ def _sniff(path: Path) -> str:
         try:
             with zipfile.ZipFile(path) as zf:
                 names = zf.namelist()
-        except zipfile.BadZipFile:
+        except CORRUPT_FILE_ERRORS:
             raise UserError(f"{path} is truncated or corrupt (an incomplete zip archive); "
-                            "copy or save it again") from None
+                            f"{SAVE_AGAIN}") from None
         if names and all(n.endswith(".npy") for n in names):
             return "npz"
-        return "torch"
+        if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+            return "torch"
+        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        raise UserError(f"{path} is a zip archive but neither a PyTorch checkpoint (no data.pkl) "
+                        f"nor an .npz of .npy arrays; it holds: {shown or 'nothing'}")
     if len(head) >= 9 and head[8:9] == b"{":  # safetensors: u64 header length, then JSON
         return "safetensors"
     if head[0] == 0x80:  # a pickle protocol marker: legacy torch.save, or a bare pickle
         return "torch"
-    raise UserError(f"cannot tell the format of {path}: expected a PyTorch checkpoint, a "
-                    "safetensors file, or a .npy/.npz array")
+    what, fix = _describe_bytes(head)
+    raise UserError(f"cannot read {path}: it is {what}, not a PyTorch checkpoint, a safetensors "
+                    f"file or a .npy/.npz array; {fix}")
+
+
+def _describe_bytes(head: bytes) -> tuple[str, str]:
+    """(what the first bytes of an unsupported file look like, what to do), for the message."""
+    save = "load the table in Python and save it with numpy.save"
+    if head.startswith(b"\x1f\x8b"):
+        return "gzip-compressed", "decompress it first (e.g. with gunzip)"
+    if head.startswith(b"\x89HDF"):
+        return "an HDF5 file (Keras, h5py)", save
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3:  # not merely a character cut by the 64-byte window
+            return f"binary data of an unknown format (first bytes {head[:8].hex(' ')})", save
+        text = head[: exc.start].decode("utf-8")
+    return f"a text file (it starts {' '.join(text.split())[:40]!r})", save
 
 
 def _read_torch(path: Path, trust_pickle: bool) -> tuple[dict, dict]:
@@ -131,14 +192,13 @@ def _read_torch(path: Path, trust_pickle: bool) -> tuple[dict, dict]:
     except pickle.UnpicklingError as exc:
         if _pickle_is_truncated(path):
             raise UserError(f"{path} is truncated or corrupt (its pickle stream ends early); "
-                            "copy or save it again") from None
+                            f"{SAVE_AGAIN}") from None
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         what = f" ({found.group(1)})" if found else ""
         raise UserError(f"{path} holds pickled Python objects{what}, which only a full unpickle "
                         f"can load and which may run code, so it was not unpickled; {TRUST_HINT}") from None
-    except (EOFError, RuntimeError) as exc:
-        first = str(exc).split(".")[0] or type(exc).__name__
-        raise UserError(f"{path} is truncated or corrupt ({first}); copy or save it again") from None
+    except CORRUPT_FILE_ERRORS as exc:
+        raise UserError(f"{path} is truncated or corrupt ({_first_line(exc)}); {SAVE_AGAIN}") from None
     if trust_pickle:
         log.warning("%s was unpickled with trust_pickle=True", path)
     if isinstance(obj, torch.Tensor):
@@ -149,6 +209,13 @@ def _read_torch(path: Path, trust_pickle: bool) -> tuple[dict, dict]:
     if obj.get("format") == PROJECT_FORMAT:
         return _flatten(obj), _project_meta(obj, path)
     return _flatten(obj), {"format": "torch-state-dict"}
+
+
+def _first_line(exc: BaseException) -> str:
+    """The gist of a library error for a one-line message: its first sentence, or its type."""
+    text = " ".join(str(exc).split())
+    first = text.split(". ")[0][:160]
+    return first or type(exc).__name__
 
 
 def _pickle_is_truncated(path: Path) -> bool:
@@ -167,14 +234,17 @@ def _pickle_is_truncated(path: Path) -> bool:
             return True
         return False
 
-    if zipfile.is_zipfile(path):  # torch's zip format: the object graph is <archive>/data.pkl
-        with zipfile.ZipFile(path) as zf:
-            members = [n for n in zf.namelist() if n.endswith("data.pkl")]
-            if not members:
-                return True
-            return cut(io.BufferedReader(zf.open(members[0])), 1)
-    with open(path, "rb") as f:  # legacy torch.save: magic, protocol, sys info, object, keys
-        return cut(f, 5)
+    try:
+        if zipfile.is_zipfile(path):  # torch's zip format: the object graph is <archive>/data.pkl
+            with zipfile.ZipFile(path) as zf:
+                members = [n for n in zf.namelist() if n.endswith("data.pkl")]
+                if not members:
+                    return True
+                return cut(io.BufferedReader(zf.open(members[0])), 1)
+        with open(path, "rb") as f:  # legacy torch.save: magic, protocol, sys info, object, keys
+            return cut(f, 5)
+    except CORRUPT_FILE_ERRORS:  # a damaged archive around the pickle: corrupt either way
+        return True
 
 
 def _read_safetensors(path: Path, trust_pickle: bool) -> tuple[dict, dict]:
@@ -183,40 +253,98 @@ def _read_safetensors(path: Path, trust_pickle: bool) -> tuple[dict, dict]:
 
     try:
         return dict(load_file(str(path), device="cpu")), {"format": "safetensors"}
-    except SafetensorError as exc:
-        raise UserError(f"{path} is truncated or corrupt ({exc}); copy or save it again") from None
+    except (SafetensorError, *CORRUPT_FILE_ERRORS) as exc:
+        raise UserError(f"{path} is truncated or corrupt ({_first_line(exc)}); {SAVE_AGAIN}") from None
 
 
 def _read_npy(path: Path, trust_pickle: bool) -> tuple[dict, dict]:
-    return {"<array>": _np_load(path, trust_pickle)}, {"format": "npy"}
+    with open(path, "rb") as f:
+        shape, dtype = _npy_header(f, str(path))
+        _check_npy_size(shape, dtype, path.stat().st_size - f.tell(), str(path), trust_pickle)
+    try:
+        array = np.load(path, allow_pickle=trust_pickle)
+    except CORRUPT_FILE_ERRORS as exc:
+        raise _numpy_error(exc, path) from None
+    return {"<array>": array}, {"format": "npy"}
 
 
 def _read_npz(path: Path, trust_pickle: bool) -> tuple[dict, dict]:
-    with np.load(path, allow_pickle=trust_pickle) as archive:
-        arrays = {name: _np_member(archive, name, path) for name in archive.files}
+    arrays = {}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():  # every name ends in .npy (``_sniff``)
+                arrays[info.filename[: -len(".npy")]] = _npz_member(zf, info, path, trust_pickle)
+    except UserError:
+        raise
+    except CORRUPT_FILE_ERRORS as exc:  # zlib, CRC, a member cut short, ...
+        raise _numpy_error(exc, path) from None
     return arrays, {"format": "npz"}
 
 
-def _np_load(path: Path, trust_pickle: bool) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=trust_pickle)
-    except ValueError as exc:
-        raise _numpy_error(exc, path) from None
+def _npz_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path,
+                trust_pickle: bool) -> np.ndarray:
+    """One .npy member of an .npz, its header checked against its size before reading it."""
+    where = f"member {info.filename!r} of {path}"
+    if info.compress_type == zipfile.ZIP_DEFLATED and \
+            info.file_size > MAX_DEFLATE_RATIO * info.compress_size + 1024:
+        raise UserError(f"{where} claims {_bytes(info.file_size)} from {_bytes(info.compress_size)} "
+                        f"of compressed data, more than deflate can hold: it is corrupt; {SAVE_AGAIN}")
+    with zf.open(info) as f:
+        shape, dtype = _npy_header(f, where)
+        _check_npy_size(shape, dtype, info.file_size - f.tell(), where, trust_pickle)
+    with zf.open(info) as f:
+        try:
+            return np.lib.format.read_array(f, allow_pickle=trust_pickle)
+        except ValueError as exc:  # the pickle refusal, or data that ends early
+            raise _numpy_error(exc, path) from None
 
 
-def _np_member(archive, name: str, path: Path) -> np.ndarray:
+def _npy_header(f, where: str) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) from the .npy header at ``f``'s position, which is left at the data."""
+    fmt = np.lib.format
     try:
-        return archive[name]
-    except (ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise _numpy_error(exc, path) from None
+        version = fmt.read_magic(f)
+        if version == (1, 0):
+            shape, _fortran, dtype = fmt.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, _fortran, dtype = fmt.read_array_header_2_0(f)
+        else:  # 3.0 only adds UTF-8 field names: a structured array, never an embedding table
+            raise ValueError(f"format version {version[0]}.{version[1]} is not supported")
+        if any(s < 0 for s in shape):
+            raise ValueError(f"negative shape {shape}")
+    except (ValueError, SyntaxError, tokenize.TokenError, TypeError, KeyError, OverflowError) as exc:
+        raise UserError(f"{where} has a damaged .npy header ({_first_line(exc)}); it is truncated "
+                        f"or corrupt; {SAVE_AGAIN}") from None
+    return shape, dtype
+
+
+def _check_npy_size(shape, dtype: np.dtype, available: int, where: str, trust_pickle: bool) -> None:
+    """Refuse a header whose claimed array needs more bytes than follow it (nothing allocated)."""
+    if dtype.hasobject:  # pickled objects: no size to check; refused unless trust_pickle
+        if not trust_pickle:
+            raise UserError(f"{where} holds a pickled object array that would run code when "
+                            f"loaded, so it was not unpickled; {TRUST_HINT}")
+        return
+    need = math.prod(shape) * dtype.itemsize
+    if need > available:
+        raise UserError(f"{where} claims a {dtype} array of shape {tuple(shape)} ({_bytes(need)}) "
+                        f"but holds only {_bytes(max(available, 0))} of data: it is truncated or "
+                        f"corrupt; {SAVE_AGAIN}")
+
+
+def _bytes(n: int) -> str:
+    """A byte count for people: 200 bytes, 4.1 MB, 102.4 TB."""
+    if n < 1000:
+        return f"{n} bytes"
+    exp = min(int(math.log10(n) // 3), 6)
+    return f"{n / 1000 ** exp:.1f} {'kMGTPE'[exp - 1]}B"
 
 
 def _numpy_error(exc: Exception, path: Path) -> UserError:
     if "allow_pickle" in str(exc):
         return UserError(f"{path} holds a pickled object array that would run code when loaded, "
                          f"so it was not unpickled; {TRUST_HINT}")
-    return UserError(f"{path} is truncated or corrupt ({' '.join(str(exc).split())}); "
-                     "copy or save it again")
+    return UserError(f"{path} is truncated or corrupt ({_first_line(exc)}); {SAVE_AGAIN}")
 
 
 _READERS = {"torch": _read_torch, "safetensors": _read_safetensors, "npy": _read_npy,
@@ -288,9 +416,23 @@ def _describe(tensors: dict, limit: int = 12) -> str:
     return ", ".join(items[:limit]) + more
 
 
-def _to_numpy(t) -> np.ndarray:
-    """A torch tensor or array as numpy; float16/bfloat16 become float32 (numpy lacks bfloat16)."""
+def _to_numpy(t, label: str) -> np.ndarray:
+    """A torch tensor or array as numpy; float16/bfloat16 become float32 (numpy lacks bfloat16).
+
+    Sparse, quantised and meta tensors are refused with what to save instead (``label`` names
+    the tensor): they hold no plain table of numbers that could be read as it is.
+    """
     if hasattr(t, "detach"):
+        if str(t.layout) != "torch.strided":
+            raise UserError(f"{label} is a sparse tensor ({str(t.layout).replace('torch.', '')}); "
+                            "save its dense table instead (tensor.to_dense())")
+        if t.is_quantized:
+            raise UserError(f"{label} is a quantised tensor ({str(t.dtype).replace('torch.', '')}); "
+                            "save its float values instead (tensor.dequantize())")
+        if t.is_meta:
+            raise UserError(f"{label} holds no data: it is a 'meta' tensor (only its shape was "
+                            "saved, e.g. from a model built on the meta device); save the table "
+                            "after its weights are loaded")
         t = t.detach().cpu()
         if t.is_floating_point() and t.element_size() < 4:
             t = t.float()
@@ -324,6 +466,7 @@ def load_labels(path: str | os.PathLike, n_items: int) -> tuple[np.ndarray, list
     needs one class per item. Returns (labels, class names): labels (n_items,) int, -1 = none.
     """
     path = Path(path)
+    check_regular_file(path, "label CSV")
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
     if len(rows) < 2 or len(rows[0]) < 2 or rows[0][0].strip() != "item_id":

@@ -1,8 +1,14 @@
 """collapse_kit.io: every supported file kind loads, and every bad file fails with one clear line."""
 from __future__ import annotations
 
+import io
 import os
 import pickle
+import random
+import threading
+import time
+import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -316,3 +322,196 @@ def test_load_labels_single_column_and_bad_ids(tmp_path):
 def test_ml100k_genres_load():
     labels, classes = load_labels(GENRES, 1008)
     assert len(classes) == 26 and (labels >= 0).sum() == 428  # items with exactly one genre
+
+
+# -- damaged and hostile files (regressions: issue 16, item 7 and the lower-severity list) --------
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+def huge_npy_header(shape=(10**11, 128)) -> bytes:
+    """A .npy header claiming ``shape`` float64, padded to 128 bytes as numpy writes it."""
+    header = f"{{'descr': '<f8', 'fortran_order': False, 'shape': {shape}, }}"
+    header += " " * (128 - 10 - len(header) - 1) + "\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode()
+
+
+def test_regression_corrupt_compressed_npz(tmp_path):
+    # zlib.error escaped as a traceback.
+    np.savez_compressed(tmp_path / "c.npz", emb=rand(50, 4).numpy())
+    data = bytearray((tmp_path / "c.npz").read_bytes())
+    start = data.find(b"emb.npy") + len("emb.npy") + 40  # inside the deflate stream
+    data[start:start + 30] = bytes(b ^ 0x55 for b in data[start:start + 30])
+    (tmp_path / "c.npz").write_bytes(bytes(data))
+    with pytest.raises(UserError, match=r"c\.npz is truncated or corrupt"):
+        load_embeddings(tmp_path / "c.npz")
+
+
+@pytest.mark.parametrize("container", ["npy", "npz"])
+def test_regression_header_claiming_a_huge_shape_is_refused_before_allocating(tmp_path, container):
+    # A 200-byte .npy whose header claims (1e11, 128) raised MemoryError (numpy tried 102 TB).
+    blob = huge_npy_header() + bytes(72)
+    assert len(blob) == 200
+    path = tmp_path / "h"
+    if container == "npy":
+        path.write_bytes(blob)
+    else:
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("emb.npy", blob)
+    with pytest.raises(UserError, match=r"claims a float64 array of shape \(100000000000, 128\) "
+                                        r"\(102\.4 TB\) but holds only 72 bytes"):
+        load_embeddings(path)
+
+
+def test_regression_compressed_npz_member_claiming_too_much_is_refused(tmp_path):
+    with zipfile.ZipFile(tmp_path / "z.npz", "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("emb.npy", npy_bytes(rand(40, 4).numpy()))
+    data = bytearray((tmp_path / "z.npz").read_bytes())
+    # the uncompressed size in the local header (offset 22) and the central directory (24)
+    for sig, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
+        at = data.find(sig) + offset
+        data[at:at + 4] = (10**9).to_bytes(4, "little")
+    (tmp_path / "z.npz").write_bytes(bytes(data))
+    with pytest.raises(UserError, match="more than deflate can hold"):
+        load_embeddings(tmp_path / "z.npz")
+
+
+@pytest.mark.parametrize("members", [{"emb.npy": b"hello world"},
+                                     {"a.npy": b"hello", "b.npy": None}])
+def test_regression_npz_member_that_is_not_an_array(tmp_path, members):
+    # Non-array members came back as bytes: AttributeError ('bytes' has no attribute 'shape'),
+    # or a dtype |S11 table "of item ids".
+    with zipfile.ZipFile(tmp_path / "m.npz", "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data if data is not None else npy_bytes(rand(10, 3).numpy()))
+    with pytest.raises(UserError, match=r"member '\w+\.npy' of .*m\.npz has a damaged \.npy header"):
+        load_embeddings(tmp_path / "m.npz")
+
+
+@pytest.mark.parametrize("damage", [(10, b"((((((((((") , (20, b"'''''''''''''''''''\"")])
+def test_regression_damaged_npy_header_inside_npz(tmp_path, damage):
+    # tokenize.TokenError escaped; a ValueError gave a raw numpy message.
+    at, junk = damage
+    blob = bytearray(npy_bytes(rand(50, 4).numpy()))
+    blob[at:at + len(junk)] = junk
+    with zipfile.ZipFile(tmp_path / "d.npz", "w") as zf:
+        zf.writestr("emb.npy", bytes(blob))
+    with pytest.raises(UserError, match=r"member 'emb\.npy' of .*d\.npz has a damaged \.npy header"):
+        load_embeddings(tmp_path / "d.npz")
+
+
+def test_regression_object_array_inside_npz_is_refused_and_never_unpickled(tmp_path):
+    marker = tmp_path / "RAN"
+    np.savez(tmp_path / "o.npz", emb=np.array([Boom(str(marker))], dtype=object))
+    with pytest.raises(UserError, match="pickled object array.*--trust-pickle"):
+        load_embeddings(tmp_path / "o.npz")
+    assert not marker.exists()
+
+
+def _unblock_later(fifo: Path) -> None:
+    """Open and close the FIFO's writing end every second, so that a reader blocked on it (the
+    bug) gets an end of file and the test fails instead of hanging the run."""
+    def writer():
+        for _ in range(60):
+            time.sleep(1)
+            try:
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:  # ENXIO: nobody is reading it (the fixed behaviour)
+                pass
+
+    threading.Thread(target=writer, daemon=True).start()
+
+
+def test_regression_fifo_and_devices_are_refused_without_reading(tmp_path):
+    # A FIFO given as a checkpoint (or label file) blocked for ever.
+    fifo = tmp_path / "ckpt.pt"
+    os.mkfifo(fifo)
+    _unblock_later(fifo)
+    started = time.monotonic()
+    with pytest.raises(UserError, match=r"ckpt\.pt is a FIFO \(named pipe\), not a regular file"):
+        load_embeddings(fifo)
+    with pytest.raises(UserError, match="FIFO.*label CSV"):
+        load_labels(fifo, 10)
+    assert time.monotonic() - started < 4
+    if Path("/dev/null").exists():
+        with pytest.raises(UserError, match="character device"):
+            load_embeddings("/dev/null")
+
+
+def test_regression_text_file_says_what_it_is(tmp_path):
+    # A text file given as a checkpoint elsewhere gave "error: 101" (ord("e")).
+    (tmp_path / "t.pt").write_text("embedding table\n1 2 3\n")
+    with pytest.raises(UserError, match=r"t\.pt: it is a text file \(it starts 'embedding "
+                                        r"table 1 2 3'\), not a PyTorch checkpoint.*numpy\.save"):
+        load_embeddings(tmp_path / "t.pt")
+    (tmp_path / "b.bin").write_bytes(bytes(range(200, 256)) * 2)
+    with pytest.raises(UserError, match="binary data of an unknown format"):
+        load_embeddings(tmp_path / "b.bin")
+    with zipfile.ZipFile(tmp_path / "other.zip", "w") as zf:
+        zf.writestr("readme.txt", "hi")
+    with pytest.raises(UserError, match="zip archive but neither a PyTorch checkpoint.*readme.txt"):
+        load_embeddings(tmp_path / "other.zip")
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda t: t.to_sparse(), r"is a sparse tensor \(sparse_coo\); save .*to_dense\(\)"),
+    (lambda t: t.to_sparse_csr(), r"is a sparse tensor \(sparse_csr\)"),
+    (lambda t: torch.quantize_per_tensor(t, 0.1, 0, torch.qint8),
+     r"is a quantised tensor \(qint8\); save .*dequantize\(\)"),
+    (lambda t: torch.empty(t.shape, device="meta"), r"holds no data: it is a 'meta' tensor"),
+])
+def test_regression_sparse_quantised_and_meta_tensors_say_what_to_do(tmp_path, make, match):
+    # Raw library messages ("can't convert Sparse layout tensor to numpy...") before.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch deprecates quantize_per_tensor
+        torch.save({"emb": make(rand(20, 4))}, tmp_path / "s.pt")
+    with pytest.raises(UserError, match=r"tensor 'emb' in .*s\.pt " + match):
+        load_embeddings(tmp_path / "s.pt")
+
+
+def test_regression_project_checkpoint_with_config_none_loads(tmp_path):
+    torch.save(project_checkpoint(rand(), config=None, dataset=None), tmp_path / "run.pt")
+    E, meta = load_embeddings(tmp_path / "run.pt")
+    assert E.shape == (30, 8) and meta["dataset"] is None
+
+
+@pytest.mark.parametrize("writer", ["zip", "legacy", "safetensors", "npy", "npz", "npz-deflate"])
+def test_regression_any_damage_is_one_user_error(tmp_path, writer):
+    # Fix the class, not the case: seeded random damage (overwritten bytes, zeroed runs, cuts) to
+    # every supported format may only ever end in a UserError (or, for a table that survives
+    # with a wrong dtype, the documented TypeError): never zlib.error, struct.error,
+    # UnicodeDecodeError, AssertionError, NotImplementedError, ...
+    path = tmp_path / "x"
+    table = rand(40, 6)
+    if writer == "zip":
+        torch.save({"emb": table, "cfg": {"a": 1}}, path)
+    elif writer == "legacy":
+        torch.save({"emb": table}, path, _use_new_zipfile_serialization=False)
+    elif writer == "safetensors":
+        save_file({"emb": table}, path)
+    elif writer == "npy":
+        path.write_bytes(npy_bytes(table.numpy()))
+    else:
+        with open(path, "wb") as f:
+            (np.savez_compressed if writer == "npz-deflate" else np.savez)(f, emb=table.numpy())
+    good = path.read_bytes()
+    rng = random.Random(writer)
+    for _ in range(60):
+        data = bytearray(good)
+        how = rng.choice(["overwrite", "zero", "cut"])
+        if how == "overwrite":
+            for _ in range(rng.randint(1, 8)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+        elif how == "zero":
+            at = rng.randrange(len(data))
+            data[at:at + 64] = bytes(len(data[at:at + 64]))
+        else:
+            data = data[: rng.randrange(1, len(data))]
+        path.write_bytes(bytes(data))
+        try:
+            load_embeddings(path)
+        except (UserError, TypeError):
+            pass
