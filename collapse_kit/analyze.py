@@ -4,6 +4,10 @@
 and returns one flat dict keyed by metric name (docs/metrics.md lists every key). The parts stay
 importable alone: ``compute_metrics`` (the metric values only), ``gaussian_null`` and
 ``bootstrap_ci`` (collapse_kit.metrics.uncertainty), and the formatters below.
+
+A metric that is undefined for the table (isotropy when n_items <= d, the KMeans silhouette of a
+table with fewer distinct rows than clusters, ...) is reported as None, with the reason under
+``K_undefined``; every other metric is still computed. The output stays one flat dict.
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from functools import partial
 
 import numpy as np
 
-from collapse_kit.errors import UserError
+from collapse_kit.errors import UndefinedMetric, UserError
 from collapse_kit.metrics import (
     bootstrap_ci, covariance_entropy, effective_rank, gaussian_null, information_abundance,
     isotropy, kl_to_gaussian, kl_to_gaussian_logdet, mean_cosine_similarity, numerical_rank,
@@ -38,6 +42,8 @@ GROUPS = {"paper": PAPER_KEYS, "corrected": CORRECTED_KEYS, "beyond": BEYOND_KEY
 GROUP_TITLES = {"paper": "Paper (ADRec Table 5)", "corrected": "Corrected",
                 "beyond": "Beyond the paper"}
 INTEGER_KEYS = ("numerical_rank",)
+# result[K + UNDEFINED_SUFFIX] says why result[K] is None (the metric has no value for the table).
+UNDEFINED_SUFFIX = "_undefined"
 FORMATS = ("table", "json", "csv", "markdown")
 COMPARE_FORMATS = ("markdown", "csv", "latex")
 
@@ -51,10 +57,11 @@ def compute_metrics(E, labels=None, *, groups: Sequence[str] = ("paper", "correc
                     uniformity_sample: int | None = DEFAULT_SAMPLE_SIZE,
                     uniformity_t: float = 2.0, seed: int = 0,
                     threads: int | None = 1) -> dict[str, object]:
-    """The metric values of E (n_items, d): {JSON key: float, int or list}, nothing else.
+    """The metric values of E (n_items, d): {JSON key: float, int, list or None}.
 
-    ``labels`` (n_items,) int, -1 = unlabelled, enables ``silhouette_labels``. ``groups`` picks
-    among "paper", "corrected" and "beyond". ``seed`` drives every sample (silhouette,
+    A metric undefined for E (``UndefinedMetric``) is None, and ``K_undefined`` holds the reason
+    (a string); nothing else is in the dict. ``labels`` (n_items,) int, -1 = unlabelled, enables
+    ``silhouette_labels``. ``groups`` picks among "paper", "corrected" and "beyond". ``seed`` drives every sample (silhouette,
     uniformity); KMeans uses ``kmeans_seed`` (42, the paper's). ``threads`` caps BLAS/OpenMP
     threads while computing (None: the libraries' default, every core). The default is 1: on
     the 2-core machines this is built for, one thread was faster than two for every metric once
@@ -74,36 +81,56 @@ def _compute(X, labels, groups, n_clusters, kmeans_seed, kmeans_n_init, silhouet
              uniformity_sample, uniformity_t, seed) -> dict[str, object]:
     sp = spectra(X)  # three SVDs shared by every spectral metric
     out: dict[str, object] = {}
+
+    def put(keys: tuple[str, ...], fn, *args, **kwargs) -> None:
+        """out[key] = fn(...) (a tuple of values for several keys), or None and the reason."""
+        try:
+            value = fn(*args, **kwargs)
+        except UndefinedMetric as exc:
+            for key in keys:
+                out[key] = None
+                out[key + UNDEFINED_SUFFIX] = str(exc)
+            return
+        out.update(zip(keys, value if len(keys) > 1 else (value,)))
+
     if "paper" in groups:
         k = min(5, sp.standardized.size)
-        out["top5_singular_values"] = top_singular_values(sp, k).tolist()
-        out["singular_value_variance"] = singular_value_variance(sp)
-        out["singular_value_entropy"] = singular_value_entropy(sp)
-        out["covariance_entropy"] = covariance_entropy(sp)
-        out["isotropy"] = isotropy(sp)
-        out["kl_to_gaussian"] = kl_to_gaussian(sp)
-        out["silhouette"] = silhouette(X, n_clusters=n_clusters, random_state=kmeans_seed,
-                                       n_init=kmeans_n_init, sample_size=silhouette_sample,
-                                       sample_seed=seed)
+        put(("top5_singular_values",), lambda: top_singular_values(sp, k).tolist())
+        put(("singular_value_variance",), singular_value_variance, sp)
+        put(("singular_value_entropy",), singular_value_entropy, sp)
+        put(("covariance_entropy",), covariance_entropy, sp)
+        put(("isotropy",), isotropy, sp)
+        put(("kl_to_gaussian",), kl_to_gaussian, sp)
+        put(("silhouette",), silhouette, X, n_clusters=n_clusters, random_state=kmeans_seed,
+            n_init=kmeans_n_init, sample_size=silhouette_sample, sample_seed=seed)
     if "corrected" in groups:
-        out["kl_to_gaussian_logdet"] = kl_to_gaussian_logdet(sp)
+        put(("kl_to_gaussian_logdet",), kl_to_gaussian_logdet, sp)
         if labels is not None:
-            labelled = _labelled_rows(labels, X.shape[0])
-            out["silhouette_labels"] = silhouette_labels(
-                X[labelled], np.asarray(labels)[labelled], sample_size=silhouette_sample,
-                random_state=seed)
+            put(("silhouette_labels",), _silhouette_of_labelled, X, labels,
+                sample_size=silhouette_sample, random_state=seed)
     if "beyond" in groups:
-        out["effective_rank"] = effective_rank(sp)
-        out["information_abundance"] = information_abundance(sp)
-        out["power_law_alpha"], out["power_law_r2"] = power_law_decay(sp)
-        out["numerical_rank"] = numerical_rank(sp)
-        out["uniformity"] = uniformity(X, t=uniformity_t, sample_size=uniformity_sample,
-                                       random_state=seed)
-        out["mean_cosine_similarity"] = mean_cosine_similarity(X)
+        put(("effective_rank",), effective_rank, sp)
+        put(("information_abundance",), information_abundance, sp)
+        put(("power_law_alpha", "power_law_r2"), power_law_decay, sp)
+        put(("numerical_rank",), numerical_rank, sp)
+        put(("uniformity",), uniformity, X, t=uniformity_t, sample_size=uniformity_sample,
+            random_state=seed)
+        put(("mean_cosine_similarity",), mean_cosine_similarity, X)
         norms = row_norm_stats(X)
         for stat in ("mean", "std", "min", "max"):
             out[f"row_norm_{stat}"] = norms[stat]
     return out
+
+
+def _silhouette_of_labelled(X: np.ndarray, labels, **kwargs) -> float:
+    """``silhouette_labels`` over the labelled rows (label >= 0) of X (n, d)."""
+    labelled = _labelled_rows(labels, X.shape[0])
+    m = int(labelled.sum())
+    if m < 3:
+        raise UndefinedMetric(f"only {m} item(s) have a label; a silhouette needs at least 3")
+    if not X[labelled].any():
+        raise UndefinedMetric(f"all {m} labelled items have all-zero rows (one point)")
+    return silhouette_labels(X[labelled], np.asarray(labels)[labelled], **kwargs)
 
 
 def _labelled_rows(labels, n_items: int) -> np.ndarray:
@@ -274,8 +301,15 @@ def _metric_rows(result: dict) -> list[tuple[str, str, str, str, str]]:
             ci = "-"
             if f"{key}_ci_low" in result:
                 ci = f"[{_fmt(result[f'{key}_ci_low'], key)}, {_fmt(result[f'{key}_ci_high'], key)}]"
-            rows.append((GROUP_TITLES[group], key, _fmt(result[key], key), g, ci))
+            value = "undefined" if key + UNDEFINED_SUFFIX in result else _fmt(result[key], key)
+            rows.append((GROUP_TITLES[group], key, value, g, ci))
     return rows
+
+
+def undefined_reasons(result: dict) -> dict[str, str]:
+    """{metric key: why it has no value} for every undefined metric of a result, in order."""
+    return {k[: -len(UNDEFINED_SUFFIX)]: v for k, v in result.items()
+            if k.endswith(UNDEFINED_SUFFIX) and isinstance(v, str)}
 
 
 def format_analysis(result: dict, fmt: str = "table") -> str:
@@ -297,6 +331,10 @@ def format_analysis(result: dict, fmt: str = "table") -> str:
         ci_title = _ci_title(result)
         lines += ["", f"| group | metric | value | Gaussian | {ci_title} |", "|---|---|---|---|---|"]
         lines += [f"| {g} | `{k}` | {v} | {gv} | {ci} |" for g, k, v, gv, ci in rows]
+        undefined = undefined_reasons(result)
+        if undefined:
+            lines += ["", "Undefined for this table:"]
+            lines += [f"- `{k}`: {why}" for k, why in undefined.items()]
         lines += ["", _notes(result)]
         return "\n".join(lines)
     if fmt == "table":
@@ -312,6 +350,10 @@ def format_analysis(result: dict, fmt: str = "table") -> str:
                 lines.append(group)
                 current = group
             lines.append(f"  {key:<{kw - 2}}  {value:<{vw}}  {gv:<{gw}}  {ci}".rstrip())
+        undefined = undefined_reasons(result)
+        if undefined:
+            lines += ["", "undefined for this table:"]
+            lines += [f"  {k}: {why}" for k, why in undefined.items()]
         lines += ["", _notes(result)]
         return "\n".join(lines)
     raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -345,10 +387,15 @@ def compare_metrics(E, *, corrected: bool = False, **settings) -> dict[str, obje
 
 def format_comparison(rows: Sequence[tuple[str, dict]], fmt: str = "markdown", *,
                       corrected: bool = False) -> str:
-    """Rows of (name, metrics) in the paper's Table 5 layout, as markdown, csv or latex."""
+    """Rows of (name, metrics) in the paper's Table 5 layout, as markdown, csv or latex.
+
+    A metric undefined for a table (``K_undefined`` in its metrics) prints as "n/a".
+    """
     columns = COMPARE_COLUMNS + (CORRECTED_COLUMNS if corrected else ())
 
     def cell(metrics: dict, key: str) -> str:
+        if key + UNDEFINED_SUFFIX in metrics:
+            return "n/a"  # undefined for this table; the reason is in metrics[K_undefined]
         value = metrics.get(key)
         if key == "top5_singular_values" and value is not None and fmt != "csv":
             return "[" + ", ".join(_fmt(v, key) for v in value) + "]"

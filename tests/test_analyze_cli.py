@@ -5,9 +5,14 @@ import csv
 import io
 import json
 import math
+import os
+import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +72,7 @@ def test_every_key_is_documented():
     r.update({"checkpoint": 1, "checkpoint_format": 1, "tensor": 1, "tensor_reason": 1,
               "shape": 1, "original_shape": 1, "padding_row_dropped": 1, "padding_reason": 1,
               "model": 1, "stage": 1, "dataset": 1, "epoch": 1})
-    suffixes = ("_gaussian_std", "_gaussian", "_ci_low", "_ci_high")  # documented as `K_gaussian`...
+    suffixes = ("_gaussian_std", "_gaussian", "_ci_low", "_ci_high", "_undefined")  # as `K_gaussian`...
     assert all(f"`K{s}`" in doc for s in suffixes)
 
     def documented(key):
@@ -75,6 +80,9 @@ def test_every_key_is_documented():
                                         for s in suffixes)
 
     assert [k for k in r if not documented(k)] == []
+    collapsed = analyze(np.ones((40, 8)), null_draws=0)
+    assert "silhouette_undefined" in collapsed
+    assert [k for k in collapsed if not documented(k)] == []
 
 
 def test_analyze_matches_the_metric_functions():
@@ -196,9 +204,6 @@ def test_analyze_errors_are_one_line_and_exit_2(tmp_path, capsys):
     assert main(["analyze", str(tmp_path / "p.pt")]) == 2
     err = capsys.readouterr().err
     assert "--trust-pickle" in err and err.count("\n") == 1
-    torch.save({"emb": torch.randn(10, 16)}, tmp_path / "wide.pt")
-    assert main(["analyze", str(tmp_path / "wide.pt")]) == 2
-    assert "needs more items than dimensions" in capsys.readouterr().err
 
 
 def test_analyze_key_option(tmp_path, capsys):
@@ -277,3 +282,170 @@ def test_format_comparison_rejects_unknown_format():
         format_comparison([], "html")
     with pytest.raises(UserError, match="unknown format 'xml'"):
         format_analysis({}, "xml")
+
+
+# -- tables where some metrics are undefined (regressions: issue 16, item 8) ----------------------
+
+def run_json(args, capsys) -> dict:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no sklearn or numpy warning may reach the user
+        assert main(args) == 0
+    captured = capsys.readouterr()
+    return json.loads(captured.out), captured.err
+
+
+def test_regression_collapsed_table_reports_every_defined_metric(tmp_path, capsys):
+    # np.ones used to fail with a silhouette error after two sklearn warnings.
+    np.save(tmp_path / "t.npy", np.ones((100, 8)))
+    r, err = run_json(["analyze", str(tmp_path / "t.npy"), "--json"], capsys)
+    assert err == ""
+    assert r["effective_rank"] == pytest.approx(1.0) and r["information_abundance"] == pytest.approx(1.0)
+    assert r["numerical_rank"] == 1 and r["n_constant_columns"] == 8
+    assert r["singular_value_variance"] == 0.0 and r["top5_singular_values"] == [0.0] * 5
+    assert r["singular_value_entropy"] == 0.0 and r["isotropy"] == 0.0
+    assert r["covariance_entropy"] == pytest.approx(math.log(8))  # the authors' clip: see docs
+    assert r["mean_cosine_similarity"] == pytest.approx(1.0) and r["uniformity"] == pytest.approx(0.0)
+    assert r["row_norm_std"] == 0.0 and r["row_norm_mean"] == pytest.approx(math.sqrt(8))
+    assert r["kl_to_gaussian_logdet"] is None and "kl_to_gaussian_logdet_undefined" not in r  # +inf
+    for key in ("silhouette", "power_law_alpha", "power_law_r2"):
+        assert r[key] is None and r[key + "_undefined"], key
+    assert "same point" in r["silhouette_undefined"]
+    assert "covariance is zero" in r["power_law_alpha_undefined"]
+    assert r["silhouette_gaussian"] is not None  # the same-shape Gaussian is not collapsed
+
+
+def test_regression_collapsed_table_in_the_printed_table(tmp_path, capsys):
+    np.save(tmp_path / "t.npy", np.full((100, 8), 0.1))  # 0.1: its mean is not exact in floats
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["analyze", str(tmp_path / "t.npy"), "--null-draws", "0"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^  silhouette +undefined", out, re.M)
+    assert re.search(r"^  power_law_alpha +undefined", out, re.M)
+    assert re.search(r"^  effective_rank +1\.000", out, re.M)
+    assert "undefined for this table:" in out and "  silhouette: every row of the table" in out
+    assert main(["analyze", str(tmp_path / "t.npy"), "--format", "markdown", "--null-draws", "0"]) == 0
+    assert "- `silhouette`: every row" in capsys.readouterr().out
+
+
+def test_regression_compare_of_a_collapsed_table(tmp_path, capsys):
+    np.save(tmp_path / "ones.npy", np.ones((100, 8)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["compare", str(tmp_path / "ones.npy"), "--corrected"]) == 0
+    captured = capsys.readouterr()
+    row = [c.strip() for c in captured.out.splitlines()[2].strip("|").split("|")]
+    assert row[0] == "ones" and row[7] == "n/a" and row[-1] == "1.000"  # silhouette, eff. rank
+    assert "ones: silhouette is n/a: every row of the table is the same point" in captured.err
+
+
+def test_regression_small_and_wide_tables_are_analysed(tmp_path, capsys):
+    # A 10-row table and d > n used to be refused outright.
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "small.npy", rng.standard_normal((10, 8)))
+    r, _ = run_json(["analyze", str(tmp_path / "small.npy"), "--json", "--bootstrap", "3"], capsys)
+    assert r["silhouette"] is None and "n_clusters=16 must be below n_items=10" in r["silhouette_undefined"]
+    assert r["silhouette_gaussian"] is None and r["silhouette_ci_low"] is None
+    assert 0 < r["isotropy"] < 1 and r["isotropy_ci_low"] <= r["isotropy_ci_high"]
+    torch.save({"emb": torch.randn(10, 16)}, tmp_path / "wide.pt")
+    r, _ = run_json(["analyze", str(tmp_path / "wide.pt"), "--json"], capsys)
+    for key in ("isotropy", "kl_to_gaussian", "kl_to_gaussian_logdet"):
+        assert r[key] is None and "needs more items than dimensions" in r[key + "_undefined"]
+        assert r[key + "_gaussian"] is None
+    assert 1 <= r["effective_rank"] <= 10 and r["numerical_rank"] == 10
+    assert len(r["top5_singular_values"]) == 5
+
+
+@pytest.mark.parametrize("c", [1e30, 1e-30, 1e300, 1e-300])
+def test_regression_analyze_is_invariant_to_a_global_scale(c):
+    # float32 KMeans over/underflowed at 1e30 and 1e-30, and the authors' absolute 1e-9
+    # epsilons moved the z-scored metrics, though docs/metrics.md says they are scale-invariant.
+    X = table(n=200).astype(np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        a, b = analyze(X, null_draws=0), analyze(c * X, null_draws=0)
+    assert a.keys() == b.keys()
+    for key in a:
+        if key.startswith("row_norm_"):
+            assert b[key] == pytest.approx(c * a[key], rel=1e-12), key
+        elif a[key] is not None:
+            assert np.allclose(b[key], a[key], rtol=1e-6, atol=1e-12), key
+
+
+def test_scale_safety_leaves_tables_of_ordinary_scale_unchanged():
+    # Only tables far from unit scale are rescaled (by a power of two, exactly), so every number
+    # of an ordinary table is the same bits as before.
+    from collapse_kit.metrics._validation import UNSCALED_RANGE, power_of_two_scaled
+
+    X = table().astype(np.float64)
+    assert power_of_two_scaled(X)[0] is X
+    for c in (1e30, 1e-30):
+        Y, k = power_of_two_scaled(c * X)  # just inside the range, and exact
+        assert UNSCALED_RANGE[0] <= np.abs(Y).max() <= UNSCALED_RANGE[1]
+        assert np.array_equal(np.ldexp(Y, k), c * X)
+
+
+def _bad_file(kind: str, path: Path) -> None:
+    """Write one kind of damaged or unsupported file to ``path`` (a few bytes, made here)."""
+    import zipfile
+
+    buf = io.BytesIO()
+    np.save(buf, table(20, 4))
+    npy = buf.getvalue()
+    if kind == "corrupt-deflate":
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("emb.npy", npy)
+        data = bytearray(path.read_bytes())
+        start = data.find(b"emb.npy") + len("emb.npy") + 40  # inside the deflate stream
+        data[start:start + 30] = bytes(b ^ 0x55 for b in data[start:start + 30])
+        path.write_bytes(bytes(data))
+    elif kind == "huge-header":
+        header = "{'descr': '<f8', 'fortran_order': False, 'shape': (100000000000, 128), }"
+        header += " " * (117 - len(header)) + "\n"
+        path.write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") +
+                         header.encode() + bytes(72))
+    elif kind in ("bytes-member", "damaged-header"):
+        blob = b"hello" if kind == "bytes-member" else npy[:10] + b"((((((((((" + npy[20:]
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("a.npy", blob)
+            zf.writestr("b.npy", npy)
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path.write_text("embedding table\n1 2 3\n")
+    elif kind == "sparse":
+        torch.save({"emb": torch.randn(20, 4).to_sparse()}, path)
+    elif kind == "fifo":
+        os.mkfifo(path)
+
+        def unblock():  # a reader blocked on the FIFO (the bug) gets an end of file, not a hang
+            for _ in range(60):
+                time.sleep(1)
+                try:
+                    os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+                except OSError:  # ENXIO: nobody is reading it (the fixed behaviour)
+                    pass
+
+        threading.Thread(target=unblock, daemon=True).start()
+
+
+@pytest.mark.parametrize("kind, says", [
+    ("corrupt-deflate", "is truncated or corrupt"),
+    ("huge-header", "claims a float64 array of shape (100000000000, 128)"),
+    ("bytes-member", "member 'a.npy'"),
+    ("damaged-header", "has a damaged .npy header"),
+    ("empty", "is empty (0 bytes)"),
+    ("text", "it is a text file"),
+    ("sparse", "is a sparse tensor (sparse_coo)"),
+    ("fifo", "is a FIFO (named pipe), not a regular file"),
+])
+def test_regression_bad_files_are_one_line_errors(tmp_path, capsys, kind, says):
+    # zlib.error, MemoryError, AttributeError, tokenize.TokenError, raw library messages and a
+    # FIFO that blocked for ever (issue 16): now one line naming the problem, exit 2.
+    path = tmp_path / "x.npz"
+    _bad_file(kind, path)
+    for command in (["analyze"], ["compare"]):
+        assert main([*command, str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("collapse-kit: error:"), err
+        assert says in err and "Traceback" not in err

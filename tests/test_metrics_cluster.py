@@ -1,11 +1,13 @@
 """Silhouette scores: sklearn agreement, known answers, sampling and errors."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from sklearn.metrics import silhouette_score
 
-from collapse_kit.errors import UserError
+from collapse_kit.errors import UndefinedMetric, UserError
 from collapse_kit.metrics import kmeans_labels, silhouette, silhouette_labels
 
 
@@ -69,3 +71,32 @@ def test_silhouette_errors():
         silhouette_labels(X, labels[:5])
     with pytest.raises(UserError, match="sample_size must be >= 2"):
         silhouette(X, sample_size=1)
+
+
+def test_regression_fewer_distinct_rows_than_clusters_is_undefined_without_warnings():
+    # A collapsed table: KMeans used to warn (ConvergenceWarning) and the silhouette then failed.
+    X = np.repeat(np.random.default_rng(0).standard_normal((3, 5)), 20, axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(UndefinedMetric, match="only 3 distinct rows, fewer than n_clusters=16"):
+            silhouette(X)
+        with pytest.raises(UndefinedMetric, match="same point"):
+            kmeans_labels(np.ones((40, 3)))
+        assert silhouette(X, n_clusters=2) > 0.5  # defined once there are enough distinct rows
+
+
+def test_regression_kmeans_and_silhouette_are_scale_safe():
+    # float32 KMeans overflowed (1e30: inf distances) or underflowed (1e-30: all distances 0).
+    X, labels = two_clusters(n=80)
+    reference = kmeans_labels(X, n_clusters=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for c in (1e30, 1e-30, 1e300):
+            np.testing.assert_array_equal(kmeans_labels(c * X, n_clusters=4), reference)
+            assert silhouette(c * X, n_clusters=4) == pytest.approx(silhouette(X, n_clusters=4))
+            assert silhouette_labels(c * X, labels) == pytest.approx(silhouette_labels(X, labels))
+
+
+def test_too_few_items_for_the_clusters_is_undefined():
+    with pytest.raises(UndefinedMetric, match="n_clusters=16 must be below n_items=10"):
+        silhouette(np.random.default_rng(0).standard_normal((10, 4)))

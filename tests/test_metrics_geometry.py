@@ -8,7 +8,7 @@ import pytest
 from scipy.spatial.distance import pdist
 from sklearn.metrics.pairwise import cosine_similarity
 
-from collapse_kit.errors import UserError
+from collapse_kit.errors import UndefinedMetric, UserError
 from collapse_kit.metrics import mean_cosine_similarity, row_norm_stats, uniformity
 
 
@@ -86,5 +86,18 @@ def test_row_norm_stats_match_numpy():
 def test_cosine_metrics_need_two_nonzero_rows():
     X = np.zeros((5, 3))
     X[0] = 1
-    with pytest.raises(UserError, match="at least 2 rows of non-zero norm"):
+    with pytest.raises(UndefinedMetric, match="at least 2 rows of non-zero norm"):
         mean_cosine_similarity(X)
+
+
+def test_regression_row_geometry_is_overflow_safe():
+    # Norms of 1e200-scale rows squared to inf; of 1e-200-scale rows to 0 (then 0/0 directions).
+    X = np.random.default_rng(0).standard_normal((60, 5))
+    stats = row_norm_stats(X)
+    for c in (1e200, 1e-200):
+        scaled = row_norm_stats(c * X)
+        assert {k: scaled[k] / c for k in ("mean", "std", "min", "max")} == pytest.approx(
+            {k: stats[k] for k in ("mean", "std", "min", "max")}, rel=1e-12)
+        assert scaled["n_zero_rows"] == 0
+        assert uniformity(c * X) == pytest.approx(uniformity(X), rel=1e-12)
+        assert mean_cosine_similarity(c * X) == pytest.approx(mean_cosine_similarity(X), rel=1e-9)

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from collapse_kit.analyze import compute_metrics
-from collapse_kit.errors import UserError
+from collapse_kit.errors import UndefinedMetric, UserError
 from collapse_kit.metrics import (
     covariance_entropy, effective_rank, information_abundance, isotropy, kl_to_gaussian,
     kl_to_gaussian_logdet, mean_cosine_similarity, numerical_rank, power_law_decay, row_norm_stats,
@@ -176,6 +176,39 @@ def test_constant_columns_give_documented_values_not_nan():
     assert values["numerical_rank"] == 6  # a constant column is not a dependent one when uncentred
 
 
+@pytest.mark.parametrize("value", [1.0, 0.1, -3.7, 1e30])
+def test_regression_table_of_identical_rows_known_answers(value):
+    # Complete collapse: every row the same point (issue 16, item 8). 0.1 and -3.7 are values
+    # whose column mean numpy's summation misses by an ulp: the centred table must still be 0.
+    X = np.full((50, 6), value)
+    X[:, 1] = 2 * value
+    sp = spectra(X)
+    assert effective_rank(sp) == pytest.approx(1.0) and information_abundance(sp) == pytest.approx(1.0)
+    assert numerical_rank(sp) == 1
+    assert not sp.centered.any() and not sp.standardized.any()  # exact zeros, not rounding noise
+    assert singular_value_variance(sp) == 0.0 and singular_value_entropy(sp) == 0.0
+    assert covariance_entropy(sp) == pytest.approx(math.log(6))  # the authors' 1e-9 clip
+    assert isotropy(sp) == 0.0 and kl_to_gaussian_logdet(sp) == math.inf
+    assert mean_cosine_similarity(X) == pytest.approx(1.0)
+    assert uniformity(X) == pytest.approx(0.0, abs=1e-12)
+    norms = row_norm_stats(X)
+    assert norms["std"] == 0.0 and norms["min"] == norms["max"] == norms["mean"]
+    with pytest.raises(UndefinedMetric, match="covariance is zero"):
+        power_law_decay(sp)
+    with pytest.raises(UndefinedMetric, match="same point"):
+        silhouette(X)
+    with pytest.raises(UndefinedMetric, match="same point"):
+        silhouette_labels(X, np.arange(50) % 2)
+
+
+def test_analyze_reports_undefined_metrics_as_none_with_the_reason():
+    values = compute_metrics(np.ones((30, 4)))
+    undefined = {k for k, v in values.items() if v is None}
+    assert undefined == {"silhouette", "power_law_alpha", "power_law_r2"}
+    assert all(isinstance(values[k + "_undefined"], str) for k in undefined)
+    assert values["effective_rank"] == pytest.approx(1.0)
+
+
 # -- validation ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("bad, error, match", [
@@ -198,7 +231,7 @@ def test_more_dimensions_than_items():
     X = np.random.default_rng(0).standard_normal((10, 16))
     assert effective_rank(X) <= 10 and numerical_rank(X) == 10  # spectra are defined
     for metric in (isotropy, kl_to_gaussian, kl_to_gaussian_logdet):
-        with pytest.raises(UserError, match="needs more items than dimensions.*n_items=10, d=16"):
+        with pytest.raises(UndefinedMetric, match="needs more items than dimensions.*n_items=10, d=16"):
             metric(X)
 
 

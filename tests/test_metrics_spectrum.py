@@ -84,6 +84,21 @@ def test_power_law_of_rank_one_table_is_infinite():
     assert power_law_decay(X) == (math.inf, 1.0)
 
 
+def test_power_law_of_identical_rows_is_undefined():
+    from collapse_kit.errors import UndefinedMetric
+
+    with pytest.raises(UndefinedMetric, match="same point"):
+        power_law_decay(np.full((20, 5), 0.1))
+
+
+def test_zscore_of_a_constant_column_is_exactly_zero_at_any_scale():
+    X = np.random.default_rng(0).standard_normal((30, 3))
+    X[:, 1] = 0.1
+    Z = zscore(X)
+    assert not Z[:, 1].any()
+    np.testing.assert_allclose(zscore(1e-30 * X), Z, rtol=1e-6, atol=1e-12)  # the 1e-9 stays negligible
+
+
 def test_shannon_entropy_matches_scipy_and_defines_empty_spectrum():
     w = np.array([3.0, 1.0, 0.0, 2.0])
     assert shannon_entropy(w) == pytest.approx(entropy(w))

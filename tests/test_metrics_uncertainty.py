@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from collapse_kit.errors import UserError
+from collapse_kit.errors import UndefinedMetric, UserError
 from collapse_kit.metrics import (
     bootstrap_ci, effective_rank, gaussian_null, gaussian_table, isotropy, silhouette_labels,
     singular_value_entropy)
@@ -114,3 +114,18 @@ def test_bootstrap_with_infinite_values_keeps_them():
     ci = bootstrap_ci(fn, np.eye(6, 3) + 1, n_resamples=3)
     assert ci["x"]["low"] == ci["x"]["high"] == math.inf
     assert ci["y"] == {"low": 1.0, "high": 1.0, "shift": 0.0}
+
+
+def test_undefined_values_give_undefined_null_and_interval():
+    def metric(E):  # a metric that is undefined for some tables, as compute_metrics reports it
+        try:
+            return {"iso": isotropy(E), "erank": effective_rank(E)}
+        except UndefinedMetric as exc:
+            return {"iso": None, "iso_undefined": str(exc), "erank": effective_rank(E)}
+
+    null = gaussian_null(metric, (5, 8), n_draws=2)
+    assert null["iso"] == {"mean": None, "std": None} and null["erank"]["mean"] > 1
+    assert "iso_undefined" not in null  # reasons are text, not values
+    X = np.random.default_rng(0).standard_normal((5, 8))
+    ci = bootstrap_ci(metric, X, n_resamples=3)
+    assert ci["iso"] == {"low": None, "high": None, "shift": None} and ci["erank"]["low"] > 0

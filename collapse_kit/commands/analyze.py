@@ -128,7 +128,7 @@ def run_analyze(args) -> int:
 
 
 def run_compare(args) -> int:
-    from collapse_kit.analyze import compare_metrics, format_comparison
+    from collapse_kit.analyze import compare_metrics, format_comparison, undefined_reasons
     from collapse_kit.metrics import gaussian_table
 
     names = args.names or [_default_name(p) for p in args.checkpoints]
@@ -149,6 +149,9 @@ def run_compare(args) -> int:
         name = "Gaussian" if len(shapes) == 1 else f"Gaussian {n}x{d}"
         reference = gaussian_table(n, d, random_state=args.seed)
         rows.append((name, compare_metrics(reference, corrected=args.corrected, **settings)))
+    for name, metrics in rows:  # "n/a" cells: say why on stderr, so stdout stays a clean table
+        for key, why in undefined_reasons(metrics).items():
+            print(f"{name}: {key} is n/a: {why}", file=sys.stderr)
     print(format_comparison(rows, args.format, corrected=args.corrected))
     return 0
 

@@ -1,6 +1,9 @@
-"""Input checks shared by the metric functions: validate first, fail with one clear line."""
+"""Input checks shared by the metric functions (validate first, fail with one clear line), and
+the two numerical guards every metric shares: an exact power-of-two rescaling of tables whose
+entries are far from 1, and column means that are exact for constant columns."""
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -50,6 +53,45 @@ def check_table(E, *, name: str = "E", min_rows: int = 2) -> np.ndarray:
 def as_table(E, *, name: str = "E", min_rows: int = 2) -> np.ndarray:
     """``check_table(E)`` as a C-contiguous float64 array (the precision every metric uses)."""
     return np.ascontiguousarray(check_table(E, name=name, min_rows=min_rows), dtype=np.float64)
+
+
+# Tables whose largest |entry| lies in this range are used as they are (trained tables have their
+# largest entries near 0.5 to 0.8). Others are multiplied by the power of two that brings it just
+# inside: squares then neither overflow nor underflow (KMeans' float32 copy included: a 1e30
+# table squared is inf in float32, a 1e-30 one is 0), and the authors' absolute epsilons (1e-9 in
+# zscore, the 1e-9 covariance clip) weigh as they would for a table at the edge of the range, so
+# every metric but the row norms is invariant to a global scale, as documented. Just inside, not
+# to 1: a table a little outside the range is treated almost exactly like one a little inside.
+UNSCALED_RANGE = (2.0**-6, 2.0**6)
+
+
+def power_of_two_scaled(X: np.ndarray) -> tuple[np.ndarray, int]:
+    """(X * 2**-k, k): X (n, d) float rescaled by an exact power of two, and its exponent k.
+
+    k = 0 (X itself, not a copy) when the largest |entry| lies in ``UNSCALED_RANGE``; otherwise
+    k is the exponent that brings it just inside: into [2^5, 2^6) from above, [2^-6, 2^-5) from
+    below. Multiplying by a power of two only changes exponents, so no entry is rounded (only an
+    entry some 1e300 times smaller than the largest could underflow) and scale-equivariant
+    arithmetic gives the same bits. Undo with ``np.ldexp(value, k)`` for a value in the table's
+    units (a norm).
+    """
+    top = max(float(X.max()), -float(X.min()))
+    if top == 0 or UNSCALED_RANGE[0] <= top <= UNSCALED_RANGE[1]:
+        return X, 0
+    e = math.frexp(top)[1]  # top = m 2^e, m in [1/2, 1): top 2^-k lies in [2^(e-k-1), 2^(e-k))
+    k = e - 6 if top > UNSCALED_RANGE[1] else e + 5  # into [2^5, 2^6), or into [2^-6, 2^-5)
+    return np.ldexp(X, -k), k
+
+
+def column_means(X: np.ndarray) -> np.ndarray:
+    """Column means of X (n, d), (d,); exactly the column's value for a constant column.
+
+    numpy's summation can miss the mean of n equal values by an ulp; the centred column would
+    then hold values of about 1e-16 instead of exact zeros, and a table of identical rows would
+    get a spectrum of rounding noise instead of none.
+    """
+    constant = X.max(axis=0) == X.min(axis=0)
+    return np.where(constant, X[0], X.mean(axis=0))
 
 
 def check_positive_int(value, name: str, *, minimum: int = 1) -> int:

@@ -2,17 +2,26 @@
 
 ``silhouette`` is the ADRec paper's (against the table's own KMeans clusters); ``silhouette_labels``
 is the corrected reading (against real labels such as genres). Both use Euclidean distance on the
-raw table. Silhouette costs O(m^2 d) time for m scored items, so above ``sample_size`` items a
-seeded sample is scored (in chunks of at most ``WORKING_MEMORY_MB``; never an n x n matrix).
+raw table (rescaled by an exact power of two when its entries are far from 1, which changes no
+cluster and no silhouette but keeps float32 KMeans from overflowing or underflowing). Silhouette
+costs O(m^2 d) time for m scored items, so above ``sample_size`` items a seeded sample is scored
+(in chunks of at most ``WORKING_MEMORY_MB``; never an n x n matrix).
+
+Undefined cases raise UndefinedMetric (a UserError) before sklearn is called, so no sklearn
+warning reaches the user: fewer items than clusters, fewer distinct rows than clusters (a
+collapsed table), fewer than 2 or more than m - 1 labels among m scored items, and scored rows
+that all coincide (every distance 0: each silhouette would be 0/0).
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
-from collapse_kit.errors import UserError
+from collapse_kit.errors import UndefinedMetric, UserError
 from collapse_kit.metrics._threads import small_table_threads
 from collapse_kit.metrics._validation import (
-    as_table, check_optional_sample, check_positive_int, sample_rows)
+    as_table, check_optional_sample, check_positive_int, power_of_two_scaled, sample_rows)
 
 # Defaults of the authors' notebook: KMeans(n_clusters=16, random_state=42).
 PAPER_N_CLUSTERS = 16
@@ -31,17 +40,51 @@ def kmeans_labels(E, *, n_clusters: int = PAPER_N_CLUSTERS, random_state: int = 
 
     Runs on E cast to float32, as the authors' notebook did (their table was a float32 tensor);
     it is also about 1.5x faster than float64 and gives the same clusters on their checkpoint.
+    Raises UndefinedMetric when n_clusters >= n_items or when the float32 table has fewer
+    distinct rows than n_clusters (KMeans cannot form that many clusters).
     """
     from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
 
     X = as_table(E)
     n_clusters = check_positive_int(n_clusters, "n_clusters", minimum=2)
     n_init = check_positive_int(n_init, "n_init")
     if n_clusters >= X.shape[0]:
-        raise UserError(f"n_clusters={n_clusters} must be below n_items={X.shape[0]}")
+        raise UndefinedMetric(f"n_clusters={n_clusters} must be below n_items={X.shape[0]}: "
+                              "KMeans needs more items than clusters (lower --clusters)")
+    X32 = power_of_two_scaled(X)[0].astype(np.float32)  # (n, d)
+    distinct = _distinct_rows_below(X32, n_clusters)
+    if distinct is not None:
+        raise UndefinedMetric(_too_few_distinct(distinct, n_clusters))
     km = KMeans(n_clusters=n_clusters, random_state=random_state, n_init=n_init)
-    with small_table_threads(X.size):
-        return km.fit_predict(X.astype(np.float32))
+    with small_table_threads(X.size), warnings.catch_warnings():
+        # Raised only when KMeans finds fewer distinct clusters than asked; checked below.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        labels = km.fit_predict(X32)
+    found = np.unique(labels).size
+    if found < n_clusters:
+        raise UndefinedMetric(_too_few_distinct(found, n_clusters, what="clusters found"))
+    return labels
+
+
+def _distinct_rows_below(X: np.ndarray, k: int) -> int | None:
+    """The number of distinct rows of X (n, d) if it is below k, else None.
+
+    One column with k distinct values settles it (the usual case, O(n log n)); only otherwise
+    are whole rows compared.
+    """
+    if any(np.unique(X[:, j]).size >= k for j in range(X.shape[1])):
+        return None
+    m = np.unique(X, axis=0).shape[0]
+    return m if m < k else None
+
+
+def _too_few_distinct(m: int, k: int, what: str = "distinct rows") -> str:
+    if m == 1 and what == "distinct rows":
+        return (f"every row of the table is the same point (complete collapse), so KMeans "
+                f"cannot form n_clusters={k} clusters")
+    return (f"the table has only {m} {what}, fewer than n_clusters={k}, so KMeans cannot form "
+            f"{k} clusters")
 
 
 def _silhouette(X: np.ndarray, labels: np.ndarray, sample_size, random_state) -> float:
@@ -53,9 +96,13 @@ def _silhouette(X: np.ndarray, labels: np.ndarray, sample_size, random_state) ->
         X, labels = X[idx], labels[idx]
     n_labels = np.unique(labels).size
     if not 2 <= n_labels <= X.shape[0] - 1:
-        raise UserError(
+        raise UndefinedMetric(
             f"silhouette needs between 2 and n_samples - 1 = {X.shape[0] - 1} distinct labels among "
             f"the scored items; got {n_labels} (use more items or fewer classes)")
+    if (X.max(axis=0) == X.min(axis=0)).all():
+        raise UndefinedMetric(f"all {X.shape[0]} scored rows are the same point, so every distance "
+                              "is 0 and each silhouette (b - a) / max(a, b) is 0/0")
+    X, _ = power_of_two_scaled(X)  # squared distances stay finite and non-zero
     with config_context(working_memory=WORKING_MEMORY_MB), small_table_threads(X.size):
         return float(silhouette_score(X, labels, metric="euclidean"))
 
@@ -72,6 +119,8 @@ def silhouette(E, *, n_clusters: int = PAPER_N_CLUSTERS, random_state: int = PAP
     gets about 0.004). It is unsound as a collapse measure: KMeans always finds 16 clusters, so
     the score grades the table's clusterability, not agreement with anything real. Prefer
     ``silhouette_labels``. Not invariant to row order (KMeans' seeding depends on it).
+    Undefined (UndefinedMetric) for a table with n_clusters items or fewer, or with fewer than
+    n_clusters distinct rows (a collapsed table: KMeans cannot find 16 clusters in 3 points).
     Reference: Rousseeuw (1987); Li et al., ADRec (KDD 2025), embedding notebook.
     """
     X = as_table(E)
@@ -88,7 +137,8 @@ def silhouette_labels(E, labels, *, sample_size: int | None = DEFAULT_SAMPLE_SIZ
     range and sampling rule as ``silhouette``. Higher means items of the same class lie closer
     together than items of different classes: structure that the training signal put there, which
     the paper's KMeans version cannot tell apart from arbitrary clumps. Invariant to row
-    permutations, rotations and global scale (up to sampling).
+    permutations, rotations and global scale (up to sampling). Undefined (UndefinedMetric)
+    with fewer than 2 classes among the scored items, or when the scored rows all coincide.
     Reference: Rousseeuw (1987).
     """
     X = as_table(E)

@@ -3,7 +3,8 @@
 Nothing here builds an n_items x n_items matrix: the mean cosine comes from the mean of the
 normalised rows, and uniformity sums pairwise terms in row blocks over a seeded sample.
 Rows of norm 0 have no direction; the cosine-based metrics leave them out (``n_zero_rows`` in
-``row_norm_stats`` counts them).
+``row_norm_stats`` counts them). Norms are taken of the table rescaled by an exact power of two
+(``power_of_two_scaled``), so that no square overflows or underflows.
 """
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import math
 
 import numpy as np
 
-from collapse_kit.errors import UserError
-from collapse_kit.metrics._validation import as_table, check_optional_sample, sample_rows
+from collapse_kit.errors import UndefinedMetric, UserError
+from collapse_kit.metrics._validation import (
+    as_table, check_optional_sample, power_of_two_scaled, sample_rows)
 
 DEFAULT_SAMPLE_SIZE = 10_000
 # Row block for pairwise sums: BLOCK_ROWS x m float64 products (64 MB at m = 10,000).
@@ -21,10 +23,12 @@ BLOCK_ROWS = 800
 
 def _unit_rows(X: np.ndarray, *, metric: str) -> np.ndarray:
     """Rows of X scaled to norm 1, zero rows dropped; shape (n_nonzero, d)."""
+    X, _ = power_of_two_scaled(X)
     norms = np.linalg.norm(X, axis=1)
     keep = norms > 0
     if keep.sum() < 2:
-        raise UserError(f"{metric} needs at least 2 rows of non-zero norm; got {int(keep.sum())}")
+        raise UndefinedMetric(f"{metric} needs at least 2 rows of non-zero norm (directions to "
+                              f"compare); got {int(keep.sum())}")
     return X[keep] / norms[keep, None]
 
 
@@ -34,9 +38,16 @@ def row_norm_stats(E) -> dict[str, float]:
     Scale reading: the paper's t-SNE figures argue that ADRec "expands" the space; the mean norm
     measures that directly. Range [0, inf); invariant to row permutations and rotations.
     """
-    norms = np.linalg.norm(as_table(E), axis=1)
-    return {"mean": float(norms.mean()), "std": float(norms.std()), "min": float(norms.min()),
-            "max": float(norms.max()), "n_zero_rows": int((norms == 0).sum())}
+    X, exponent = power_of_two_scaled(as_table(E))
+    norms = np.linalg.norm(X, axis=1)  # (n,), in units of 2**exponent
+    lo, hi = norms.min(), norms.max()
+    if lo == hi:  # all norms equal: exactly that mean and no spread (numpy's sum can miss by ulps)
+        stats = {"mean": lo, "std": 0.0, "min": lo, "max": hi}
+    else:
+        stats = {"mean": norms.mean(), "std": norms.std(), "min": lo, "max": hi}
+    with np.errstate(over="ignore"):  # a statistic above 1.8e308 is inf in float64, honestly
+        out = {k: float(np.ldexp(v, exponent)) for k, v in stats.items()}
+    return {**out, "n_zero_rows": int((norms == 0).sum())}
 
 
 def mean_cosine_similarity(E) -> float:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from collapse_kit.errors import UserError
+from collapse_kit.errors import UndefinedMetric
 from collapse_kit.metrics.spectrum import Spectra, as_spectra, covariance_eigenvalues
 
 # The authors add this to the largest eigenvalue in the isotropy score's denominator.
@@ -14,12 +14,12 @@ def standardized_covariance_eigenvalues(E, *, metric: str = "this metric") -> np
     """The d eigenvalues (ascending) of S = cov(zscore(E)) (ddof 1), the matrix the authors use.
 
     S is essentially the correlation matrix. E is the table or its ``spectra(E)``. Raises
-    UserError when n_items <= d: S is then singular whatever the embeddings are, so the metrics
-    built on it (isotropy, KL to a Gaussian) say nothing.
+    UndefinedMetric (a UserError) when n_items <= d: S is then singular whatever the embeddings
+    are, so the metrics built on it (isotropy, KL to a Gaussian) say nothing.
     """
     sp: Spectra = as_spectra(E)
     if sp.n_items <= sp.d:
-        raise UserError(
+        raise UndefinedMetric(
             f"{metric} needs more items than dimensions; got n_items={sp.n_items}, d={sp.d} (with "
             "n_items <= d the covariance is singular for any embedding); analyse a larger table")
     return covariance_eigenvalues(sp, standardized=True)

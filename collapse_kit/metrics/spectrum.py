@@ -8,8 +8,10 @@ Two families live here:
   ``information_abundance``, ``numerical_rank``, ``power_law_decay``), computed on the table as
   it is (``power_law_decay``: on its covariance), as their references define them.
 
-Everything is computed in float64, whatever the input precision. Each spectral metric takes the
-table E (n_items, d) or its precomputed ``spectra(E)``.
+Everything is computed in float64, whatever the input precision, on the table rescaled by an
+exact power of two when its entries are far from 1 (``power_of_two_scaled``), so every metric
+here is invariant to a global scale. Each spectral metric takes the table E (n_items, d) or its
+precomputed ``spectra(E)``.
 """
 from __future__ import annotations
 
@@ -18,9 +20,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from collapse_kit.errors import UserError
+from collapse_kit.errors import UndefinedMetric, UserError
 from collapse_kit.metrics._threads import small_table_threads
-from collapse_kit.metrics._validation import as_table, check_positive_int
+from collapse_kit.metrics._validation import (
+    as_table, check_positive_int, column_means, power_of_two_scaled)
 
 # The authors' z-score adds this to the column std so that constant columns do not divide by 0.
 ZSCORE_EPS = 1e-9
@@ -29,11 +32,13 @@ ZSCORE_EPS = 1e-9
 def zscore(E) -> np.ndarray:
     """Column-standardised table, as in the authors' notebook: (E - mean) / (std + 1e-9).
 
-    ``std`` is the population std (ddof 0). A constant column becomes a column of (near) zeros
-    instead of NaN. Returns float64, shape (n_items, d).
+    ``std`` is the population std (ddof 0). A constant column becomes a column of exact zeros
+    instead of NaN. E is first rescaled by an exact power of two if its entries are far from 1
+    (``power_of_two_scaled``), so that the 1e-9 stays negligible and zscore(c E) = zscore(E).
+    Returns float64, shape (n_items, d).
     """
-    X = as_table(E)
-    return (X - X.mean(axis=0)) / (X.std(axis=0) + ZSCORE_EPS)
+    X, _ = power_of_two_scaled(as_table(E))
+    return (X - column_means(X)) / (X.std(axis=0) + ZSCORE_EPS)
 
 
 def singular_values(E, *, standardize: bool = False, center: bool = False) -> np.ndarray:
@@ -44,7 +49,7 @@ def singular_values(E, *, standardize: bool = False, center: bool = False) -> np
     """
     X = zscore(E) if standardize else as_table(E)
     if center and not standardize:
-        X = X - X.mean(axis=0)
+        X = X - column_means(X)
     # Thin SVD without vectors: O(n d^2) time and O(n d) memory, never n x n.
     return np.linalg.svd(X, compute_uv=False)
 
@@ -54,6 +59,10 @@ class Spectra(NamedTuple):
 
     Every spectral metric accepts either E or ``spectra(E)``; passing the latter lets several
     metrics share three SVDs instead of recomputing them (what ``collapse_kit.analyze`` does).
+    ``raw`` and ``centered`` are those of E * 2**-scale_exponent (``power_of_two_scaled``; the
+    exponent is 0 for any table whose largest entry lies in [2^-6, 2^6]); multiply by
+    2**scale_exponent for E's own units. The metrics read only their ratios, or apply the
+    authors' absolute epsilons there, which is what makes them scale-invariant.
     """
 
     raw: np.ndarray           # singular values of E as it is, largest first
@@ -61,6 +70,7 @@ class Spectra(NamedTuple):
     standardized: np.ndarray  # of zscore(E): eigenvalues of cov(zscore(E)) are standardized**2/(n-1)
     n_items: int
     d: int
+    scale_exponent: int = 0   # raw and centered are of E * 2**-scale_exponent
 
 
 # Rows per block of the blocked QR in ``spectra``: a 2048 x d block stays in cache.
@@ -91,11 +101,11 @@ def spectra(E) -> Spectra:
     singular values stay accurate (unlike a Gram-matrix eigen-decomposition). O(n d^2) time,
     O(n d) memory for the float64 table, never n x n.
     """
-    X = as_table(E)
+    X, exponent = power_of_two_scaled(as_table(E))
     n, d = X.shape
     k = min(n, d)
     with small_table_threads(QR_BLOCK_ROWS * d):  # the QRs are small whatever n is
-        mean = X.mean(axis=0)
+        mean = column_means(X)  # constant columns centre to exact zeros
         R = _centered_r_factor(X, mean)                                    # (<= d, d)
         std = X.std(axis=0)
         M = np.vstack([R, np.sqrt(n) * mean])                               # (<= d + 1, d)
@@ -104,7 +114,8 @@ def spectra(E) -> Spectra:
             return np.linalg.svd(A, compute_uv=False)
 
         return Spectra(raw=svals(M)[:k], centered=_pad(svals(R), k),
-                       standardized=_pad(svals(R / (std + ZSCORE_EPS)), k), n_items=n, d=d)
+                       standardized=_pad(svals(R / (std + ZSCORE_EPS)), k), n_items=n, d=d,
+                       scale_exponent=exponent)
 
 
 def _pad(s: np.ndarray, k: int) -> np.ndarray:
@@ -213,6 +224,8 @@ def power_law_decay(E) -> tuple[float, float]:
     power law describes the spectrum at all. Scale-free and rotation-invariant.
     Defined values: with only one non-zero eigenvalue, alpha = +inf and r2 = 1 (the steepest
     possible decay); with two, the line passes through both points and r2 = 1 trivially.
+    Undefined (UndefinedMetric) when every row is the same point: the covariance is zero, so
+    there is no spectrum to decay.
     Reference: Agrawal et al., "alpha-ReQ: Assessing Representation Quality ... by Eigenspectrum
     Decay" (NeurIPS 2022).
     """
@@ -221,6 +234,9 @@ def power_law_decay(E) -> tuple[float, float]:
     # Same tolerance as numerical_rank, on the singular values (not their squares).
     keep = s > max(sp.n_items, sp.d) * np.finfo(np.float64).eps * s[0]
     lam = s[keep] ** 2 / (sp.n_items - 1)
+    if lam.size == 0:
+        raise UndefinedMetric("power_law_decay needs a non-zero covariance eigenvalue; every row "
+                              "of the table is the same point, so its covariance is zero")
     if lam.size < 2:
         return math.inf, 1.0
     x = np.log(np.arange(1, lam.size + 1))

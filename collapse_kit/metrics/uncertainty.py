@@ -25,10 +25,15 @@ from collapse_kit.metrics.gaussian import gaussian_table
 MetricFn = Callable[..., Mapping[str, object]]
 
 
-def _stack(draws: list[Mapping[str, object]]) -> dict[str, np.ndarray]:
-    """{key: array of shape (n_draws, ...)} over the keys every draw has."""
-    keys = [k for k in draws[0] if all(k in d for d in draws)]
-    return {k: np.asarray([np.asarray(d[k], dtype=np.float64) for d in draws]) for k in keys}
+def _stack(draws: list[Mapping[str, object]]) -> dict[str, np.ndarray | None]:
+    """{key: array of shape (n_draws, ...)} over the numeric keys every draw has.
+
+    None for a key that some draw leaves undefined (None); text values (the reasons that
+    ``compute_metrics`` gives under ``K_undefined``) are skipped.
+    """
+    keys = [k for k in draws[0] if all(k in d and not isinstance(d[k], str) for d in draws)]
+    return {k: None if any(d[k] is None for d in draws)
+            else np.asarray([np.asarray(d[k], dtype=np.float64) for d in draws]) for k in keys}
 
 
 def gaussian_null(metric_fn: MetricFn, shape: tuple[int, int], *extra, n_draws: int = 1,
@@ -37,7 +42,7 @@ def gaussian_null(metric_fn: MetricFn, shape: tuple[int, int], *extra, n_draws: 
 
     ``extra`` arrays (e.g. item labels) are passed through unchanged: metric_fn(G, *extra).
     Returns {key: {"mean": value, "std": value}} (std over draws, ddof 1; 0.0 for one draw;
-    +inf where a draw is +inf). Draw i uses the seed sequence (random_state, i), so adding draws
+    +inf where a draw is +inf; None where a draw is None, i.e. undefined). Draw i uses the seed sequence (random_state, i), so adding draws
     never changes the earlier ones.
     """
     n_draws = check_positive_int(n_draws, "n_draws")
@@ -48,6 +53,9 @@ def gaussian_null(metric_fn: MetricFn, shape: tuple[int, int], *extra, n_draws: 
         draws.append(metric_fn(gaussian_table(n, d, random_state=seed), *extra))
     out = {}
     for key, values in _stack(draws).items():
+        if values is None:  # undefined for this shape (e.g. isotropy with n_items <= d)
+            out[key] = {"mean": None, "std": None}
+            continue
         if n_draws == 1:
             std = np.zeros_like(values[0])
         else:
@@ -76,7 +84,8 @@ def bootstrap_ci(metric_fn: MetricFn, E, *extra, n_resamples: int = 100,
     metric that depends on the number of distinct items. On the authors' ML-100K table the plain
     percentile interval of the isotropy is [0.034, 0.041] around an estimate of 0.055, and that
     of the log-det KL [13.8, 14.7] around 9.94. The spread is informative; the location is an
-    artefact of resampling. Returns {key: {"low", "high", "shift"}}, lists for 1-D values.
+    artefact of resampling. Returns {key: {"low", "high", "shift"}}, lists for 1-D values;
+    all None for a key that the estimate or any resample leaves undefined (None).
     """
     n_resamples = check_positive_int(n_resamples, "n_resamples", minimum=2)
     if not (isinstance(confidence, float) and 0.0 < confidence < 1.0):
@@ -98,6 +107,9 @@ def bootstrap_ci(metric_fn: MetricFn, E, *extra, n_resamples: int = 100,
     out = {}
     for key, values in _stack(draws).items():
         if key not in estimate:
+            continue
+        if values is None or estimate[key] is None:  # undefined for the table or a resample
+            out[key] = {"low": None, "high": None, "shift": None}
             continue
         theta = np.asarray(estimate[key], dtype=np.float64)
         low = np.quantile(values, alpha, axis=0, method="lower")
