@@ -14,7 +14,9 @@ the larger side of the box between the 0.5th and 99.5th percentiles of each coor
 window is that box's centre +- 1.25 half-widths, and "xk" = reference half-width / panel
 half-width, the magnification that makes it as large as the reference panel (default: the
 largest panel in its row, so k >= 1, as in the paper). With ``shared_scale`` every panel gets the same window instead
-and no magnification is applied or printed.
+and no magnification is applied or printed. A map whose points all coincide (the t-SNE of a
+completely collapsed table) has no size: its panel shows the one point and says so, with no
+"xk" label.
 """
 from __future__ import annotations
 
@@ -33,6 +35,11 @@ from collapse_kit.errors import UserError
 from collapse_kit.tsne import robust_extent
 
 FORMATS = ("png", "pdf", "svg")
+# PNG resolutions accepted: screen to print quality (the default is 200). 100,000 dpi would ask
+# matplotlib for a 5e5 x 3.6e5-pixel canvas and fail with a MemoryError after minutes.
+DPI_RANGE = (10, 1200)
+# Largest PNG canvas rendered (pixels): 2.7e8 is a 1 GB RGBA buffer; Agg itself stops at 2^16 a side.
+MAX_PIXELS = 2**28
 BACKGROUND = "#EAEAF2"  # seaborn's "dark" style, as in the notebook
 # White through pink to dark purple, like seaborn's cubehelix_palette(start=2.7, light=1).
 DENSITY_CMAP = LinearSegmentedColormap.from_list(
@@ -116,6 +123,25 @@ def draw_tsne_panel(ax, Y, *, half_width: float, center=None, scale_label: str |
         ax.set_title(name, fontsize=10, pad=4)
 
 
+def draw_single_point_panel(ax, Y, *, name: str | None = None) -> None:
+    """Draw the panel of a map Y (n, 2) whose points all coincide: the point and a note saying so."""
+    Y = _check_map(Y, name or "map")
+    x, y = Y[0]
+    ax.plot([x], [y], marker="o", markersize=6, color=DENSITY_CMAP(0.8), linestyle="none")
+    ax.set_xlim(x - 1, x + 1)
+    ax.set_ylim(y - 1, y + 1)
+    ax.set_aspect("equal")
+    ax.set_facecolor(BACKGROUND)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.text(0.5, 0.2, f"all {Y.shape[0]} items at one point\n(complete collapse)",
+            transform=ax.transAxes, ha="center", va="center", fontsize=8, color="0.15")
+    if name:
+        ax.set_title(name, fontsize=10, pad=4)
+
+
 def scale_text(k: float) -> str:
     """"x3.2" for a magnification k (one decimal below 10, none above)."""
     return f"\u00d7{k:.0f}" if k >= 10 else f"\u00d7{k:.1f}"
@@ -126,6 +152,8 @@ def tsne_scales(maps: Sequence[np.ndarray], rows: Sequence[str], names: Sequence
     """Magnification k of every map: reference half-width / map half-width, within each row.
 
     The reference is the map named ``reference`` in the same row, or the row's largest map.
+    A map whose points all coincide gets inf (it has no size); a named reference that is such a
+    map is refused, since nothing can be measured against it.
     """
     if not len(maps) == len(rows) == len(names):
         raise UserError(f"give one row and one name per map; got {len(maps)} map(s), "
@@ -142,6 +170,10 @@ def tsne_scales(maps: Sequence[np.ndarray], rows: Sequence[str], names: Sequence
                 raise UserError(f"no panel named {reference!r} in row {row!r}; panels: "
                                 f"{', '.join(names[j] for j in in_row)}")
             ref = radii[named[0]]
+            if ref == 0:
+                raise UserError(f"the reference panel {reference!r} in row {row!r} is a single "
+                                "point (all its items coincide), so it has no size to compare "
+                                "with; choose another reference")
         out.append(ref / radii[i] if radii[i] > 0 else math.inf)
     return out
 
@@ -182,6 +214,9 @@ def tsne_figure(maps: Sequence, names: Sequence[str], *, rows: Sequence[str] | N
     for Y, name, row, (center, r), k in zip(maps, names, rows, extents, scales):
         ax = axes[row_order.index(row), cols.index(name)]
         ax.set_axis_on()
+        if r == 0:  # every point at one place: no density, no size, no magnification
+            draw_single_point_panel(ax, Y, name=name)
+            continue
         half = shared if shared_scale else MARGIN * r
         label = None if shared_scale else scale_text(k)
         draw_tsne_panel(ax, Y, half_width=half, center=center, scale_label=label, name=name)
@@ -232,6 +267,8 @@ def spectrum_figure(spectra: Mapping[str, np.ndarray], *, normalize: str = "max"
     collapse. The line named ``reference`` (e.g. "Gaussian") is drawn dashed grey. A spectrum
     equal to an earlier one (e.g. ADRec's stage 2, whose warm-up freezes the stage-1 table) is
     drawn dotted on top of it and labelled "(= earlier name)", so no line hides another unsaid.
+    A spectrum of zeros (the centred spectrum of a table whose rows are all the same point) has
+    nothing to draw on a log scale; it is named in the legend as such.
     """
     if not spectra:
         raise UserError("give at least one spectrum")
@@ -239,6 +276,9 @@ def spectrum_figure(spectra: Mapping[str, np.ndarray], *, normalize: str = "max"
     ax = fig.subplots()
     drawn: list[tuple[str, np.ndarray]] = []
     for name, s in spectra.items():
+        if np.asarray(s).size and not np.any(s):
+            ax.plot([], [], linestyle="none", label=f"{name}: all zero (every row the same point)")
+            continue
         y = normalized(s, normalize=normalize)
         x = np.arange(1, y.size + 1)
         same = next((n for n, prev in drawn if prev.shape == y.shape
@@ -273,7 +313,8 @@ def stage_figure(values: Mapping[str, Sequence[float]], stages: Sequence[str], *
     """One small panel per metric: its value at each training stage, with a dashed line at the
     ``reference`` value (e.g. a same-shape Gaussian table) where given.
 
-    ``values`` maps a metric name to one value per stage (in ``stages`` order).
+    ``values`` maps a metric name to one value per stage (in ``stages`` order). A NaN (a
+    metric undefined for that table) or infinite value is not drawn; the panel names those stages.
     """
     if not values:
         raise UserError("give at least one metric")
@@ -289,7 +330,13 @@ def stage_figure(values: Mapping[str, Sequence[float]], stages: Sequence[str], *
     x = np.arange(len(stages))
     legend_done = False
     for ax, (metric, v) in zip(axes, values.items()):
-        ax.plot(x, np.asarray(v, dtype=np.float64), marker="o", linewidth=1.5, label="checkpoint")
+        v = np.asarray(v, dtype=np.float64)
+        ax.plot(x, v, marker="o", linewidth=1.5, label="checkpoint")
+        missing = [stage for stage, value in zip(stages, v) if not np.isfinite(value)]
+        if missing:
+            ax.text(0.5, 0.5 if len(missing) == len(stages) else 0.06,
+                    f"no finite value: {', '.join(missing)}", transform=ax.transAxes,
+                    ha="center", va="center", fontsize=7, color="0.3")
         if reference and metric in reference:
             ax.axhline(reference[metric], color="0.5", linestyle="--", linewidth=1,
                        label="same-shape Gaussian")
@@ -311,16 +358,40 @@ def stage_figure(values: Mapping[str, Sequence[float]], stages: Sequence[str], *
 # -- saving ----------------------------------------------------------------------------------------
 
 def output_paths(path: str | os.PathLike, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
-    """FILE.<fmt> for each format; a FILE that ends in .png/.pdf/.svg loses that suffix first."""
-    path = Path(path)
+    """FILE.<fmt> for each format; a FILE that ends in .png/.pdf/.svg loses that suffix first.
+
+    ``path`` names a file, never a folder: a path that ends in "/" or names an existing directory
+    is refused (with the file name to give instead), and so is a FILE.<fmt> that exists but is
+    not a regular file (a directory called fig.pdf), before anything is written.
+    """
+    raw = os.fspath(path)
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
         raise UserError(f"figure formats must be among {', '.join(FORMATS)}; got {', '.join(formats) or 'none'}")
+    if raw.endswith(("/", os.sep)) or Path(raw).is_dir():
+        raise UserError(f"-o {raw} names a folder; give a file name inside it (without extension), "
+                        f"e.g. {Path(raw) / 'figure'}")
+    path = Path(raw)
     if path.suffix.lower().lstrip(".") in FORMATS:
         path = path.with_suffix("")
     if not path.name:
         raise UserError(f"-o {path} names a folder; give a file name such as figures/tsne")
-    return [path.with_name(f"{path.name}.{fmt}") for fmt in dict.fromkeys(formats)]
+    targets = [path.with_name(f"{path.name}.{fmt}") for fmt in dict.fromkeys(formats)]
+    for target in targets:
+        if target.exists() and not target.is_file():
+            kind = "a folder" if target.is_dir() else "not a regular file"
+            raise UserError(f"{target} exists and is {kind}, so the figure cannot be written "
+                            "there; choose another -o")
+    return targets
+
+
+def check_dpi(dpi) -> int:
+    """``dpi`` as an int within DPI_RANGE (UserError otherwise, naming the range)."""
+    lo, hi = DPI_RANGE
+    if isinstance(dpi, bool) or not isinstance(dpi, int) or not lo <= dpi <= hi:
+        raise UserError(f"dpi must be an integer from {lo} to {hi} (default 200; 300 to 600 for "
+                        f"print); got {dpi!r}")
+    return dpi
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, *, formats: Sequence[str] = ("png", "pdf"),
@@ -329,9 +400,16 @@ def save_figure(fig: Figure, path: str | os.PathLike, *, formats: Sequence[str] 
 
     Every format is rendered to a temporary file beside its target first; only when all have
     been written are they renamed into place, so an error leaves no half-written figure.
-    Returns the paths written.
+    ``dpi`` must lie in DPI_RANGE and the PNG canvas hold at most MAX_PIXELS. Returns the paths
+    written.
     """
     targets = output_paths(path, formats)
+    dpi = check_dpi(dpi)
+    width, height = (float(v) * dpi for v in fig.get_size_inches())
+    if any(t.suffix == ".png" for t in targets) and (width * height > MAX_PIXELS or
+                                                     max(width, height) >= 2**16):
+        raise UserError(f"at {dpi} dpi the PNG would be {width:.0f} x {height:.0f} pixels, more "
+                        f"than can be rendered ({MAX_PIXELS:.2g} pixels, 65535 a side); lower the dpi")
     parent = targets[0].parent
     if not parent.is_dir():
         raise FileNotFoundError(2, "No such folder for the figure (create it first)", str(parent))

@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 
 import numpy as np
 
 from collapse_kit.errors import UserError
-from collapse_kit.metrics._validation import as_table
+from collapse_kit.metrics._validation import as_table, power_of_two_scaled
+from collapse_kit.metrics.spectrum import zscore
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +72,10 @@ class TSNESettings:
     n_jobs: int | None = None        # threads; None: 1 below 5k items (faster), else all cores
 
     def validate(self) -> "TSNESettings":
-        if not (isinstance(self.perplexity, (int, float)) and self.perplexity > 0):
-            raise UserError(f"perplexity must be a positive number; got {self.perplexity!r}")
+        if not (isinstance(self.perplexity, (int, float)) and math.isfinite(self.perplexity)
+                and self.perplexity > 0):
+            raise UserError(f"perplexity must be a finite positive number (e.g. 30); got "
+                            f"{self.perplexity!r}")
         for name in ("early_exaggeration_iter", "n_iter"):
             value = getattr(self, name)
             if value is None and name == "n_iter":
@@ -116,9 +120,23 @@ class TSNESettings:
 
 
 def standardize(E) -> np.ndarray:
-    """(E - column mean) / (column std + 1e-9), ddof 0, as the authors' notebook; float32 (n, d)."""
-    X = as_table(E)
-    return ((X - X.mean(axis=0)) / (X.std(axis=0) + 1e-9)).astype(np.float32)
+    """(E - column mean) / (column std + 1e-9), ddof 0, as the authors' notebook; float32 (n, d).
+
+    That is ``collapse_kit.metrics.zscore`` (scale-safe: the same map for E and 1e30 E)."""
+    return zscore(E).astype(np.float32)
+
+
+def single_point(E) -> bool:
+    """True when every row of E (n, d) is the same point (complete collapse).
+
+    Such a table has no neighbourhoods to preserve: its t-SNE map is that one point, and
+    ``tsne_map`` returns it (all zeros) without running t-SNE.
+    """
+    return _same_point(as_table(E))
+
+
+def _same_point(X: np.ndarray) -> bool:
+    return bool((X.max(axis=0) == X.min(axis=0)).all())
 
 
 def exact_neighbors(X, k: int, *, block: int = 1024, n_jobs: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -228,18 +246,25 @@ def tsne_map(E, settings: TSNESettings = TSNESettings()) -> np.ndarray:
 
     Deterministic for a given ``settings.random_state`` (and thread count: FFT and BH sums are
     floating-point reductions). Needs at least 3 * perplexity + 1 rows; for smaller tables lower
-    the perplexity.
+    the perplexity. A table whose rows are all the same point (``single_point``) maps to one
+    point: zeros (n_items, 2), without running t-SNE (whose PCA start would divide by 0). The raw
+    rows (``standardize=False``) are rescaled by an exact power of two when far from 1, so their
+    float32 distances neither overflow nor underflow.
     """
     from openTSNE import TSNE, affinity, initialization
     from openTSNE.nearest_neighbors import PrecomputedNeighbors
 
     settings = settings.validate()
-    X = standardize(E) if settings.standardize else as_table(E).astype(np.float32)
+    X = standardize(E) if settings.standardize else \
+        power_of_two_scaled(as_table(E))[0].astype(np.float32)
     n = X.shape[0]
     k = int(3 * settings.perplexity)
     if n <= k:
         raise UserError(f"t-SNE with perplexity {settings.perplexity:g} needs more than {k} items; "
                         f"the table has {n}: lower the perplexity below {max((n - 1) / 3, 1):.3g}")
+    if _same_point(X):
+        log.info("t-SNE of %d x %d: every row is the same point; the map is one point", n, X.shape[1])
+        return np.zeros((n, 2))
     t0 = time.perf_counter()
     n_jobs = settings.threads_for(n)
     if settings.neighbors_for(n) == "exact":
@@ -282,8 +307,10 @@ def robust_extent(Y, *, coverage: float = 0.99) -> tuple[np.ndarray, float]:
     Per axis, take the (1 - coverage)/2 and (1 + coverage)/2 quantiles of the coordinates; the
     centre is the middle of that box and the half-width its larger half-side. A size of the map
     that ignores a few far outliers: the figures' "xk" scale labels are ratios of it and their
-    windows are centred on it. Returns (centre (2,), half-width in (0, inf) unless all points
-    coincide).
+    windows are centred on it. When the central ``coverage`` is a single point but the map is not
+    (almost every item at one place), the box of all points is used instead, so that the few
+    others stay in view. Returns (centre (2,), half-width in (0, inf) unless all points coincide,
+    then 0).
     """
     Y = np.asarray(Y, dtype=np.float64)
     if Y.ndim != 2 or Y.shape[1] != 2 or Y.shape[0] < 1:
@@ -291,4 +318,6 @@ def robust_extent(Y, *, coverage: float = 0.99) -> tuple[np.ndarray, float]:
     if not 0 < coverage <= 1:
         raise UserError(f"coverage must be in (0, 1]; got {coverage}")
     lo, hi = np.quantile(Y, [(1 - coverage) / 2, (1 + coverage) / 2], axis=0)  # (2,), (2,)
+    if np.max(hi - lo) == 0:
+        lo, hi = Y.min(axis=0), Y.max(axis=0)
     return (lo + hi) / 2, float(np.max(hi - lo) / 2)

@@ -2,7 +2,9 @@
 scale labels are computed; saving is atomic; the CLI writes PNG and PDF (SVG on request)."""
 from __future__ import annotations
 
+import math
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -198,6 +200,8 @@ def test_plot_spectrum_and_stages_commands(tables, tmp_path):
     (["-o", "{tmp}/fig", "--names", "only-one"], "1 name"),
     (["-o", "{tmp}/fig", "--names", "Gaussian", "B"], "named 'Gaussian'"),
     (["-o", "{tmp}/fig", "--perplexity", "30"], "lower the perplexity"),
+    (["-o", "{tmp}/fig", "--perplexity", "inf"], "perplexity must be a finite positive number"),
+    (["-o", "{tmp}/fig", "--dpi", "100000"], "dpi must be an integer from 10 to 1200"),
 ])
 def test_tsne_command_errors_are_one_line(tables, tmp_path, capsys, extra, match):
     extra = [e.replace("{tmp}", str(tmp_path)) for e in extra]
@@ -205,3 +209,99 @@ def test_tsne_command_errors_are_one_line(tables, tmp_path, capsys, extra, match
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("collapse-kit: error:") and match in err[-1]
     assert not (tmp_path / "fig.png").exists()
+
+
+# -- degenerate tables and bad output paths (regressions: issue 16) --------------------------------
+
+def test_single_point_map_gets_a_panel_that_says_so():
+    fig = tsne_figure([np.zeros((50, 2)), _blob()], ["collapsed", "Gaussian"])
+    collapsed, gaussian = _visible_axes(fig)
+    assert _texts(collapsed) == ["all 50 items at one point\n(complete collapse)"]
+    assert _texts(gaussian) == ["\u00d71.0"]  # the point has no size; the other panel is x1
+    assert tsne_scales([np.zeros((5, 2)), _blob()], ["r", "r"], ["a", "b"])[0] == math.inf
+    with pytest.raises(UserError, match="reference panel 'collapsed' .* single point"):
+        tsne_figure([np.zeros((50, 2)), _blob()], ["collapsed", "Gaussian"], reference="collapsed")
+    fig = tsne_figure([np.zeros((50, 2))], ["only"], shared_scale=True)
+    assert "complete collapse" in _texts(_visible_axes(fig)[0])[0]
+
+
+def test_stage_figure_names_stages_without_a_finite_value():
+    fig = stage_figure({"m": [1.0, math.nan, 2.0], "k": [math.nan] * 3}, ["s1", "s2", "s3"])
+    m, k = _visible_axes(fig)
+    assert _texts(m) == ["no finite value: s2"] and _texts(k) == ["no finite value: s1, s2, s3"]
+
+
+def test_spectrum_figure_names_a_zero_spectrum_instead_of_failing():
+    fig = spectrum_figure({"collapsed": np.zeros(4), "other": np.array([3.0, 2, 1, 0.5])})
+    labels = [line.get_label() for line in fig.axes[0].lines]
+    assert labels == ["collapsed: all zero (every row the same point)", "other"]
+
+
+def test_regression_output_folders_are_refused_before_anything_is_written(tmp_path):
+    # -o figs/ wrote figs.png beside the folder; FILE.pdf being a folder failed after the PNG.
+    (tmp_path / "figs").mkdir()
+    (tmp_path / "fig.pdf").mkdir()
+    for target, match in ((f"{tmp_path}/figs/", "names a folder"), (f"{tmp_path}/figs", "names a folder"),
+                          (f"{tmp_path}/new/", "names a folder"), (f"{tmp_path}/fig", "fig.pdf exists and is a folder")):
+        with pytest.raises(UserError, match=match):
+            output_paths(target)
+    fig = spectrum_figure({"a": np.array([3.0, 2, 1])})
+    with pytest.raises(UserError, match="fig.pdf exists and is a folder"):
+        save_figure(fig, tmp_path / "fig")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fig.pdf", "figs"]
+    assert list((tmp_path / "figs").iterdir()) == []
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["-o", "{tmp}/figs/"], "names a folder; give a file name inside it"),
+    (["-o", "{tmp}/figs"], "names a folder; give a file name inside it"),
+    (["-o", "{tmp}/fig"], "fig.pdf exists and is a folder"),
+    (["-o", "{tmp}/ok", "--dpi", "100000"], "dpi must be an integer from 10 to 1200"),
+    (["-o", "{tmp}/ok", "--dpi", "0"], "dpi must be an integer from 10 to 1200"),
+])
+def test_regression_figure_command_output_errors_are_one_line(tables, tmp_path, capsys, extra, match):
+    (tmp_path / "figs").mkdir()
+    (tmp_path / "fig.pdf").mkdir()
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    extra = [e.replace("{tmp}", str(tmp_path)) for e in extra]
+    for command in ("plot-spectrum", "plot-stages"):
+        assert main([command, *tables, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("collapse-kit: error:") and match in err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_save_refuses_a_canvas_too_large_to_render(tmp_path):
+    fig = spectrum_figure({"a": np.array([3.0, 2, 1])}, figsize=(60, 60))
+    with pytest.raises(UserError, match="pixels.*lower the dpi"):
+        save_figure(fig, tmp_path / "big", dpi=1200)
+    with pytest.raises(UserError, match="dpi must be an integer"):
+        save_figure(fig, tmp_path / "big", dpi=72.5)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_regression_tsne_of_a_collapsed_table_draws_a_note(tmp_path, capsys):
+    # A fully collapsed table: a RuntimeWarning, then "t-SNE map contains NaN or Inf".
+    np.save(tmp_path / "ones.npy", np.ones((40, 8)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["tsne", str(tmp_path / "ones.npy"), "-o", str(tmp_path / "t"), "--perplexity",
+                     "5", "--iterations", "5", "--no-gaussian"]) == 0
+    assert "every row is the same point (complete collapse); drawn as one point" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ones.npy", "t.pdf", "t.png"]
+
+
+def test_regression_figures_of_tables_with_undefined_metrics(tmp_path, capsys):
+    # plot-stages of d > n tables failed on isotropy; plot-spectrum of a collapsed one on a
+    # "spectrum of zeros".
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        np.save(tmp_path / f"w{i}.npy", rng.standard_normal((5, 8)))
+    np.save(tmp_path / "ones.npy", np.ones((40, 8)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["plot-stages", str(tmp_path / "w0.npy"), str(tmp_path / "w1.npy"),
+                     "-o", str(tmp_path / "st")]) == 0
+        assert "w0: isotropy not drawn: isotropy needs more items than dimensions" in capsys.readouterr().err
+        assert main(["plot-spectrum", str(tmp_path / "ones.npy"), "-o", str(tmp_path / "sp")]) == 0
+    assert {"st.png", "st.pdf", "sp.png", "sp.pdf"} <= {p.name for p in tmp_path.iterdir()}

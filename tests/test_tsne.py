@@ -2,13 +2,15 @@
 map shape, determinism for a seed, cluster separation, settings validation."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
 from collapse_kit.errors import UserError
 from collapse_kit.metrics import zscore
 from collapse_kit.tsne import (
-    FFT_FROM, PARALLEL_FROM, SHORT_FROM, OverlappedFFTGradient, TSNESettings, exact_neighbors, robust_extent, standardize, tsne_map)
+    FFT_FROM, PARALLEL_FROM, SHORT_FROM, OverlappedFFTGradient, TSNESettings, exact_neighbors, robust_extent, single_point, standardize, tsne_map)
 
 # Few iterations and a small perplexity: the properties below hold long before convergence.
 QUICK = TSNESettings(perplexity=10, early_exaggeration_iter=60, n_iter=60, method="bh", n_jobs=1)
@@ -101,6 +103,8 @@ def test_annoy_neighbours_give_a_map():
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"perplexity": 0}, "perplexity"), ({"n_iter": -1}, "n_iter"), ({"method": "exact"}, "method"),
+    # regression: inf reached int(3 * perplexity) and raised OverflowError
+    ({"perplexity": float("inf")}, "finite positive"), ({"perplexity": float("nan")}, "finite positive"),
     ({"n_jobs": 0}, "n_jobs"), ({"neighbors": "hnsw"}, "neighbors")])
 def test_settings_are_validated(kwargs, match):
     with pytest.raises(UserError, match=match):
@@ -140,3 +144,36 @@ def test_overlapped_fft_gradient_equals_openTSNE():
         gradient.close()
     np.testing.assert_allclose(grad, ref_grad, rtol=1e-12, atol=1e-15 * abs(ref_grad).max())
     assert kl == pytest.approx(ref_kl, rel=1e-12)
+
+
+def test_regression_map_of_identical_rows_is_one_point_without_warnings():
+    # openTSNE's PCA start divided by a zero std: a RuntimeWarning, then a NaN map.
+    X = np.full((60, 8), 0.3)
+    assert single_point(X) and not single_point(_clusters()[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for standardize_ in (True, False):
+            Y = tsne_map(X, TSNESettings(**{**QUICK.__dict__, "standardize": standardize_}))
+            np.testing.assert_array_equal(Y, np.zeros((60, 2)))
+
+
+@pytest.mark.parametrize("c", [1e30, 1e-30])
+def test_regression_map_is_scale_safe(c):
+    # float32 distances of a 1e30 table overflow, of a 1e-30 one underflow; --raw too.
+    X, labels = _clusters()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for standardize_ in (True, False):
+            Y = tsne_map(c * X.astype(np.float64),
+                         TSNESettings(**{**QUICK.__dict__, "standardize": standardize_}))
+            idx, _ = exact_neighbors(Y.astype(np.float32), 5)
+            assert np.isfinite(Y).all() and (labels[idx] == labels[:, None]).mean() > 0.95
+
+
+def test_robust_extent_of_a_map_with_almost_every_point_at_one_place():
+    Y = np.zeros((500, 2))
+    Y[0] = [4.0, 2.0]  # the central 99% is one point; the extent falls back to all points
+    center, half = robust_extent(Y)
+    np.testing.assert_allclose(center, [2.0, 1.0])
+    assert half == 2.0
+    assert robust_extent(np.zeros((5, 2)))[1] == 0.0

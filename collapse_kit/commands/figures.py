@@ -3,6 +3,7 @@ spectra) and `plot-stages` (collapse metrics across training stages)."""
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -93,9 +94,11 @@ def register(subparsers) -> None:
 
 def _add_output_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, metavar="FILE",
-                   help="output file without extension (e.g. figures/tsne-ml-100k)")
+                   help="output file without extension (e.g. figures/tsne-ml-100k), in an "
+                        "existing folder; a folder itself (a trailing '/', an existing "
+                        "directory) is refused")
     p.add_argument("--svg", action="store_true", help="also write FILE.svg")
-    p.add_argument("--dpi", type=int, default=200, help="PNG resolution (default 200)")
+    p.add_argument("--dpi", type=int, default=200, help="PNG resolution, 10 to 1200 (default 200)")
 
 
 def _formats(args) -> list[str]:
@@ -112,8 +115,9 @@ def _names(args, default: list[str], what: str = "checkpoint") -> list[str]:
 
 def _check_output(args) -> None:
     """Fail before any slow work if the figure cannot be written."""
-    from collapse_kit.figures import output_paths
+    from collapse_kit.figures import check_dpi, output_paths
 
+    check_dpi(args.dpi)
     targets = output_paths(args.output, _formats(args))
     parent = targets[0].parent
     if not parent.is_dir():
@@ -141,7 +145,7 @@ def _save(fig, args) -> int:
 def run_tsne(args) -> int:
     from collapse_kit.figures import tsne_figure
     from collapse_kit.metrics import gaussian_table
-    from collapse_kit.tsne import TSNESettings, tsne_map
+    from collapse_kit.tsne import TSNESettings, single_point, tsne_map
 
     _check_output(args)
     settings = TSNESettings(perplexity=args.perplexity, n_iter=args.iterations, method=args.method,
@@ -171,8 +175,13 @@ def run_tsne(args) -> int:
     maps = []
     for name, row, table in zip(names, rows, tables):
         n = table.shape[0]
-        print(f"t-SNE {name}{' (' + row + ')' if row else ''}: {n}x{table.shape[1]}, "
-              f"{settings.method_for(n)}, 250 + {settings.iterations_for(n)} iterations", file=sys.stderr)
+        label = f"t-SNE {name}{' (' + row + ')' if row else ''}: {n}x{table.shape[1]}"
+        if single_point(table):
+            print(f"{label}: every row is the same point (complete collapse); drawn as one point "
+                  "with a note, no t-SNE run", file=sys.stderr)
+        else:
+            print(f"{label}, {settings.method_for(n)}, 250 + {settings.iterations_for(n)} "
+                  "iterations", file=sys.stderr)
         maps.append(tsne_map(table, settings))
     fig = tsne_figure(maps, names, rows=rows, shared_scale=args.shared_scale,
                       reference=args.reference, title=args.title)
@@ -203,17 +212,24 @@ def run_spectrum(args) -> int:
     return _save(fig, args)
 
 
-def stage_values(tables) -> dict[str, list[float]]:
-    """Every STAGE_METRICS value of each table, in order."""
+def stage_values(tables, names=None) -> dict[str, list[float]]:
+    """Every STAGE_METRICS value of each table, in order; NaN (a gap in the panel) where a
+    metric is undefined for a table, with the reason on stderr (``names`` label the tables)."""
     from collapse_kit import metrics
+    from collapse_kit.errors import UndefinedMetric
 
+    names = names or [f"table {i + 1}" for i in range(len(tables))]
     out = {}
     for label, fn_name in STAGE_METRICS:
         fn = getattr(metrics, fn_name)
-        if fn_name == "top_singular_values":
-            out[label] = [float(fn(t, 1)[0]) for t in tables]
-        else:
-            out[label] = [float(fn(t)) for t in tables]
+        out[label] = []
+        for name, t in zip(names, tables):
+            try:
+                value = fn(t, 1)[0] if fn_name == "top_singular_values" else fn(t)
+            except UndefinedMetric as exc:
+                print(f"{name}: {label} not drawn: {exc}", file=sys.stderr)
+                value = math.nan
+            out[label].append(float(value))
     return out
 
 
@@ -230,8 +246,9 @@ def run_stages(args) -> int:
         raise UserError(f"the checkpoints have different table shapes ({', '.join(f'{n}x{d}' for n, d in shapes)}); "
                         "plot-stages compares the stages of one model on one dataset")
     tables = [t for t, _ in loaded]
-    values = stage_values(tables)
+    values = stage_values(tables, stages)
     n, d = tables[0].shape
-    reference = {k: v[0] for k, v in stage_values([gaussian_table(n, d, random_state=args.seed)]).items()}
+    gaussian = stage_values([gaussian_table(n, d, random_state=args.seed)], ["Gaussian"])
+    reference = {k: v[0] for k, v in gaussian.items() if math.isfinite(v[0])}
     fig = stage_figure(values, stages, reference=reference, title=args.title)
     return _save(fig, args)
