@@ -467,16 +467,21 @@ def load_labels(path: str | os.PathLike, n_items: int) -> tuple[np.ndarray, list
     """
     path = Path(path)
     check_regular_file(path, "label CSV")
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's BOM
+            rows = [r for r in csv.reader(f) if r and any(v.strip() for v in r)]
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text; save the label CSV as UTF-8") from None
     if len(rows) < 2 or len(rows[0]) < 2 or rows[0][0].strip() != "item_id":
         raise UserError(f"{path} must be a CSV with a header 'item_id,<label column(s)>' and one row "
                         "per item")
-    header, body = rows[0], rows[1:]
+    header, body = [h.strip() for h in rows[0]], rows[1:]
     labels = np.full(n_items, -1, dtype=np.int64)
     multi_hot = len(header) > 2
-    classes: list[str] = header[1:] if multi_hot else sorted({r[1] for r in body if len(r) > 1})
+    classes: list[str] = header[1:] if multi_hot else sorted(
+        {r[1].strip() for r in body if len(r) > 1 and r[1].strip()})
     index = {c: i for i, c in enumerate(classes)}
+    seen: dict[int, int] = {}
     for line_no, row in enumerate(body, start=2):
         try:
             item = int(row[0])
@@ -485,10 +490,22 @@ def load_labels(path: str | os.PathLike, n_items: int) -> tuple[np.ndarray, list
         if not 1 <= item <= n_items:
             raise UserError(f"{path} line {line_no}: item_id {item} is outside 1..{n_items} "
                             "(the table's items); is this the right label file?")
+        if item in seen:
+            raise UserError(f"{path} line {line_no}: item_id {item} repeats line {seen[item]}; "
+                            "give each item one row")
+        seen[item] = line_no
+        if len(row) != len(header):
+            raise UserError(f"{path} line {line_no} has {len(row)} fields but the header has "
+                            f"{len(header)}")
         if multi_hot:
-            on = [j for j, v in enumerate(row[1:]) if v.strip() not in ("", "0")]
+            values = [v.strip() for v in row[1:]]
+            bad = next((v for v in values if v not in ("0", "1")), None)
+            if bad is not None:
+                raise UserError(f"{path} line {line_no}: {bad!r} in a 0/1 label column; "
+                                "multi-hot label columns must hold 0 or 1")
+            on = [j for j, v in enumerate(values) if v == "1"]
             if len(on) == 1:
                 labels[item - 1] = on[0]
-        elif len(row) > 1 and row[1] != "":
-            labels[item - 1] = index[row[1]]
+        elif row[1].strip():
+            labels[item - 1] = index[row[1].strip()]
     return labels, classes

@@ -515,3 +515,23 @@ def test_regression_any_damage_is_one_user_error(tmp_path, writer):
             load_embeddings(path)
         except (UserError, TypeError):
             pass
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("item_id,a,b\n1,no,1\n2,0,1\n", "must hold 0 or 1"),       # 'no' was counted as a 1
+    ("item_id,a,b\n1,1,0\n1,0,1\n", "repeats line 2"),           # conflicting duplicates
+    ("item_id,a,b\n1,1\n", "fields but the header has 3"),
+])
+def test_regression_label_csv_values_and_duplicates_are_checked(tmp_path, text, needle):
+    path = tmp_path / "labels.csv"
+    path.write_text(text)
+    with pytest.raises(UserError, match=needle):
+        load_labels(path, 3)
+
+
+def test_regression_label_csv_with_an_excel_bom_reads_like_without(tmp_path):
+    plain, bom = tmp_path / "plain.csv", tmp_path / "bom.csv"
+    plain.write_text("item_id,a,b\n1,1,0\n2,0,1\n3,1,1\n")
+    bom.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    (la, ca), (lb, cb) = load_labels(plain, 3), load_labels(bom, 3)
+    assert ca == cb == ["a", "b"] and la.tolist() == lb.tolist() == [0, 1, -1]

@@ -492,3 +492,13 @@ def test_label_file_with_a_utf8_bom_reads_like_without(tmp_path):
     bom.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())  # as Excel writes CSVs
     a, b = load_item_labels(plain, 2), load_item_labels(bom, 2)
     assert a.names == b.names == ["a", "b"] and (a.Y == b.Y).all()
+
+
+def test_table5_interval_cells_of_undefined_metrics():
+    from collapse_kit.commands.reproduce import _interval_cell
+
+    r = {"isotropy": None, "isotropy_undefined": "needs n > d",
+         "effective_rank": 3.25, "effective_rank_ci_low": 3.0, "effective_rank_ci_high": 3.5,
+         "effective_rank_gaussian": None}
+    assert _interval_cell(r, "isotropy") == "n/a (needs n > d)"
+    assert _interval_cell(r, "effective_rank") == "3.250 [3.000, 3.500] (G n/a)"

@@ -336,9 +336,7 @@ def embedding_tables(runs, out: Path, stamp: dict, *, bootstrap: int):
     if bootstrap >= 2:
         for name, E in tables_.items():
             r = analyze(E, bootstrap=bootstrap, null_draws=1, seed=0)
-            ci_rows.append([name] + [f"{r[k]:.3f} [{r[k + '_ci_low']:.3f}, "
-                                     f"{r[k + '_ci_high']:.3f}] (G {r[k + '_gaussian']:.3f})"
-                                     for k in keys])
+            ci_rows.append([name] + [_interval_cell(r, k) for k in keys])
     out_tables = [("table5", table5)]
     if ci_rows:
         out_tables.append(("table5-intervals", Table(
@@ -346,6 +344,18 @@ def embedding_tables(runs, out: Path, stamp: dict, *, bootstrap: int):
                   f"{bootstrap} resamples] (G = same-shape Gaussian null)",
             columns=["Model", *keys], rows=ci_rows, stamp=stamp)))
     return out_tables
+
+
+def _interval_cell(r: dict, key: str) -> str:
+    """``value [low, high] (G gaussian)``; ``n/a (reason)`` for an undefined metric."""
+    if r.get(key) is None:
+        return f"n/a ({r.get(key + '_undefined', 'undefined')})"
+
+    def num(k):
+        return "n/a" if r.get(k) is None else f"{r[k]:.3f}"
+
+    return (f"{r[key]:.3f} [{num(key + '_ci_low')}, {num(key + '_ci_high')}] "
+            f"(G {num(key + '_gaussian')})")
 
 
 def probe_tables(runs, out: Path, stamp: dict):
