@@ -138,6 +138,26 @@ def make_checkpoint(model, *, dataset: dict, config, stage: str, epoch: int,
     }
 
 
+def sniff_foreign(path: Path) -> str | None:
+    """What ``path`` is when its first bytes show it is not a PyTorch file (None when it may
+    be one: a zip archive or a legacy pickle stream)."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return None
+    if head.startswith(b"\x1f\x8b"):
+        return "a gzip-compressed file (decompress it first)"
+    if head.startswith(b"\x93NUMPY"):
+        return "a NumPy .npy array (`collapse-kit analyze` reads tables in that format)"
+    if len(head) >= 9 and head[8:9] == b"{":
+        return "a safetensors file (`collapse-kit analyze` reads it)"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "a file of an unknown format"
+    return "a text file"
+
+
 def safe_load(path: str | Path) -> dict:
     """``torch.load(weights_only=True)`` on CPU with one-line errors for every failure mode."""
     path = Path(path)
@@ -150,6 +170,9 @@ def safe_load(path: str | Path) -> dict:
                          "file")
     if path.stat().st_size == 0:
         raise ValueError(f"{path} is empty (0 bytes), not a checkpoint; an interrupted copy?")
+    kind = sniff_foreign(path)
+    if kind:
+        raise ValueError(f"{path} is {kind}, not a PyTorch checkpoint")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

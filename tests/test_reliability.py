@@ -502,3 +502,15 @@ def test_table5_interval_cells_of_undefined_metrics():
          "effective_rank_gaussian": None}
     assert _interval_cell(r, "isotropy") == "n/a (needs n > d)"
     assert _interval_cell(r, "effective_rank") == "3.250 [3.000, 3.500] (G n/a)"
+
+
+@pytest.mark.parametrize("content,needle", [(b"hello, this is text\n", "a text file"),
+                                            (gzip.compress(b"x" * 100), "gzip-compressed"),
+                                            (b"\x93NUMPY\x01\x00", "NumPy .npy"),
+                                            (b"PK\x03\x04garbage", "corrupt or truncated")])
+def test_foreign_files_given_as_checkpoints_say_what_they_are(tmp_path, capsys, content, needle):
+    path = tmp_path / "c.pt"
+    path.write_bytes(content)
+    assert main(["evaluate", str(path)]) == 2
+    line = _one_line(capsys)
+    assert needle in line and "pickled" not in line
