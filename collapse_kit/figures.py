@@ -110,17 +110,22 @@ def draw_tsne_panel(ax, Y, *, half_width: float, center=None, scale_label: str |
         ax.contour(xs, ys, density, levels=levels[levels > 0], colors="0.6", linewidths=0.8)
     ax.set_xlim(center[0] - half_width, center[0] + half_width)
     ax.set_ylim(center[1] - half_width, center[1] + half_width)
+    _plain_square_axes(ax)
+    if scale_label:
+        ax.text(0.04, 0.96, scale_label, transform=ax.transAxes, ha="left", va="top",
+                fontsize=10, fontweight="bold", color="0.15")
+    if name:
+        ax.set_title(name, fontsize=10, pad=4)
+
+
+def _plain_square_axes(ax) -> None:
+    """Equal aspect, the map background, no ticks and no frame."""
     ax.set_aspect("equal")
     ax.set_facecolor(BACKGROUND)
     ax.set_xticks([])
     ax.set_yticks([])
     for spine in ax.spines.values():
         spine.set_visible(False)
-    if scale_label:
-        ax.text(0.04, 0.96, scale_label, transform=ax.transAxes, ha="left", va="top",
-                fontsize=10, fontweight="bold", color="0.15")
-    if name:
-        ax.set_title(name, fontsize=10, pad=4)
 
 
 def draw_single_point_panel(ax, Y, *, name: str | None = None) -> None:
@@ -130,12 +135,7 @@ def draw_single_point_panel(ax, Y, *, name: str | None = None) -> None:
     ax.plot([x], [y], marker="o", markersize=6, color=DENSITY_CMAP(0.8), linestyle="none")
     ax.set_xlim(x - 1, x + 1)
     ax.set_ylim(y - 1, y + 1)
-    ax.set_aspect("equal")
-    ax.set_facecolor(BACKGROUND)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    for spine in ax.spines.values():
-        spine.set_visible(False)
+    _plain_square_axes(ax)
     ax.text(0.5, 0.2, f"all {Y.shape[0]} items at one point\n(complete collapse)",
             transform=ax.transAxes, ha="center", va="center", fontsize=8, color="0.15")
     if name:
