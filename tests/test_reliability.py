@@ -58,6 +58,16 @@ def seqfile(tmp_path):
     return _write_sequences(tmp_path / "tiny.tsv")
 
 
+@pytest.fixture
+def trained(tmp_path, seqfile, capsys):
+    """The checkpoint of a 1-epoch SASRec+ run on the tiny sequences file."""
+    out = tmp_path / "run"
+    assert main(["train", "--model", "sasrec", "--dataset", str(seqfile), "--epochs", "1",
+                 "--out", str(out), *TINY_SETS]) == 0
+    capsys.readouterr()
+    return out / "sasrec.pt"
+
+
 def _train(tmp_path, name="run", resume=False, callbacks=(), seed=3, **kw):
     ds = make_dataset()
     torch.manual_seed(seed)
@@ -101,12 +111,8 @@ def test_one_nan_item_row_makes_evaluation_fail():
         evaluate(model, ds, "test", max_len=10)
 
 
-def test_evaluate_refuses_a_checkpoint_with_nan_weights(tmp_path, seqfile, capsys):
-    out = tmp_path / "run"
-    assert main(["train", "--model", "sasrec", "--dataset", str(seqfile), "--epochs", "1",
-                 "--out", str(out), *TINY_SETS]) == 0
-    capsys.readouterr()
-    ck = safe_load(out / "sasrec.pt")
+def test_evaluate_refuses_a_checkpoint_with_nan_weights(tmp_path, seqfile, trained, capsys):
+    ck = safe_load(trained)
     ck["state_dict"] = {k: v * float("nan") if v.is_floating_point() else v
                         for k, v in ck["state_dict"].items()}
     torch.save(ck, tmp_path / "nan.pt")
@@ -366,12 +372,9 @@ def test_fifos_are_refused_not_read(tmp_path):
         assert r.returncode == 2 and "not a regular file" in r.stderr, r.stderr
 
 
-def test_checkpoint_with_config_none_and_a_device_as_dataset(tmp_path, seqfile, capsys):
-    out = tmp_path / "run"
-    assert main(["train", "--model", "sasrec", "--dataset", str(seqfile), "--epochs", "1",
-                 "--out", str(out), *TINY_SETS]) == 0
-    capsys.readouterr()
-    ck = safe_load(out / "sasrec.pt")
+def test_checkpoint_with_config_none_and_a_device_as_dataset(tmp_path, seqfile, trained,
+                                                            capsys):
+    ck = safe_load(trained)
     ck["config"] = None
     torch.save(ck, tmp_path / "none.pt")
     assert main(["evaluate", str(tmp_path / "none.pt"), "--dataset", str(seqfile)]) == 0
@@ -454,13 +457,9 @@ def test_stale_temp_files_are_removed_by_the_next_run(tmp_path, seqfile, capsys)
                                          (lambda t: torch.quantize_per_tensor(
                                              t, 0.1, 0, torch.qint8), "quantized"),
                                          (lambda t: t.to("meta"), "meta tensor")])
-def test_sparse_quantized_and_meta_weights_say_what_to_do(tmp_path, seqfile, capsys, make,
-                                                          needle):
-    out = tmp_path / "run"
-    assert main(["train", "--model", "sasrec", "--dataset", str(seqfile), "--epochs", "1",
-                 "--out", str(out), *TINY_SETS]) == 0
-    capsys.readouterr()
-    ck = safe_load(out / "sasrec.pt")
+def test_sparse_quantized_and_meta_weights_say_what_to_do(tmp_path, seqfile, trained, capsys,
+                                                          make, needle):
+    ck = safe_load(trained)
     key = "item_embedding.weight"
     ck["state_dict"][key] = make(ck["state_dict"][key])
     bad = tmp_path / "bad.pt"

@@ -89,9 +89,6 @@ def check_args(args: ADRecArgs) -> None:
     if args.attention_mask not in ATTENTION_MASKS:
         raise ValueError(f"attention_mask={args.attention_mask!r}: choose one of "
                          f"{', '.join(ATTENTION_MASKS)}")
-    for key in ("hidden", "n_blocks", "n_heads", "max_len", "steps"):
-        if getattr(args, key) < 1:
-            raise ValueError(f"{key} must be >= 1, got {getattr(args, key)}")
     if args.lam < 0:
         raise ValueError(f"lam must be >= 0, got {args.lam}")
     if args.pcgrad and not args.use_mse:
