@@ -346,8 +346,9 @@ class Batch:
         return [Batch(self.history[i:i + rows], self.target[i:i + rows], self.offset, totals)
                 for i in range(0, B, rows)]
 
-    def split_cells(self, cells: int, *, trim: bool = True) -> list["Batch"]:
-        """Micro-batches of about ``cells`` (row x position) cells each, rows sorted by length.
+    def split_cells(self, cells: int, *, trim: bool = True, tokens: int | None = None
+                    ) -> list["Batch"]:
+        """Micro-batches of at most ``cells`` (row x position) cells each, rows sorted by length.
 
         The batch is the same set of sequences (its loss, a mean over the whole batch's totals,
         and so its gradient are unchanged); only how it is cut into passes differs: rows sorted
@@ -355,6 +356,10 @@ class Batch:
         longest row and, with ``trim``, is trimmed to that width. So a shuffled batch of mostly
         short sequences costs about its real tokens, as a length-bucketed batch would, without
         changing which sequences share an optimizer step.
+
+        ``tokens``: also stop a pass once it holds this many real (non-padding) history tokens.
+        With ``tokens`` below ``cells``, the cell limit only bounds the padded width that the
+        attention scores see, and a pass is sized by what the packed per-token layers cost.
         """
         B, W = self.history.shape
         lengths = (self.history > 0).sum(1)
@@ -365,6 +370,12 @@ class Batch:
         while i < B:
             width = max(int(lengths[i]), 1) if trim else W
             rows = max(1, cells // width)
+            if tokens is not None:  # the longest rows come first: count real tokens row by row
+                j, held = i + 1, lengths[i]
+                while j < min(B, i + rows) and held + lengths[j] <= tokens:
+                    held += lengths[j]
+                    j += 1
+                rows = j - i
             idx = order[i:i + rows]
             parts.append(Batch(self.history[idx, W - width:], self.target[idx, W - width:],
                                self.offset + W - width, totals))

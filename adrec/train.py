@@ -200,7 +200,8 @@ def folder_lock(out_dir: str | Path):
         os.close(fd)  # releases the lock
 
 
-AUTO_CELLS = 3200  # CPU auto micro-batch: about this many (row x position) cells per pass
+AUTO_CELLS = 3200  # CPU auto micro-batch: at most this many (row x position) cells per pass
+AUTO_TOKENS = None  # ... and at most this many real tokens (None: cells only)
 
 
 def micro_batch_rows(model, cfg: TrainConfig, device: torch.device, width: int | None = None
@@ -232,7 +233,8 @@ def micro_batches(batch, model, cfg: TrainConfig, device: torch.device) -> list:
     the full width). Either way the passes' gradients add up to the whole batch's."""
     rows = micro_batch_rows(model, cfg, device, batch.history.shape[1])
     if rows and not cfg.micro_batch:
-        return batch.split_cells(AUTO_CELLS, trim=not model.needs_full_width)
+        return batch.split_cells(AUTO_CELLS, trim=not model.needs_full_width,
+                                 tokens=AUTO_TOKENS)
     return batch.split(rows)
 
 

@@ -65,7 +65,8 @@ def training_setup(model: str, dataset: str, batching: str = "random", micro: st
     retain_freed_memory()  # the trainer's allocator policy
     torch.manual_seed(0)
     ds = load_dataset(dataset)
-    cfg = TrainConfig(micro_batch={"auto": 0, "padded": 64, "whole": TrainConfig.batch_size}[micro])
+    rows = {"padded": 64, "whole": TrainConfig.batch_size}
+    cfg = TrainConfig(micro_batch=rows.get(micro, 0))
     m = build_model(model, ds.n_items)
 
     opt = torch.optim.Adam(m.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -80,6 +81,12 @@ def run_one(model: str, dataset: str, batching: str, micro: str, epochs: int, ev
             ) -> dict:
     from adrec.evaluate import evaluate
 
+    if micro.startswith("cells"):  # the CPU auto rule with other budgets: cells[:C[:T]]
+        import adrec.train
+
+        budgets = micro.split(":")[1:]
+        adrec.train.AUTO_CELLS = int(budgets[0]) if budgets else 3200
+        adrec.train.AUTO_TOKENS = int(budgets[1]) if len(budgets) > 1 else None
     m, ds, opt, it, cfg = training_setup(model, dataset, batching, micro)
     times = []
     for e in range(epochs + 1):
@@ -107,13 +114,17 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/bench_training.md")
     ap.add_argument("--models", nargs="+", default=["sasrec", "adrec"])
     ap.add_argument("--datasets", nargs="+", default=["ml-100k", "beauty"])
+    ap.add_argument("--passes", nargs="+", default=[f"{b}/{p}" for b, p in PASSES],
+                    help="BATCHING/PASSES pairs: random|bucket / auto|padded|whole|cells[:C[:T]]")
     ap.add_argument("--one", nargs=4, metavar=("MODEL", "DATASET", "BATCHING", "MICRO"))
     args = ap.parse_args()
     if args.one:
         print(json.dumps(run_one(*args.one, args.epochs, args.evals)))
         return
-    configs = [(m, d, b, p) for m in args.models for d in args.datasets for b, p in PASSES]
+    configs = [(m, d, b, p) for m in args.models for d in args.datasets for b, p in
+               (x.split("/", 1) for x in args.passes)]
     runs: dict[tuple, list[dict]] = {}
+    load_before = __import__('os').getloadavg()[0]
     for rep in range(args.repeats):  # configurations interleaved, so slow spells hit all alike
         for cfg in configs:
             out = subprocess.run([sys.executable, __file__, "--one", *cfg, "--epochs",
@@ -125,7 +136,8 @@ def main() -> None:
     for cfg, rs in runs.items():  # median over the repeats of each run's median epoch
         r = dict(rs[0])
         for key in ("epoch_s", "eval_s", "peak_mb"):
-            r[key] = statistics.median(x[key] for x in rs)
+            values = [x[key] for x in rs if x[key] is not None]
+            r[key] = statistics.median(values) if values else None
         r["epoch_s_runs"] = [round(x["epoch_s"], 3) for x in rs]
         rows.append(r)
     import torch
@@ -144,8 +156,10 @@ def main() -> None:
         "epoch) and of its full validation passes (strict protocol, all items ranked); the table "
         "gives the median over the runs, and each run's s/epoch in the last column. Peak = the "
         "process's maximum resident memory.  ",
-        f"1-minute load average when the benchmark ended: {__import__('os').getloadavg()[0]:.1f} "
-        "(on 2 cores; above ~1 means other processes shared the CPU and times are inflated).",
+        f"1-minute load average before the first run: {load_before:.1f}, when the benchmark "
+        f"ended: {__import__('os').getloadavg()[0]:.1f} (on 2 cores; the benchmark's own "
+        "2 threads keep it near 2, so a value before above ~0.5 or after above ~2.5 means "
+        "other processes shared the CPU and times are inflated).",
         "",
         "| model | dataset | batching | rows per pass | batches/epoch | s / epoch | s / eval pass "
         "| peak MB | s / epoch of each run |",
@@ -158,12 +172,14 @@ def main() -> None:
                      f"{', '.join(f'{x:.2f}' for x in r['epoch_s_runs'])} |")
 
     def pick(model, ds, batching, micro):
-        return next(r for r in rows if (r["model"], r["dataset"], r["batching"], r["micro"]) ==
-                    (model, ds, batching, micro))
+        return next((r for r in rows if (r["model"], r["dataset"], r["batching"], r["micro"]) ==
+                     (model, ds, batching, micro)), None)
 
     lines.append("")
+    ml = None
     if "sasrec" in args.models and "ml-100k" in args.datasets:
         ml = pick("sasrec", "ml-100k", "random", "auto")
+    if ml is not None:
         lines.append(
             f"Authors' code on this machine (issue 2): SASRec+ on ML-100K {AUTHORS['epoch_s']} s "
             f"per epoch, peak {AUTHORS['peak_gb']} GB. Here (shuffled default): "
@@ -173,6 +189,8 @@ def main() -> None:
         for ds in args.datasets:
             r, b, p = (pick(model, ds, "random", "auto"), pick(model, ds, "bucket", "auto"),
                        pick(model, ds, "random", "padded"))
+            if r is None or b is None or p is None:
+                continue
             lines.append(f"{model} {ds}: the shuffled default takes {r['epoch_s'] / b['epoch_s']:.2f}x "
                          f"the bucketed epoch time and {r['epoch_s'] / p['epoch_s']:.2f}x the "
                          f"padded shuffled one.  ")

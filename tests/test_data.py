@@ -240,3 +240,21 @@ def test_split_cells_sorts_rows_and_trims_each_pass():
     full = b.split_cells(3200, trim=False)
     assert {p.history.shape[1] for p in full} == {b.history.shape[1]}
     assert sum(len(p.history) for p in full) == 512
+
+
+def test_split_cells_token_budget_bounds_real_tokens_per_pass():
+    ds = load_dataset("beauty")
+    hists, tgts = training_pairs(ds, 50)
+    b = next(iter(BatchIterator(hists, tgts, max_len=50, batch_size=512,
+                                generator=torch.Generator().manual_seed(1))))
+    parts = b.split_cells(25600, tokens=600)
+    for p in parts:
+        real = int((p.history > 0).sum())
+        assert real <= 600 or p.history.shape[0] == 1
+        assert p.history.shape[0] * p.history.shape[1] <= 25600
+    assert sum(len(p.history) for p in parts) == 512
+    assert sum(int((p.history > 0).sum()) for p in parts) == int((b.history > 0).sum())
+    assert len(parts) == len(b.split_cells(25600, tokens=600))
+    assert len(b.split_cells(25600)) < len(parts)  # the token limit, not the cells, cuts here
+    assert [p.history.shape for p in b.split_cells(3200, tokens=None)] == \
+        [p.history.shape for p in b.split_cells(3200)]
