@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import re
 import resource
 import statistics
 import subprocess
@@ -121,10 +123,15 @@ def main() -> None:
     if args.one:
         print(json.dumps(run_one(*args.one, args.epochs, args.evals)))
         return
+    for x in args.passes:
+        if not re.fullmatch(r"(random|bucket)/(auto|padded|whole|cells(:[1-9]\d*){0,2})", x):
+            ap.error(f"--passes {x!r}: expected BATCHING/PASSES with BATCHING random or bucket "
+                     "and PASSES auto, padded, whole or cells[:C[:T]] (positive integers), "
+                     "e.g. random/cells:3200")
     configs = [(m, d, b, p) for m in args.models for d in args.datasets for b, p in
                (x.split("/", 1) for x in args.passes)]
     runs: dict[tuple, list[dict]] = {}
-    load_before = __import__('os').getloadavg()[0]
+    load_before = os.getloadavg()[0]
     for rep in range(args.repeats):  # configurations interleaved, so slow spells hit all alike
         for cfg in configs:
             out = subprocess.run([sys.executable, __file__, "--one", *cfg, "--epochs",
@@ -149,7 +156,7 @@ def main() -> None:
         f"--evals {args.evals} --repeats {args.repeats} --models {' '.join(args.models)} "
         f"--datasets {' '.join(args.datasets)}`  ",
         f"Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {platform.machine()}, "
-        f"{__import__('os').cpu_count()} CPU cores, torch {torch.__version__}, "
+        f"{os.cpu_count()} CPU cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; seed 0.  ",
         f"Each configuration ran {args.repeats} times (fresh process each, configurations "
         "interleaved); a run's figure is the median of its timed epochs (after one warm-up "
@@ -157,7 +164,7 @@ def main() -> None:
         "gives the median over the runs, and each run's s/epoch in the last column. Peak = the "
         "process's maximum resident memory.  ",
         f"1-minute load average before the first run: {load_before:.1f}, when the benchmark "
-        f"ended: {__import__('os').getloadavg()[0]:.1f} (on 2 cores; the benchmark's own "
+        f"ended: {os.getloadavg()[0]:.1f} (on 2 cores; the benchmark's own "
         "2 threads keep it near 2, so a value before above ~0.5 or after above ~2.5 means "
         "other processes shared the CPU and times are inflated).",
         "",

@@ -32,3 +32,15 @@ def test_paired_interval_matches_the_normal_approximation():
     assert lo == pytest.approx(diff.mean() - 1.96 * se, abs=0.25 * se)
     assert hi == pytest.approx(diff.mean() + 1.96 * se, abs=0.25 * se)
     assert paired.paired_interval(np.full(50, 0.7), 100, rng) == pytest.approx((0.7, 0.7))
+
+
+@pytest.mark.parametrize("bad", ["random/cell", "random/cells:0", "shuffled/auto",
+                                 "random/cells:1:2:3"])
+def test_bench_training_refuses_a_malformed_passes_value_in_one_line(bad):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_training.py"),
+                        "--passes", "random/auto", bad], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stdout == ""
+    assert f"--passes {bad!r}" in r.stderr and "Traceback" not in r.stderr
