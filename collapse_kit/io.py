@@ -370,6 +370,10 @@ def _project_meta(obj: dict, path: Path) -> dict:
     if not isinstance(version, int) or version > PROJECT_FORMAT_VERSION:
         raise UserError(f"{path} has checkpoint format_version {version!r}; this collapse-kit reads "
                         f"version <= {PROJECT_FORMAT_VERSION}, so upgrade collapse-kit")
+    if obj.get("table_stripped"):
+        raise UserError(f"{path} is a light checkpoint whose item table was stripped for "
+                        "transport (scripts/pack_runs.py); analyze the full run's checkpoint, or "
+                        "retrain it with collapse-kit train")
     dataset = obj.get("dataset") or {}
     return {"format": PROJECT_FORMAT, "format_version": version, "model": obj.get("model"),
             "stage": obj.get("stage"), "dataset": dataset.get("name") if isinstance(dataset, dict)

@@ -77,6 +77,16 @@ def test_project_checkpoint_key_can_pick_a_state_dict_tensor(tmp_path):
     assert meta["key"] == "state_dict.position_embedding.weight" and E.shape == (50, 8)
 
 
+def test_light_checkpoint_with_stripped_table_is_named_as_such(tmp_path):
+    """Regression: a light checkpoint (scripts/pack_runs.py, table replaced by an empty (0, d)
+    tensor and ``table_stripped``) failed with a misleading "has 0 row(s)"."""
+    ck = project_checkpoint(torch.empty(0, 8), table_stripped=True)
+    torch.save(ck, tmp_path / "light.pt")
+    with pytest.raises(UserError, match="item table was stripped") as e:
+        load_embeddings(tmp_path / "light.pt")
+    assert "0 row" not in str(e.value) and "\n" not in str(e.value)
+
+
 def test_project_checkpoint_from_a_newer_format_is_refused(tmp_path):
     torch.save(project_checkpoint(rand(), format_version=2), tmp_path / "run.pt")
     with pytest.raises(UserError, match="format_version 2.*upgrade collapse-kit"):

@@ -60,6 +60,7 @@ def test_reproduce_trains_reuses_and_writes_tables(tmp_path, capsys):
     for ext in ("md", "csv", "tex"):
         assert (out / "tables" / f"table2-strict-tiny.{ext}").exists()
     assert "\\pm" in (out / "tables" / "table2-strict-tiny.tex").read_text()
+    assert not (out / "tables" / "table5-paper-tiny.md").exists()  # no paper Table 5 here
     ckpts = sorted(out.glob("runs/**/sasrec.pt"))
     assert len(ckpts) == 4  # 2 seeds x 2 protocols
     mtimes = [p.stat().st_mtime for p in ckpts]
@@ -72,3 +73,76 @@ def test_reproduce_trains_reuses_and_writes_tables(tmp_path, capsys):
 def test_reproduce_bad_dataset(capsys, tmp_path):
     assert main(["reproduce", "--datasets", "nope", "--out", str(tmp_path)]) == 2
     assert "unknown dataset" in capsys.readouterr().err
+
+
+def test_order_agreement_counts_pairs_and_skips_paper_ties():
+    from collapse_kit.commands.reproduce import order_agreement
+
+    agree, compared, wrong = order_agreement({"A": 3.0, "B": 2.0, "C": 1.0, "D": 5.0},
+                                             {"A": 3.0, "B": 1.0, "C": 2.0})
+    assert (agree, compared) == (2, 3)  # D is not in the paper; B/C are reversed
+    assert wrong == ["B > C here, < in the paper"]
+    agree, compared, wrong = order_agreement({"A": 1.0, "B": 2.0, "C": None},
+                                             {"A": 4.85, "B": 4.85, "C": 1.0})
+    assert (agree, compared, wrong) == (0, 0, [])  # a printed tie orders nothing; None skipped
+
+
+def _table5_row(E):
+    from collapse_kit.analyze import compare_metrics
+
+    return compare_metrics(E, corrected=True)
+
+
+def test_table5_vs_paper_cells_and_verdicts():
+    import numpy as np
+
+    from collapse_kit.commands.reproduce import table5_vs_paper
+    from collapse_kit.metrics import gaussian_table
+
+    rng = np.random.default_rng(1)
+    iso = rng.normal(size=(400, 32))
+    aniso = iso @ rng.normal(size=(32, 32))  # far from isotropic: larger SV 1, lower entropy
+    gauss = ("Gaussian (same shape, seed 0)", _table5_row(gaussian_table(400, 32, random_state=0)))
+    # ADRec anisotropic, SASRec+ isotropic: the paper's Baby ordering on every metric
+    rows = table5_vs_paper([("SASRec+", _table5_row(iso)), ("ADRec stage 3", _table5_row(aniso)),
+                            ("Silly", _table5_row(iso)), gauss], "baby")
+    assert [r[0] for r in rows] == ["SASRec+", "ADRec stage 3 / ADRec", gauss[0],
+                                    "same order as the paper"]
+    assert rows[1][1].endswith(" / 247.88") and rows[0][6].endswith(" / 1.09")
+    assert rows[2][1].endswith(" / –")
+    assert all(v == "yes (1/1 pairs)" for v in rows[-1][1:])
+    # the other way round, every metric is ordered against the paper
+    flipped = table5_vs_paper([("SASRec+", _table5_row(aniso)),
+                               ("ADRec stage 3", _table5_row(iso))], "baby")
+    assert all(v.startswith("no (0/1 pairs): ") for v in flipped[-1][1:])
+    assert "SASRec+ > ADRec here, < in the paper" in flipped[-1][1]
+    assert table5_vs_paper([("SASRec+", _table5_row(iso))], "yelp") == []
+    assert table5_vs_paper([("Silly", _table5_row(iso))], "baby") == []
+
+
+def test_table5_vs_paper_undefined_metric_is_na_and_not_compared():
+    import numpy as np
+
+    from collapse_kit.commands.reproduce import table5_vs_paper
+
+    rng = np.random.default_rng(0)
+    a, b = _table5_row(rng.normal(size=(300, 16))), _table5_row(rng.normal(size=(300, 16)) * 3)
+    a.pop("isotropy", None)
+    a["isotropy_undefined"] = "test"
+    rows = table5_vs_paper([("SASRec+", a), ("DreamRec", b)], "ml-100k")
+    assert rows[0][5].startswith("n/a / ")
+    assert rows[-1][5] == "– (no pair to compare)"
+
+
+def test_paper_table5_transcription():
+    from collapse_kit.experiments import PAPER_TABLE2, PAPER_TABLE5, PAPER_TABLE5_KEYS
+
+    assert set(PAPER_TABLE5) == set(PAPER_TABLE2)
+    for dataset, models in PAPER_TABLE5.items():
+        assert set(models) == {"sasrec", "adrec", "diffurec", "dreamrec"}
+        for v in models.values():
+            assert len(v) == len(PAPER_TABLE5_KEYS) and len(v[0]) == 5
+            assert list(v[0]) == sorted(v[0], reverse=True)  # singular values are descending
+        # the paper's headline: ADRec has the largest SV 1 and the lowest covariance entropy
+        assert max(models, key=lambda m: models[m][0][0]) in ("adrec", "diffurec")
+        assert min(models, key=lambda m: models[m][3]) == "adrec"

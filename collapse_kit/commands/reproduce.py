@@ -338,12 +338,107 @@ def embedding_tables(runs, out: Path, stamp: dict, *, bootstrap: int):
             r = analyze(E, bootstrap=bootstrap, null_draws=1, seed=0)
             ci_rows.append([name] + [_interval_cell(r, k) for k in keys])
     out_tables = [("table5", table5)]
+    paper_rows = table5_vs_paper(rows, dataset)
+    if paper_rows:
+        out_tables.append(("table5-paper", Table(
+            title=f"Table 5 against the paper ({dataset}): ours / paper's value, and whether "
+                  "the models are ordered as in the paper",
+            columns=["Model", "SV 1", "SV Variance", "SV Entropy", "Cov. Entropy", "Isotropy",
+                     "KL to Gaussian"],
+            rows=paper_rows, stamp=stamp,
+            notes=["SV 1 is the largest singular value (the first of Table 5's top 5). The "
+                   "last row compares, per metric, every pair of models the two tables share: "
+                   "a pair agrees when both tables order it the same way; a pair the paper "
+                   "prints as equal (its 2 decimals) orders nothing and is not counted. "
+                   "Magnitudes depend on the table's size and training; the Gaussian row "
+                   "(ours) is the same-shape reference the paper's DreamRec resembles."])))
     if ci_rows:
         out_tables.append(("table5-intervals", Table(
             title=f"Table 5 intervals ({dataset}): value [95% bootstrap interval over items, "
                   f"{bootstrap} resamples] (G = same-shape Gaussian null)",
             columns=["Model", *keys], rows=ci_rows, stamp=stamp)))
     return out_tables
+
+
+# Table 5 row names -> the paper's models (ADRec's final table is its stage 3)
+TABLE5_PAPER_MODEL = {"SASRec+": "sasrec", "DiffuRec": "diffurec", "DreamRec": "dreamrec",
+                      "ADRec stage 3": "adrec", "ADRec": "adrec"}
+
+
+def _table5_value(value, key: str):
+    """The compared number of one Table 5 cell: the largest singular value for the top 5."""
+    if value is None:
+        return None
+    return float(value[0]) if key == "top5_singular_values" else float(value)
+
+
+def order_agreement(ours: dict[str, float], paper: dict[str, float]) -> tuple[int, int, list[str]]:
+    """(agreeing pairs, compared pairs, disagreements) of two {model: value} orderings.
+
+    Every pair of models present in both with a defined value is compared, except pairs the
+    paper ties (equal printed values order nothing) or ours ties exactly. A disagreement reads
+    ``"A > B here, < in the paper"``.
+    """
+    names = [m for m in ours if m in paper and ours[m] is not None and paper[m] is not None]
+    agree, compared, wrong = 0, 0, []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if paper[a] == paper[b] or ours[a] == ours[b]:
+                continue
+            compared += 1
+            if (ours[a] > ours[b]) == (paper[a] > paper[b]):
+                agree += 1
+            else:
+                hi, lo = (a, b) if ours[a] > ours[b] else (b, a)
+                wrong.append(f"{hi} > {lo} here, < in the paper")
+    return agree, compared, wrong
+
+
+def table5_vs_paper(rows, dataset: str) -> list[list[str]]:
+    """Rows ``ours / paper`` per Table 5 metric for the models of ``rows`` that the paper's
+    Table 5 has on ``dataset``, the Gaussian reference row, and an order-agreement row.
+
+    ``rows``: (Table 5 row name, metrics dict of ``compare_metrics``). Empty when the paper has
+    no Table 5 for the dataset or shares no model with ``rows``.
+    """
+    from collapse_kit.analyze import UNDEFINED_SUFFIX, _fmt
+    from collapse_kit.experiments import PAPER_TABLE5, PAPER_TABLE5_KEYS
+
+    paper = PAPER_TABLE5.get(dataset, {})
+    shared = [(name, m, TABLE5_PAPER_MODEL[name]) for name, m in rows
+              if TABLE5_PAPER_MODEL.get(name) in paper]
+    if not shared:
+        return []
+
+    def ours(m: dict, key: str):  # compared as printed, so float noise orders nothing
+        if key + UNDEFINED_SUFFIX in m or m.get(key) is None:
+            return None
+        return float(_fmt(_table5_value(m[key], key), key))
+
+    out = []
+    for name, m, model in shared:
+        cells = []
+        for j, key in enumerate(PAPER_TABLE5_KEYS):
+            v = ours(m, key)
+            cells.append(f"{'n/a' if v is None else _fmt(v, key)} / "
+                         f"{_fmt(_table5_value(paper[model][j], key), 'top5_singular_values')}")
+        out.append([f"{name} / {NAMES[model]}" if name != NAMES[model] else name, *cells])
+    for name, m in rows:
+        if name.startswith("Gaussian"):
+            out.append([name, *(f"{'n/a' if ours(m, k) is None else _fmt(ours(m, k), k)} / –"
+                                for k in PAPER_TABLE5_KEYS)])
+    verdicts = []
+    for j, key in enumerate(PAPER_TABLE5_KEYS):
+        agree, compared, wrong = order_agreement(
+            {NAMES[model]: ours(m, key) for _, m, model in shared},
+            {NAMES[model]: _table5_value(paper[model][j], key) for _, _, model in shared})
+        if not compared:
+            verdicts.append("– (no pair to compare)")
+        else:
+            verdicts.append(("yes" if agree == compared else "no") + f" ({agree}/{compared} pairs)"
+                            + (": " + "; ".join(wrong) if wrong else ""))
+    out.append(["same order as the paper", *verdicts])
+    return out
 
 
 def _interval_cell(r: dict, key: str) -> str:
