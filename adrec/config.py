@@ -14,7 +14,7 @@ from typing import Any
 
 CHOICES = {
     "protocol": ("strict", "official"),
-    "batching": ("bucket", "random"),
+    "batching": ("bucket", "bucket-constant", "random"),
     "attention_mask": ("correct", "official"),
     "device": ("auto", "cpu", "cuda", "mps"),
     "matmul_precision": ("highest", "high", "medium"),
@@ -40,7 +40,9 @@ class TrainConfig:
                                  # authors' loader); bucket: length-bucketed, trimmed batches,
                                  # an opt-in for speed experiments only: it re-weights the loss
                                  # towards short users (Baby SASRec+ seed 0: test NDCG@20 1.92
-                                 # bucketed vs 2.51 random)
+                                 # bucketed vs 2.51 random); bucket-constant: bucketed, but
+                                 # every batch's loss divided by the epoch's mean batch totals
+                                 # (an experiment: results/batching-constant-totals)
     device: str = "auto"         # auto = cuda if available, else cpu
     warmup_epochs: int = 5       # ADRec stage 2 length (embedding frozen)
     resume_seconds: float = 30.0  # write the resume state after the first epoch, then after an

@@ -305,8 +305,9 @@ def train_stage(model, dataset: SequenceDataset, cfg: TrainConfig, out_dir: str 
                          "training items (a target needs a history); use a dataset with longer "
                          "sequences")
     batches = BatchIterator(hists, tgts, max_len=cfg.max_len, batch_size=cfg.batch_size,
-                            generator=generator, bucket=(cfg.batching == "bucket"),
-                            trim=not model.needs_full_width)
+                            generator=generator, bucket=cfg.batching.startswith("bucket"),
+                            trim=not model.needs_full_width,
+                            constant_totals=(cfg.batching == "bucket-constant"))
     st = {"epoch": 0, "best_state": None, "running": None, "selected": None, "best_epoch": 0,
           "bad": 0, "stopped": False, "train_seconds": 0.0, "eval_seconds": 0.0}
     if resume and resume_path.exists():

@@ -87,6 +87,45 @@ def test_bucketed_batches_cover_every_sample_once():
     assert np.median(widths) < 20  # short Amazon sequences are not padded to 50
 
 
+def test_constant_totals_weigh_every_token_the_same_over_an_epoch():
+    """batching=bucket-constant: bucketed batches whose loss means divide by the epoch's mean
+    batch totals, so a token's weight 1 / n_tokens is the same in every batch (under plain
+    bucketing a short batch's tokens weigh several times more) and an epoch's weights sum to
+    the number of batches, as the per-batch means of a shuffle do."""
+    from adrec.models.sasrec import SASRec, SASRecArgs
+
+    ds = load_dataset("baby")
+    hists, tgts = training_pairs(ds, 50)
+    tokens = sum(int(np.count_nonzero(t[-50:])) for t in tgts)
+    it = BatchIterator(hists, tgts, max_len=50, batch_size=512,
+                       generator=torch.Generator().manual_seed(0), bucket=True,
+                       constant_totals=True)
+    plain = BatchIterator(hists, tgts, max_len=50, batch_size=512,
+                          generator=torch.Generator().manual_seed(0), bucket=True)
+    batches = list(it)
+    assert len({b.totals for b in batches}) == 1
+    assert batches[0].n_tokens == pytest.approx(tokens / len(it))
+    assert batches[0].n_rows == pytest.approx(len(hists) / len(it))
+    own = [int((b.target > 0).sum()) for b in batches]
+    assert sum(k / b.n_tokens for k, b in zip(own, batches)) == pytest.approx(len(it))
+    plain = list(plain)  # the same generator seed: the same first epoch
+    weights = [1 / b.n_tokens for b in plain]
+    assert max(weights) / min(weights) > 3  # what the constant totals remove
+    for a, b in zip(batches, plain):  # the same bucketed batches, only the divisor differs
+        assert torch.equal(a.history, b.history)
+    # a micro-batch keeps the constant divisor, so the SASRec+ loss adds up to the batch's
+    model = SASRec(SASRecArgs(hidden=16, n_heads=2), ds.n_items).eval()
+    big = max(batches, key=lambda b: b.history.shape[0] * b.history.shape[1])
+    whole = float(model.loss(big)["loss"])
+    parts = sum(float(model.loss(m)["loss"]) for m in big.split_cells(800))
+    assert parts == pytest.approx(whole, rel=1e-5)
+    from adrec.data import Batch
+
+    own_mean = float(model.loss(Batch(big.history, big.target, big.offset))["loss"])
+    k = int((big.target > 0).sum())
+    assert whole * big.n_tokens == pytest.approx(own_mean * k, rel=1e-5)  # same sum, other divisor
+
+
 def test_batches_are_seeded():
     ds = load_dataset("ml-100k")
     h, t = training_pairs(ds, 50)
