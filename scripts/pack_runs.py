@@ -5,8 +5,9 @@ Usage: python scripts/pack_runs.py RUNS_ROOT OUT_DIR
 For every run folder under RUNS_ROOT/**/runs/<dataset>/<name>/<seed-protocol>/ it keeps the
 JSON-lines logs, train.out and every finished checkpoint (*.pt, not *.resume.pt) with its model
 weights stripped (adrec.checkpoint.strip_weights: metrics, config and item table stay). The item
-table itself is kept only where the reports need it (seed 0 strict runs of ML-100K; Baby's and
-Beauty's main models); elsewhere it is replaced by an empty (0, d) tensor and ``table_stripped``
+table itself is kept only where the reports need it (seed 0 strict runs of ML-100K; Baby's,
+Beauty's and Toys' main models; Sports' ADRec, whose SASRec+ table would pass the 16 MB of one
+archive); elsewhere it is replaced by an empty (0, d) tensor and ``table_stripped``
 is set.
 One .tar.gz per top folder and dataset, each under 16 MB.
 """
@@ -28,9 +29,9 @@ def keep_table(dataset: str, name: str, run: str, ckpt: str) -> bool:
         return False
     if dataset == "ml-100k":
         return True
-    if dataset in ("beauty", "baby"):
+    if dataset in ("beauty", "baby", "toys"):
         return name in ("sasrec", "diffurec", "dreamrec") or (name == "adrec" and ckpt == "best.pt")
-    return False
+    return dataset == "sports" and name == "adrec" and ckpt == "best.pt"
 
 
 def main(root: str, out: str) -> None:

@@ -44,3 +44,15 @@ def test_bench_training_refuses_a_malformed_passes_value_in_one_line(bad):
                         "--passes", "random/auto", bad], capture_output=True, text=True)
     assert r.returncode == 2 and r.stdout == ""
     assert f"--passes {bad!r}" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_pack_runs_keeps_the_tables_the_reports_read():
+    keep = _load("pack_runs").keep_table
+    assert keep("ml-100k", "adrec", "s0-strict", "stage1.pt")
+    assert keep("toys", "sasrec", "s0-strict", "sasrec.pt")  # Table 5 of Toys needs it
+    assert keep("toys", "adrec", "s0-strict", "best.pt")
+    assert not keep("toys", "adrec", "s0-strict", "stage3.pt")  # best.pt holds the same table
+    assert keep("sports", "adrec", "s0-strict", "best.pt")
+    assert not keep("sports", "sasrec", "s0-strict", "sasrec.pt")
+    assert not keep("baby", "sasrec", "s1-strict", "sasrec.pt")  # only seed 0 strict is analysed
+    assert not keep("baby", "sasrec", "s0-official", "sasrec.pt")
