@@ -5,7 +5,8 @@ Usage: python scripts/pack_runs.py RUNS_ROOT OUT_DIR
 For every run folder under RUNS_ROOT/**/runs/<dataset>/<name>/<seed-protocol>/ it keeps the
 JSON-lines logs, train.out and every finished checkpoint (*.pt, not *.resume.pt) with its model
 weights stripped (adrec.checkpoint.strip_weights: metrics, config and item table stay). The item
-table itself is kept only where the reports need it (seed 0 strict runs of ML-100K; Baby's,
+table itself is kept only where the reports need it (seed 0 runs, strict and official: Table 5
+falls back to the official run where a strict table is missing; ML-100K's; Baby's,
 Beauty's and Toys' main models; Sports' ADRec, whose SASRec+ table would pass the 16 MB of one
 archive); elsewhere it is replaced by an empty (0, d) tensor and ``table_stripped``
 is set.
@@ -25,7 +26,7 @@ from adrec.checkpoint import atomic_save, strip_weights  # noqa: E402
 
 
 def keep_table(dataset: str, name: str, run: str, ckpt: str) -> bool:
-    if not run.startswith("s0-strict"):
+    if not run.startswith(("s0-strict", "s0-official")):
         return False
     if dataset == "ml-100k":
         return True

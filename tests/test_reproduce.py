@@ -146,3 +146,29 @@ def test_paper_table5_transcription():
         # the paper's headline: ADRec has the largest SV 1 and the lowest covariance entropy
         assert max(models, key=lambda m: models[m][0][0]) in ("adrec", "diffurec")
         assert min(models, key=lambda m: models[m][3]) == "adrec"
+
+
+def test_table5_falls_back_to_the_official_run_when_the_strict_table_was_stripped(tmp_path):
+    import torch
+
+    from collapse_kit.commands.reproduce import embedding_checkpoints
+
+    data = _tiny_file(tmp_path)
+    out = tmp_path / "out"
+    assert main(["reproduce", "--datasets", str(data), "--models", "sasrec", "--seeds", "1",
+                 "--preset", "tiny", "--out", str(out), "--bootstrap", "0", "--train-only",
+                 "--set", "hidden=16", "--set", "n_heads=2"]) == 0
+    runs = plan_runs([str(data)], ["sasrec"], 1)
+    strict = next(s for s in runs if s.protocol == "strict").checkpoint(out)
+    official = next(s for s in runs if s.protocol == "official").checkpoint(out)
+    assert embedding_checkpoints(runs, out) == [("SASRec+", strict)]
+    ck = torch.load(strict, map_location="cpu", weights_only=True)  # as pack_runs strips it
+    ck["item_embeddings"] = torch.empty(0, ck["item_embeddings"].shape[1])
+    ck["table_stripped"] = True
+    torch.save(ck, strict)
+    assert embedding_checkpoints(runs, out) == [("SASRec+", official)]
+    assert main(["reproduce", "--datasets", str(data), "--models", "sasrec", "--seeds", "1",
+                 "--preset", "tiny", "--out", str(out), "--bootstrap", "0", "--report-only",
+                 "--set", "hidden=16", "--set", "n_heads=2"]) == 0
+    table5 = (out / "tables" / "table5-tiny.md").read_text()
+    assert "official runs" in table5

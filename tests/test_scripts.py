@@ -55,4 +55,5 @@ def test_pack_runs_keeps_the_tables_the_reports_read():
     assert keep("sports", "adrec", "s0-strict", "best.pt")
     assert not keep("sports", "sasrec", "s0-strict", "sasrec.pt")
     assert not keep("baby", "sasrec", "s1-strict", "sasrec.pt")  # only seed 0 strict is analysed
-    assert not keep("baby", "sasrec", "s0-official", "sasrec.pt")
+    assert keep("toys", "sasrec", "s0-official", "sasrec.pt")  # Table 5's fallback
+    assert not keep("baby", "sasrec", "s1-official", "sasrec.pt")

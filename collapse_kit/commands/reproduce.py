@@ -277,27 +277,38 @@ def _has_table(path: Path) -> bool:
 
 
 def embedding_checkpoints(runs, out: Path) -> list[tuple[str, Path]]:
-    """(name, checkpoint) of seed 0's final tables, ADRec's stages included, strict runs
-    (light checkpoints whose table was stripped for transport are left out)."""
+    """(name, checkpoint) of the lowest seed's final tables, ADRec's stages included, from the
+    strict runs; a model whose strict table was stripped for transport (light checkpoints) or
+    that has no strict run falls back to the same seed's official-protocol run."""
     found = []
+    seed0 = min(r.seed for r in runs)
     for model in PAPER_ORDER:
-        spec = next((s for s in runs if s.model == model and not s.variant
-                     and s.protocol == "strict" and s.seed == min(r.seed for r in runs)), None)
-        if spec is None:
-            continue
-        if model == "adrec":
-            for stage, label in (("stage1", "ADRec stage 1 (pre-train)"),
-                                 ("stage2", "ADRec stage 2 (warm-up)"),
-                                 ("stage3", "ADRec stage 3")):
-                p = spec.folder(out) / f"{stage}.pt"
-                if _has_table(p):
-                    found.append((label, p))
-            if not any(name.startswith("ADRec") for name, _ in found) \
-                    and _has_table(spec.checkpoint(out)):
-                found.append(("ADRec", spec.checkpoint(out)))  # only the final table was kept
-        elif _has_table(spec.checkpoint(out)):
-            found.append((NAMES[model], spec.checkpoint(out)))
+        for protocol in ("strict", "official"):
+            spec = next((s for s in runs if s.model == model and not s.variant
+                         and s.protocol == protocol and s.seed == seed0), None)
+            if spec is None:
+                continue
+            got = []
+            if model == "adrec":
+                for stage, label in (("stage1", "ADRec stage 1 (pre-train)"),
+                                     ("stage2", "ADRec stage 2 (warm-up)"),
+                                     ("stage3", "ADRec stage 3")):
+                    p = spec.folder(out) / f"{stage}.pt"
+                    if _has_table(p):
+                        got.append((label, p))
+                if not got and _has_table(spec.checkpoint(out)):
+                    got.append(("ADRec", spec.checkpoint(out)))  # only the final table was kept
+            elif _has_table(spec.checkpoint(out)):
+                got.append((NAMES[model], spec.checkpoint(out)))
+            if got:
+                found.extend(got)
+                break
     return found
+
+
+def _run_protocol(path: Path) -> str:
+    """'strict' or 'official', from a run folder's name (``s0-official``)."""
+    return path.parent.name.split("-", 1)[-1]
 
 
 def embedding_tables(runs, out: Path, stamp: dict, *, bootstrap: int):
@@ -323,14 +334,18 @@ def embedding_tables(runs, out: Path, stamp: dict, *, bootstrap: int):
     import csv as _csv
 
     parsed = list(_csv.reader(md))
+    protocols = sorted({_run_protocol(p) for _, p in ckpts})
     table5 = Table(title=f"Table 5 ({dataset}): embedding metrics of the item tables (seed "
-                         f"{min(r.seed for r in runs)}, strict runs)",
+                         f"{min(r.seed for r in runs)}, {' and '.join(protocols)} runs)",
                    columns=["Model"] + [t for _, t in COMPARE_COLUMNS + CORRECTED_COLUMNS],
                    rows=[r for r in parsed[1:]],
                    stamp=stamp,
                    notes=["Paper variants (top-5 SV ... silhouette) are the authors' formulas "
                           "(docs/metrics.md); KL (log-det) and effective rank are corrected / "
-                          "added metrics. The Gaussian row is the same-shape reference."])
+                          "added metrics. The Gaussian row is the same-shape reference."]
+                         + [f"{name}: from the official-protocol run (the strict run's table "
+                            "is not in this folder)." for name, p in ckpts
+                            if _run_protocol(p) == "official" and "strict" in protocols])
     keys = ("singular_value_entropy", "covariance_entropy", "isotropy", "kl_to_gaussian_logdet",
             "effective_rank")
     if bootstrap >= 2:
