@@ -184,10 +184,29 @@ def dataset_key(dataset: str) -> str:
     return name.split(".")[0] if ("/" in dataset or "." in name) else dataset
 
 
-def plan_runs(datasets, models, seeds: int, *, ablations: bool = False,
+def ablation_variants(names) -> list[str]:
+    """The Table 4 variants named by ``names`` (paper names such as ``w/o warm-up`` or their
+    folder names such as ``no-warm-up``), in ``ABLATIONS`` order; True or an empty list = all."""
+    if names is True or (names is not None and len(names) == 0):
+        return list(ABLATIONS)
+    slugs = {RunSpec("", "adrec", 0, variant=v).name.removeprefix("adrec-"): v
+             for v in ABLATIONS}
+    picked = set()
+    for n in names:
+        v = n if n in ABLATIONS else slugs.get(n.removeprefix("adrec-"))
+        if v is None:
+            raise ValueError(f"unknown ablation {n!r}; choose from "
+                             + ", ".join(f"{v!r} ({slug})" for slug, v in slugs.items()))
+        picked.add(v)
+    return [v for v in ABLATIONS if v in picked]
+
+
+def plan_runs(datasets, models, seeds: int, *, ablations=False,
               ablation_seeds: int = 1, protocols=PROTOCOLS) -> list[RunSpec]:
     """Every run of a reproduction: models x datasets x seeds x protocols, then ablations
-    (ADRec variants, strict protocol, seeds 0..ablation_seeds-1, on each dataset)."""
+    (ADRec variants, strict protocol, seeds 0..ablation_seeds-1, on each dataset).
+    ``ablations``: False/None (none), True or [] (all of ``ABLATIONS``), or a list of variant
+    names (see ``ablation_variants``)."""
     unknown = [m for m in models if m not in MODELS]
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; choose from {', '.join(MODELS)}")
@@ -195,7 +214,8 @@ def plan_runs(datasets, models, seeds: int, *, ablations: bool = False,
         raise ValueError(f"--seeds must be >= 1, got {seeds}")
     plan = [RunSpec(d, m, s, p) for d in datasets for p in protocols for m in models
             for s in range(seeds)]
-    if ablations:
+    if ablations is not False and ablations is not None:
+        variants = ablation_variants(ablations)
         if "adrec" not in models:
             raise ValueError("--ablations needs adrec among --models (the variants reuse its "
                              "stage-1 checkpoints)")
@@ -206,7 +226,7 @@ def plan_runs(datasets, models, seeds: int, *, ablations: bool = False,
             raise ValueError("--ablations run under the strict protocol; include it in "
                              "--protocols")
         plan += [RunSpec(d, "adrec", s, "strict", v, dict(ABLATIONS[v]))
-                 for d in datasets for v in ABLATIONS for s in range(ablation_seeds)]
+                 for d in datasets for v in variants for s in range(ablation_seeds)]
     return plan
 
 

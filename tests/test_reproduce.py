@@ -26,6 +26,31 @@ def test_plan_layout_and_ablation_sources(tmp_path):
     assert "--stage1" in cmd and "warmup=false" in cmd and "epochs=30" in cmd
 
 
+def test_plan_named_ablations_only():
+    # paper names and folder names both select a variant; the plan keeps ABLATIONS' order
+    plan = plan_runs(["baby"], ["adrec"], 1, protocols=["strict"],
+                     ablations=["no-mse", "w/o warm-up", "adrec-no-pre-train", "w/o warm-up"])
+    assert [s.variant for s in plan if s.variant] == ["w/o warm-up", "w/o pre-train", "w/o mse"]
+    assert [s.name for s in plan] == ["adrec", "adrec-no-warm-up", "adrec-no-pre-train",
+                                      "adrec-no-mse"]
+    assert plan[-1].model_settings == ABLATIONS["w/o mse"]
+    every = [s.variant for s in plan_runs(["baby"], ["adrec"], 1, ablations=[]) if s.variant]
+    assert every == list(ABLATIONS)  # a bare --ablations: all of them
+    assert not [s for s in plan_runs(["baby"], ["adrec"], 1, ablations=None) if s.variant]
+
+
+def test_reproduce_unknown_ablation_is_one_line(tmp_path, capsys):
+    code = main(["reproduce", "--datasets", "ml-100k", "--models", "adrec", "--ablations",
+                 "w/o attention", "--out", str(tmp_path / "o"), "--train-only"])
+    err = capsys.readouterr().err
+    assert code != 0 and "unknown ablation 'w/o attention'" in err and "no-warm-up" in err
+    assert "Traceback" not in err and not (tmp_path / "o").exists()
+    # a bare --ablations (followed by another flag) still means "all variants"
+    assert main(["reproduce", "--models", "sasrec", "--ablations", "--seeds", "1",
+                 "--out", str(tmp_path / "o"), "--train-only"]) != 0
+    assert "--ablations needs adrec" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("kwargs,needle", [
     (dict(models=["bert4rec"]), "unknown model"),
     (dict(models=["sasrec"], ablations=True), "needs adrec"),

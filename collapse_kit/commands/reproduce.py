@@ -29,7 +29,10 @@ def register(sub) -> None:
     p.add_argument("--datasets", nargs="+", default=["ml-100k"], metavar="NAME")
     p.add_argument("--models", nargs="+", default=list(MODELS), metavar="MODEL",
                    help=f"any of {' '.join(MODELS)}")
-    p.add_argument("--ablations", action="store_true", help="also ADRec's Table 4 variants")
+    p.add_argument("--ablations", nargs="*", default=None, metavar="VARIANT",
+                   help="also ADRec's Table 4 variants: all of them, or only those named "
+                        "(paper names such as 'w/o warm-up', or folder names such as "
+                        "no-warm-up)")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
     p.add_argument("--ablation-seeds", type=int, default=1,
                    help="seeds of each ablation variant (default 1, as in the paper)")
