@@ -86,6 +86,20 @@ def aggregate(per_user: dict[str, np.ndarray], protocol: str = "strict") -> dict
     return out
 
 
+def official_user_weights(n_users: int, batch: int = OFFICIAL_BATCH) -> np.ndarray:
+    """Each user's weight in the official protocol's mean (``aggregate(..., "official")`` is
+    ``100 * sum(weights * per_user)``): the mean of per-batch means over ``batch``-user batches
+    in file order, so a user of the last, short batch weighs ``full batch / last batch`` times
+    more than the others. Sums to 1."""
+    if n_users < 1 or batch < 1:
+        raise ValueError(f"need n_users >= 1 and batch >= 1, got {n_users} and {batch}")
+    n_batches = -(-n_users // batch)
+    sizes = np.full(n_users, batch, dtype=np.float64)
+    last = n_users - (n_batches - 1) * batch
+    sizes[(n_batches - 1) * batch:] = last
+    return 1.0 / (n_batches * sizes)
+
+
 def improved(new: dict[str, float], best: dict[str, float] | None, protocol: str) -> bool:
     """Model selection: strict -> valid NDCG@20 improves; official -> any of the six improves."""
     if best is None:

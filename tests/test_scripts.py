@@ -57,3 +57,41 @@ def test_pack_runs_keeps_the_tables_the_reports_read():
     assert not keep("baby", "sasrec", "s1-strict", "sasrec.pt")  # only seed 0 strict is analysed
     assert keep("toys", "sasrec", "s0-official", "sasrec.pt")  # Table 5's fallback
     assert not keep("baby", "sasrec", "s1-official", "sasrec.pt")
+
+
+def test_official_user_weights_reproduce_the_batch_mean():
+    from adrec.evaluate import aggregate, official_user_weights
+
+    rng = np.random.default_rng(3)
+    for n in (1, 511, 512, 513, 938, 1025, 11268):
+        v = rng.random(n)
+        w = official_user_weights(n)
+        assert w.sum() == pytest.approx(1.0)
+        assert 100 * (w * v).sum() == pytest.approx(aggregate({"m": v}, "official")["m"],
+                                                     abs=1e-4)
+    w = official_user_weights(1025)  # 3 batches: 512, 512, 1
+    assert w[-1] == pytest.approx(1 / 3) and w[0] == pytest.approx(1 / (3 * 512))
+    w = official_user_weights(11268)  # Toys: 23 batches, the last of 4 users
+    assert w[-4:].sum() == pytest.approx(1 / 23) and w[-4] == pytest.approx(1 / 92)
+    assert np.allclose(official_user_weights(1024), 1 / 1024)  # full batches: the exact mean
+    with pytest.raises(ValueError):
+        official_user_weights(0)
+
+
+def test_seen_elsewhere_counts_other_users_only():
+    seen = _load("official_averaging").seen_elsewhere
+    train = [[1, 2, 3], [2, 3, 4], [5, 6]]
+    # user 0: (3, 4) is in user 1's sequence; user 1: (2, 3) only in user 0's -> True;
+    # user 2: (6, 7) nowhere; user 1 asking (3, 4) of itself would not count
+    assert seen(train, [3, 2, 6], [4, 3, 7]).tolist() == [True, True, False]
+    assert seen(train, [1, 3, 5], [2, 4, 6]).tolist() == [False, False, False]
+
+
+def test_official_averaging_refuses_a_light_checkpoint_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    light = ROOT / "results/ml-100k-cpu-shuffled/runs/ml-100k/sasrec/s0-strict/sasrec.pt"
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "official_averaging.py"),
+                        str(light), str(tmp_path / "missing.pt")], capture_output=True, text=True)
+    assert r.returncode == 1 and "weights stripped" in r.stderr and "Traceback" not in r.stderr
