@@ -197,3 +197,26 @@ def test_table5_falls_back_to_the_official_run_when_the_strict_table_was_strippe
                  "--set", "hidden=16", "--set", "n_heads=2"]) == 0
     table5 = (out / "tables" / "table5-tiny.md").read_text()
     assert "official runs" in table5
+
+
+def test_table4_puts_the_papers_row_of_each_dataset_beside_ours(tmp_path, monkeypatch):
+    import collapse_kit.experiments as exp
+    from collapse_kit.commands.reproduce import ablation_tables
+
+    def fake_metrics(spec, out, stage=None):  # test HR@20 = 5 + seed, NDCG@20 = 2 + seed / 10
+        return {"strict": {"test": {"HR@20": 5.0 + spec.seed, "NDCG@20": 2.0 + spec.seed / 10}},
+                "trained_on": "CPU"}
+
+    monkeypatch.setattr(exp, "run_metrics", fake_metrics)
+    for dataset, want in (("baby", ["7.15 / 3.15", "6.75 / 2.95", "4.04 / 1.95"]),
+                          ("ml-100k", ["22.07 / 9.00", "21.01 / 8.32", "13.29 / 5.34"]),
+                          ("tiny", ["–", "–", "–"])):
+        plan = plan_runs([dataset], ["adrec"], 2, protocols=["strict"], ablation_seeds=1,
+                         ablations=["w/o warm-up", "w/o mse"])
+        [(name, table)] = ablation_tables(plan, tmp_path, {})
+        assert name == "table4"
+        assert [r[0] for r in table.rows] == ["ADRec", "w/o warm-up", "w/o mse"]
+        assert [r[3] for r in table.rows] == want
+        assert table.rows[0][4] == "2" and table.rows[1][4] == "1"  # seeds per row
+        assert table.rows[1][1].startswith("5.00") and table.rows[0][1].startswith("5.50")
+    assert exp.PAPER_TABLE4_ML100K is exp.PAPER_TABLE4["ml-100k"]

@@ -242,7 +242,7 @@ def accuracy_tables(runs, out: Path, stamp: dict):
 
 
 def ablation_tables(runs, out: Path, stamp: dict):
-    from collapse_kit.experiments import ABLATIONS, PAPER_TABLE4_ML100K, run_metrics
+    from collapse_kit.experiments import ABLATIONS, PAPER_TABLE4, run_metrics
     from collapse_kit.report import Table, fmt_mean_sd
 
     variants = [v for v in ABLATIONS if any(s.variant == v for s in runs)]
@@ -258,7 +258,7 @@ def ablation_tables(runs, out: Path, stamp: dict):
         if not ms:
             continue
         trained_on.update(m["trained_on"] for m in ms)
-        paper = PAPER_TABLE4_ML100K.get(name) if dataset == "ml-100k" else None
+        paper = PAPER_TABLE4.get(dataset, {}).get(name)
         rows.append([name, fmt_mean_sd([m["strict"]["test"]["HR@20"] for m in ms]),
                      fmt_mean_sd([m["strict"]["test"]["NDCG@20"] for m in ms]),
                      f"{paper[0]:.2f} / {paper[1]:.2f}" if paper else "–", str(len(ms))])
