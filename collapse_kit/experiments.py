@@ -202,7 +202,7 @@ def dataset_key(dataset: str) -> str:
 def ablation_variants(names) -> list[str]:
     """The Table 4 variants named by ``names`` (paper names such as ``w/o warm-up`` or their
     folder names such as ``no-warm-up``), in ``ABLATIONS`` order; True or an empty list = all."""
-    if names is True or (names is not None and len(names) == 0):
+    if names is True or len(names) == 0:
         return list(ABLATIONS)
     slugs = {RunSpec("", "adrec", 0, variant=v).name.removeprefix("adrec-"): v
              for v in ABLATIONS}
@@ -229,7 +229,7 @@ def plan_runs(datasets, models, seeds: int, *, ablations=False,
         raise ValueError(f"--seeds must be >= 1, got {seeds}")
     plan = [RunSpec(d, m, s, p) for d in datasets for p in protocols for m in models
             for s in range(seeds)]
-    if ablations is not False and ablations is not None:
+    if ablations not in (False, None):
         variants = ablation_variants(ablations)
         if "adrec" not in models:
             raise ValueError("--ablations needs adrec among --models (the variants reuse its "

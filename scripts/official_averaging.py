@@ -25,13 +25,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from adrec.evaluate import OFFICIAL_BATCH, official_user_weights  # noqa: E402
 
 
-def seen_elsewhere(train: list[list[int]], firsts: list[int], seconds: list[int]) -> np.ndarray:
-    """Per user u: does the pair (firsts[u], seconds[u]) occur as consecutive items in the
-    training sequence of a user other than u?"""
+def pair_owners(train: list[list[int]]) -> dict[tuple[int, int], set[int]]:
+    """Every pair of consecutive items in the training sequences -> the users who have it."""
     owners: dict[tuple[int, int], set[int]] = {}
     for u, seq in enumerate(train):
         for a, b in zip(seq, seq[1:]):
             owners.setdefault((a, b), set()).add(u)
+    return owners
+
+
+def seen_elsewhere(owners: dict[tuple[int, int], set[int]], firsts: list[int],
+                   seconds: list[int]) -> np.ndarray:
+    """Per user u: does the pair (firsts[u], seconds[u]) occur as consecutive items in the
+    training sequence of a user other than u? (``owners``: ``pair_owners(train)``.)"""
     return np.array([bool(owners.get((a, b), set()) - {u})
                      for u, (a, b) in enumerate(zip(firsts, seconds))])
 
@@ -50,16 +56,17 @@ def rows(path: str, device: str) -> list[str]:
     max_len = (ckpt.get("config") or {}).get("max_len", 50)
     n = len(ds.train)
     w = official_user_weights(n)
-    last = n - (-(-n // OFFICIAL_BATCH) - 1) * OFFICIAL_BATCH  # users in the last batch
+    last = (n - 1) % OFFICIAL_BATCH + 1  # users in the last batch
     tail = slice(n - last, n)
+    owners = pair_owners(ds.train)
     out = []
     for split in ("valid", "test"):
         ranks = compute_ranks_all(model, ds, split, max_len=max_len, device=device)
         strict, official = ranking_metrics(ranks["strict"]), ranking_metrics(ranks["official"])
         if split == "test":
-            seen = seen_elsewhere(ds.train, list(ds.valid), list(ds.test))
+            seen = seen_elsewhere(owners, list(ds.valid), list(ds.test))
         else:
-            seen = seen_elsewhere(ds.train, [s[-1] for s in ds.train], list(ds.valid))
+            seen = seen_elsewhere(owners, [s[-1] for s in ds.train], list(ds.valid))
         cells = []
         for k in ("HR@20", "NDCG@20"):
             cells.append(f"{100 * strict[k].mean():.2f} / {100 * (w * strict[k]).sum():.2f} / "

@@ -79,12 +79,13 @@ def test_official_user_weights_reproduce_the_batch_mean():
 
 
 def test_seen_elsewhere_counts_other_users_only():
-    seen = _load("official_averaging").seen_elsewhere
-    train = [[1, 2, 3], [2, 3, 4], [5, 6]]
+    script = _load("official_averaging")
+    owners = script.pair_owners([[1, 2, 3], [2, 3, 4], [5, 6]])
+    assert owners == {(1, 2): {0}, (2, 3): {0, 1}, (3, 4): {1}, (5, 6): {2}}
     # user 0: (3, 4) is in user 1's sequence; user 1: (2, 3) only in user 0's -> True;
     # user 2: (6, 7) nowhere; user 1 asking (3, 4) of itself would not count
-    assert seen(train, [3, 2, 6], [4, 3, 7]).tolist() == [True, True, False]
-    assert seen(train, [1, 3, 5], [2, 4, 6]).tolist() == [False, False, False]
+    assert script.seen_elsewhere(owners, [3, 2, 6], [4, 3, 7]).tolist() == [True, True, False]
+    assert script.seen_elsewhere(owners, [1, 3, 5], [2, 4, 6]).tolist() == [False, False, False]
 
 
 def test_official_averaging_refuses_a_light_checkpoint_in_one_line(tmp_path):
