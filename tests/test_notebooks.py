@@ -2,7 +2,8 @@
 
 Each notebook is executed from a copy (the committed file, with its outputs, is never
 rewritten) by nbclient in a python3 kernel, on the tiny preset (its one live-training cell trains
-2 epochs of a hidden-16 model) and against the committed ML-100K runs in results/ml-100k-h200.
+2 epochs of a hidden-16 model) and against the committed ML-100K runs in
+results/ml-100k-cpu-shuffled (shuffled batches; no DiffuRec run, so notebook 04 meets a missing model).
 A notebook that raises fails the build. Takes about half a minute per notebook on 2 CPU cores.
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
-RUNS = ROOT / "results" / "ml-100k-h200" / "runs" / "ml-100k"
+RUNS = ROOT / "results" / "ml-100k-cpu-shuffled" / "runs" / "ml-100k"
 NOTEBOOKS = ["01_data_and_stage1.ipynb", "02_warmup.ipynb", "03_full_finetuning.ipynb",
              "04_baselines_and_collapse.ipynb", "05_probes_and_tsne.ipynb"]
 
