@@ -72,7 +72,7 @@ def training_setup(model: str, dataset: str, batching: str = "random", micro: st
     m = build_model(model, ds.n_items)
 
     opt = torch.optim.Adam(m.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    h, t = training_pairs(ds, cfg.max_len)
+    h, t = training_pairs(ds, cfg.max_len, prefixes=m.train_samples == "prefixes")  # as the trainer
     it = BatchIterator(h, t, max_len=cfg.max_len, batch_size=cfg.batch_size,
                        generator=torch.Generator().manual_seed(0), bucket=batching == "bucket",
                        trim=micro != "padded")

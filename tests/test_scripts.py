@@ -96,3 +96,23 @@ def test_official_averaging_refuses_a_light_checkpoint_in_one_line(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "official_averaging.py"),
                         str(light), str(tmp_path / "missing.pt")], capture_output=True, text=True)
     assert r.returncode == 1 and "weights stripped" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bench_training_trains_each_model_on_the_samples_the_trainer_uses():
+    """Regression: the benchmark built one sample per user for every model, so a "DiffuRec
+    epoch" timed 938 sequences instead of DiffuRec's 30,619 prefix samples on ML-100K."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bench_training
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    from adrec.data import load_dataset, training_pairs
+
+    ds = load_dataset("ml-100k")
+    for model, prefixes in (("diffurec", True), ("sasrec", False)):
+        _, _, _, it, cfg = bench_training.training_setup(model, "ml-100k")
+        hists, _ = training_pairs(ds, cfg.max_len, prefixes=prefixes)
+        assert len(it.hists) == len(hists)
+    assert len(training_pairs(ds, 50, prefixes=True)[0]) == 30619
