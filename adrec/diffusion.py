@@ -4,16 +4,18 @@ Truncated-linear schedule (official-implementation.md section 2.5), with ``scale
 beta_start = scale * 1e-4 + 0.01, beta_end = scale * 0.02 + 0.01 (scale * 1e-3 + 0.01 if that
 exceeds 1), betas = linspace(beta_start, beta_end, T). Index t = 0 is already one noising step.
 
-Constants are computed once in float64 and stored as float32 tensors; the schedule is a plain
-object (move it with ``.to(device)``).
+Constants are computed once in float64 and stored as float32 tensors, registered as
+non-persistent buffers: a model that holds a schedule moves it with ``model.to(device)``, and its
+checkpoints do not contain them. No call syncs an accelerator with the host.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
+from torch import nn
 
 
-class NoiseSchedule:
+class NoiseSchedule(nn.Module):
     """Forward process q(x_t | x_0) and the DDPM posterior step, named as in the paper.
 
     * ``q_sample(x0, t, noise)``: x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps (paper eq. 11),
@@ -29,6 +31,7 @@ class NoiseSchedule:
             raise ValueError(f"noise schedule {kind!r} is not implemented; use 'trunc_lin'")
         if steps < 1:
             raise ValueError(f"diffusion steps must be >= 1, got {steps}")
+        super().__init__()
         self.steps = steps
         scale = 1000.0 / steps
         beta_start, beta_end = scale * 1e-4 + 0.01, scale * 0.02 + 0.01
@@ -51,23 +54,24 @@ class NoiseSchedule:
         }
         self.float64 = consts
         for name, value in consts.items():
-            setattr(self, name, torch.tensor(value, dtype=torch.float32))
-
-    def to(self, device) -> "NoiseSchedule":
-        for name in self.float64:
-            setattr(self, name, getattr(self, name).to(device))
-        return self
+            self.register_buffer(name, torch.tensor(value, dtype=torch.float32), persistent=False)
 
     @staticmethod
     def _gather(const: torch.Tensor, t: torch.Tensor, ndim: int) -> torch.Tensor:
-        """const[t] reshaped to broadcast against a tensor of ``ndim`` dims: (B,) or (B, L) -> + 1s."""
-        out = const.to(t.device)[t]
-        return out.reshape(*t.shape, *([1] * (ndim - t.ndim)))
+        """const[t] reshaped to broadcast against a tensor of ``ndim`` dims: (B,) or (B, L) -> + 1s.
+
+        The constants live where the schedule was moved (with its model); a copy is made only
+        for timesteps on another device (a schedule used on its own)."""
+        if const.device != t.device:
+            const = const.to(t.device)
+        return const[t].reshape(*t.shape, *([1] * (ndim - t.ndim)))
 
     def _check_t(self, t: torch.Tensor) -> None:
+        """Integer timesteps; their range is checked on the CPU only, where it costs no sync (on
+        an accelerator an index outside [0, T-1] fails in the gather itself)."""
         if t.dtype not in (torch.int64, torch.int32):
             raise TypeError(f"timesteps must be integers, got {t.dtype}")
-        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.steps):
+        if t.device.type == "cpu" and t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.steps):
             raise ValueError(f"timesteps must lie in [0, {self.steps - 1}]")
 
     def sample_timesteps(self, shape, *, device=None, generator=None) -> torch.Tensor:

@@ -158,3 +158,34 @@ def test_sampling_redraws_lambda_unless_mean():
 def test_official_mask_keeps_full_width():
     assert small(attention_mask="official").needs_full_width
     assert not small().needs_full_width
+
+
+def reference_sample(model: DiffuRec, history: torch.Tensor, generator: torch.Generator):
+    """The reverse loop written plainly: every step derives lambda's index and the denoiser's
+    mask and packing from ``valid`` again (what ``sample`` did before it precomputed them)."""
+    e, valid = model.embed_history(history), history > 0
+    x = torch.randn(history.shape[0], model.args.hidden, generator=generator)
+    for i in reversed(range(model.args.steps)):
+        t = torch.full((history.shape[0],), i, dtype=torch.long)
+        x = model.schedule.step(model.denoise(e, valid, x, t, generator), x, t,
+                                generator=generator)
+    return x
+
+
+@pytest.mark.parametrize("mask", ["correct", "official"])
+def test_reverse_loop_derives_the_layout_once_and_samples_the_same(mask, monkeypatch):
+    """The loop computes lambda's index and the denoiser's layout once per call (on a GPU each
+    derivation is a host sync); the samples are bit-identical to the per-step derivation."""
+    import adrec.models.layers as layers
+
+    model = small(attention_mask=mask, steps=6).eval()
+    history = left_pad([torch.arange(1, k + 1).numpy() for k in (3, 7, 1, 5)], 8)
+    with torch.no_grad():
+        want = reference_sample(model, history, torch.Generator().manual_seed(3))
+        calls = []
+        real = layers.Encoder.layout
+        monkeypatch.setattr(layers.Encoder, "layout",
+                            lambda self, valid: calls.append(1) or real(self, valid))
+        got = model.sample(history, torch.Generator().manual_seed(3))
+    assert torch.equal(got, want)
+    assert len(calls) == 1  # not once per step (6)

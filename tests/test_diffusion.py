@@ -95,3 +95,27 @@ def test_invalid_timesteps_and_steps_raise():
         sched.q_sample(torch.zeros(1, 2), torch.tensor([1.0]))
     with pytest.raises(ValueError):
         NoiseSchedule(0)
+
+
+def test_constants_move_with_the_model_and_stay_out_of_checkpoints():
+    """The schedule's constants are non-persistent buffers: ``model.to(device)`` moves them (no
+    copy per call), and a model's state_dict (its checkpoint) does not contain them."""
+    from adrec.models import build_model
+
+    for name in ("adrec", "diffurec", "dreamrec"):
+        model = build_model(name, 20, {"hidden": 16})
+        assert not [k for k in model.state_dict() if "schedule" in k or "alphas" in k]
+        model.to("meta")
+        assert model.schedule.sqrt_alphas_cumprod.device.type == "meta"
+
+
+def test_forward_and_reverse_steps_need_no_host_read_of_the_timesteps():
+    """On a non-CPU device nothing reads t back to the host (``int(t.min())`` would sync a GPU):
+    the meta device, which has no data, runs q_sample and step without an error."""
+    sched = NoiseSchedule(8).to("meta")
+    x0 = torch.zeros(2, 5, 4, device="meta")
+    t = torch.zeros(2, 5, dtype=torch.long, device="meta")
+    assert sched.q_sample(x0, t, noise=torch.zeros_like(x0)).shape == (2, 5, 4)
+    t1 = torch.zeros(2, dtype=torch.long, device="meta")
+    x = torch.zeros(2, 4, device="meta")
+    assert sched.step(x, x, t1, noise=torch.zeros_like(x)).device.type == "meta"

@@ -93,14 +93,16 @@ class DiffuRec(Recommender):
         sinus = timestep_embedding(t, self.args.hidden, scale=1000.0 / self.args.steps)
         return self.time_mlp(sinus)
 
-    def _lambda(self, valid: torch.Tensor, generator: torch.Generator | None = None
-                ) -> torch.Tensor:
+    def _lambda(self, valid: torch.Tensor, generator: torch.Generator | None = None,
+                where: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Aggregation weight lambda (B, L, D): N(mean, std^2) element-wise, or the constant mean.
 
         With the correct mask padding positions are invisible, so lambda is drawn for the real
         tokens only (padding gets the mean): the draws, and hence the sampled scores, do not
         depend on how much left padding a history carries. With the official mask padding is
-        visible and every position gets its own draw, as in the authors' code.
+        visible and every position gets its own draw, as in the authors' code. ``where``:
+        ``valid.nonzero(as_tuple=True)``, computed once by a caller that draws lambda for the
+        same histories many times (the reverse loop), so that the draws need no host sync.
         """
         a = self.args
         B, L = valid.shape
@@ -109,20 +111,25 @@ class DiffuRec(Recommender):
         if a.attention_mask == "official":
             z = torch.randn(B, L, a.hidden, device=valid.device, generator=generator)
         else:
+            where = valid.nonzero(as_tuple=True) if where is None else where
             z = torch.zeros(B, L, a.hidden, device=valid.device)
-            z[valid] = torch.randn(int(valid.sum()), a.hidden, device=valid.device,
+            z[where] = torch.randn(len(where[0]), a.hidden, device=valid.device,
                                    generator=generator)
         return a.lambda_mean + a.lambda_std * z
 
     def denoise(self, e: torch.Tensor, valid: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+                generator: torch.Generator | None = None,
+                where: tuple[torch.Tensor, torch.Tensor] | None = None,
+                layout=None) -> torch.Tensor:
         """x0-prediction of the last target.
 
-        e (B, L, D) history embeddings, valid (B, L), x_t (B, D), t (B,) -> (B, D).
+        e (B, L, D) history embeddings, valid (B, L), x_t (B, D), t (B,) -> (B, D); ``where``
+        as in ``_lambda``, ``layout`` the denoiser's ``Encoder.layout(valid)`` (both precomputed
+        by the reverse loop).
         """
         cond = (x_t + self.time_embedding(t))[:, None]          # (B, 1, D), broadcast over L
-        z = e + self._lambda(valid, generator) * cond           # (B, L, D)
-        h = self.denoiser(z, valid)                             # (B, L, D)
+        z = e + self._lambda(valid, generator, where) * cond    # (B, L, D)
+        h = self.denoiser(z, valid, layout)                     # (B, L, D)
         return self.output_norm(self.output_dropout(h[:, -1]))  # (B, D): the last position
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -142,11 +149,13 @@ class DiffuRec(Recommender):
                ) -> torch.Tensor:
         """T reverse DDPM steps on the last target, history fixed: (B, L) -> x_0 (B, D)."""
         e, valid = self.embed_history(history), history > 0  # computed once (eval: no dropout)
+        where = valid.nonzero(as_tuple=True)                 # once: no host sync per step
+        layout = self.denoiser.layout(valid)
         B, D = history.shape[0], self.args.hidden
         x = torch.randn(B, D, device=history.device, generator=generator)
         for i in reversed(range(self.args.steps)):
             t = torch.full((B,), i, dtype=torch.long, device=history.device)
-            x0_hat = self.denoise(e, valid, x, t, generator)
+            x0_hat = self.denoise(e, valid, x, t, generator, where, layout)
             x = self.schedule.step(x0_hat, x, t, generator=generator)
         return x
 

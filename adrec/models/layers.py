@@ -202,12 +202,22 @@ class Encoder(nn.Module):
         self.blocks = nn.ModuleList(Block(d, n_heads, dropout, pre_norm) for _ in range(n_blocks))
         self.causal, self.attention_mask = causal, attention_mask
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """x (B, L, D), valid (B, L) -> (B, L, D). With the correct mask, outputs at padding
-        positions are zeros (they are never used) and only real tokens are computed."""
+    def layout(self, valid: torch.Tensor) -> tuple[torch.Tensor, "Packing | None"]:
+        """The attention bias and the real-token index of ``valid`` (B, L): what ``forward``
+        derives from it (two host syncs). A caller that runs the same histories many times (a
+        reverse-diffusion loop) computes it once and passes it to ``forward``."""
         bias = attention_bias(valid, causal=self.causal, mode=self.attention_mask)
         if self.attention_mask == "correct" and not bool(valid.all()):
-            packing = Packing(valid)
+            return bias, Packing(valid)
+        return bias, None
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor,
+                layout: tuple[torch.Tensor, "Packing | None"] | None = None) -> torch.Tensor:
+        """x (B, L, D), valid (B, L) -> (B, L, D). With the correct mask, outputs at padding
+        positions are zeros (they are never used) and only real tokens are computed.
+        ``layout``: ``self.layout(valid)``, precomputed."""
+        bias, packing = self.layout(valid) if layout is None else layout
+        if packing is not None:
             x = packing.pack(x)  # (M, D)
             for block in self.blocks:
                 x = block(x, bias, packing)
