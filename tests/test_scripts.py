@@ -116,3 +116,42 @@ def test_bench_training_trains_each_model_on_the_samples_the_trainer_uses():
         hists, _ = training_pairs(ds, cfg.max_len, prefixes=prefixes)
         assert len(it.hists) == len(hists)
     assert len(training_pairs(ds, 50, prefixes=True)[0]) == 30619
+
+
+def test_gpu_bench_dry_run_runs_every_step_and_writes_the_report(tmp_path):
+    """scripts/gpu_bench.sh --dry-run: the GPU benchmark script end to end on the tiny preset
+    (CPU here): a report with every measurement, marked as a dry run."""
+    import os
+    import re
+    import subprocess
+
+    env = {**os.environ, "OUT": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_bench.sh"), "--dry-run"], env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    text = (tmp_path / "gpu-dry-run.md").read_text()
+    assert "**Dry run**" in text and "- torch: " in text and "- code commit: " in text
+    for label in ("SASRec+ beauty epoch", "ADRec beauty validation pass",
+                  "ADRec beauty, three stages end to end", "ADRec stage1: 2 epochs",
+                  "ADRec stage3: 2 epochs"):
+        assert f"| {label}" in text, label
+    hr, ndcg = map(float, re.search(r"\(strict, %\) \| ([\d.]+) / ([\d.]+)", text).groups())
+    assert 0 <= ndcg <= hr <= 100
+    assert "| yes |" not in text and "| no |" not in text  # a dry run judges no goal
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_gpu_bench_refuses_without_a_gpu_or_with_an_unknown_argument(tmp_path):
+    import subprocess
+    import sys
+
+    import torch
+
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_bench.sh"), "--fast"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "unknown argument '--fast'" in r.stderr
+    if not torch.cuda.is_available():
+        r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_gpu.py"), "--out",
+                            str(tmp_path / "gpu.md")], capture_output=True, text=True)
+        assert r.returncode == 2 and "no CUDA device" in r.stderr
+        assert "Traceback" not in r.stderr and not (tmp_path / "gpu.md").exists()
