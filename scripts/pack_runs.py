@@ -7,8 +7,8 @@ JSON-lines logs, train.out and every finished checkpoint (*.pt, not *.resume.pt)
 weights stripped (adrec.checkpoint.strip_weights: metrics, config and item table stay). The item
 table itself is kept only where the reports need it (seed 0 runs, strict and official: Table 5
 falls back to the official run where a strict table is missing; ML-100K's; Baby's,
-Beauty's and Toys' main models; Sports' ADRec, whose SASRec+ table would pass the 16 MB of one
-archive); elsewhere it is replaced by an empty (0, d) tensor and ``table_stripped``
+Beauty's and Toys' main models; Sports' ADRec and DreamRec, two 12,301-row tables, about 12 MB
+compressed: a third (SASRec+ or DiffuRec) would pass the 16 MB of one archive); elsewhere it is replaced by an empty (0, d) tensor and ``table_stripped``
 is set.
 One .tar.gz per top folder and dataset, each under 16 MB.
 """
@@ -32,7 +32,7 @@ def keep_table(dataset: str, name: str, run: str, ckpt: str) -> bool:
         return True
     if dataset in ("beauty", "baby", "toys"):
         return name in ("sasrec", "diffurec", "dreamrec") or (name == "adrec" and ckpt == "best.pt")
-    return dataset == "sports" and name == "adrec" and ckpt == "best.pt"
+    return dataset == "sports" and ((name == "adrec" and ckpt == "best.pt") or name == "dreamrec")
 
 
 def main(root: str, out: str) -> None:

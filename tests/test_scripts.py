@@ -54,6 +54,8 @@ def test_pack_runs_keeps_the_tables_the_reports_read():
     assert not keep("toys", "adrec", "s0-strict", "stage3.pt")  # best.pt holds the same table
     assert keep("sports", "adrec", "s0-strict", "best.pt")
     assert not keep("sports", "sasrec", "s0-strict", "sasrec.pt")
+    assert keep("sports", "dreamrec", "s0-strict", "dreamrec.pt")  # Table 5 and Figure 10
+    assert not keep("sports", "diffurec", "s0-strict", "diffurec.pt")  # > 16 MB with the two
     assert not keep("baby", "sasrec", "s1-strict", "sasrec.pt")  # only seed 0 strict is analysed
     assert keep("toys", "sasrec", "s0-official", "sasrec.pt")  # Table 5's fallback
     assert not keep("baby", "sasrec", "s1-official", "sasrec.pt")
