@@ -221,8 +221,9 @@ def tsne_figure(maps: Sequence, names: Sequence[str], *, rows: Sequence[str] | N
         label = None if shared_scale else scale_text(k)
         draw_tsne_panel(ax, Y, half_width=half, center=center, scale_label=label, name=name)
     for i, row in enumerate(row_order):
-        if row:
-            axes[i, 0].set_ylabel(row, fontsize=11)
+        if row:  # on the row's first drawn panel: a blank first column hides its axis
+            first = min(cols.index(n) for r, n in zip(rows, names) if r == row)
+            axes[i, first].set_ylabel(row, fontsize=11)
     if title:
         fig.suptitle(title, fontsize=11)
     return fig

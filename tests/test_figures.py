@@ -71,6 +71,16 @@ def test_grid_models_across_datasets_down_with_blank_cells():
     assert fig.axes[0].get_ylabel() == "beauty" and fig.axes[2].get_ylabel() == "baby"
 
 
+def test_a_row_whose_first_column_is_blank_keeps_its_label():
+    """Regression (Figure 10, 2026-12-03): Sports has no SASRec+ panel, and its row label went
+    onto the hidden first axis, so the row had no name."""
+    maps = [_blob(seed=i) for i in range(3)]
+    fig = tsne_figure(maps, ["A", "B", "B"], rows=["beauty", "beauty", "sports"])
+    labelled = {ax.get_ylabel(): ax.axison for ax in fig.axes if ax.get_ylabel()}
+    assert labelled == {"beauty": True, "sports": True}
+    assert fig.axes[3].get_ylabel() == "sports" and fig.axes[2].get_ylabel() == ""
+
+
 def test_scales_are_per_row():
     maps = [_blob(), _blob(scale=0.5), _blob(scale=10), _blob(scale=1)]
     scales = tsne_scales(maps, ["x", "x", "y", "y"], ["a", "b", "a", "b"])
