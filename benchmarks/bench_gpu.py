@@ -55,34 +55,29 @@ def environment(device) -> dict:
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
-def _read_log(path: Path) -> list[dict]:
-    from adrec.train import read_log
-
-    return read_log(path)
-
-
 def bench_sasrec(ds, cfg, work: Path, model_args: dict, epochs: int) -> dict:
     from adrec.pipeline import train_model
+    from adrec.train import read_log
 
     cfg = dataclasses.replace(cfg, epochs=epochs, eval_every=epochs)
     args = {k: v for k, v in model_args.items() if k != "steps"}  # SASRec+ has no diffusion
     train_model("sasrec", ds, cfg, work / "sasrec", model_args=args, progress=False)
-    log = _read_log(work / "sasrec" / "sasrec.log.jsonl")
-    seconds = [r["seconds"] for r in log]
-    timed = seconds[1:] or seconds
+    log = read_log(work / "sasrec" / "sasrec.log.jsonl")
+    seconds = [r["seconds"] for r in log]  # at least 2 epochs: the first is not timed
     return {"epochs": len(seconds), "first_epoch_s": seconds[0],
-            "sasrec_epoch_s": statistics.median(timed),
+            "sasrec_epoch_s": statistics.median(seconds[1:]),
             "valid_pass_s": [r["eval_seconds"] for r in log if "eval_seconds" in r][-1]}
 
 
 def bench_adrec(ds, cfg, work: Path, model_args: dict) -> dict:
     from adrec.pipeline import train_model
+    from adrec.train import read_log
 
     t0 = time.perf_counter()
     result = train_model("adrec", ds, cfg, work / "adrec", model_args=model_args, progress=False)
     wall = time.perf_counter() - t0
     passes = [r["eval_seconds"] for stage in ("stage1", "stage2", "stage3")
-              for r in _read_log(work / "adrec" / f"{stage}.log.jsonl") if "eval_seconds" in r]
+              for r in read_log(work / "adrec" / f"{stage}.log.jsonl") if "eval_seconds" in r]
     test = result.metrics["strict"]["test"]
     return {"adrec_total_s": wall, "stages": result.metrics["stages"],
             "valid_pass_s": statistics.median(passes), "valid_passes": len(passes),
@@ -129,13 +124,6 @@ def render(env: dict, dataset: str, preset: str, dry: bool, results: dict) -> st
     return "\n".join(lines) + "\n"
 
 
-def write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "gpu.md"))
@@ -151,6 +139,7 @@ def main(argv=None) -> int:
 
     from adrec.config import TrainConfig
     from adrec.data import load_dataset
+    from collapse_kit.commands.reproduce import _atomic_write  # the reports' atomic writer
     from collapse_kit.experiments import PRESETS
 
     if not args.dry_run and not torch.cuda.is_available():
@@ -172,7 +161,7 @@ def main(argv=None) -> int:
             print(f"bench_gpu: {key} on {args.dataset} ({env['device']}) ...", file=sys.stderr,
                   flush=True)
             results[key] = step()
-            write(out, render(env, args.dataset, preset, args.dry_run, results))
+            _atomic_write(out, render(env, args.dataset, preset, args.dry_run, results))
     print(out)
     return 0
 

@@ -8,8 +8,8 @@ weights stripped (adrec.checkpoint.strip_weights: metrics, config and item table
 table itself is kept only where the reports need it (seed 0 runs, strict and official: Table 5
 falls back to the official run where a strict table is missing; ML-100K's; Baby's,
 Beauty's and Toys' main models; Sports' ADRec and DreamRec, two 12,301-row tables, about 12 MB
-compressed: a third (SASRec+ or DiffuRec) would pass the 16 MB of one archive); elsewhere it is replaced by an empty (0, d) tensor and ``table_stripped``
-is set.
+compressed: a third (SASRec+ or DiffuRec) would pass the 16 MB of one archive); elsewhere it is
+replaced by an empty (0, d) tensor and ``table_stripped`` is set.
 One .tar.gz per top folder and dataset, each under 16 MB.
 """
 from __future__ import annotations
