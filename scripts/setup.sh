@@ -8,7 +8,10 @@ PY=${PYTHON:-python3}
 if ! "$PY" -c "import torch" >/dev/null 2>&1; then
   "$PY" -m pip install -q "torch==2.13.0"
 fi
-if ! "$PY" -c "import collapse_kit, adrec, probes, openTSNE, pytest, hypothesis, nbclient" >/dev/null 2>&1 \
+# The import check runs outside the checkout: from its root the packages import through the
+# working directory even when nothing is installed (a checkout carried to a fresh machine).
+if ! (cd / && "$PY" -c "import collapse_kit, adrec, probes, openTSNE, pytest, hypothesis, nbclient") \
+     >/dev/null 2>&1 \
    || [ pyproject.toml -nt .setup-stamp ]; then
   "$PY" -m pip install -q -e ".[test]"
   touch .setup-stamp

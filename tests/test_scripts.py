@@ -157,3 +157,35 @@ def test_gpu_bench_refuses_without_a_gpu_or_with_an_unknown_argument(tmp_path):
                             str(tmp_path / "gpu.md")], capture_output=True, text=True)
         assert r.returncode == 2 and "no CUDA device" in r.stderr
         assert "Traceback" not in r.stderr and not (tmp_path / "gpu.md").exists()
+
+
+def test_setup_checks_the_install_outside_the_checkout(tmp_path):
+    """Regression: setup.sh checked `import collapse_kit, adrec, ...` from the checkout's root,
+    where they import through the working directory, so a checkout carried to a fresh machine
+    (its .setup-stamp newer than pyproject.toml) was never installed. A stand-in python records
+    where each check runs; run from the root, setup.sh must still see the packages missing and
+    install."""
+    import os
+    import subprocess
+    log = tmp_path / "calls"
+    fake = tmp_path / "python"
+    fake.write_text(f'#!/bin/sh\necho "$(pwd) $*" >> {log}\n'
+                    '[ "$1" = "-c" ] && [ "$2" = "import torch" ] && exit 0\n'
+                    f'[ "$1" = "-c" ] && [ "$(pwd)" = "{ROOT}" ] && exit 0\n'
+                    '[ "$1" = "-c" ] && exit 1\nexit 0\n')
+    fake.chmod(0o755)
+    stamp = ROOT / ".setup-stamp"
+    had = stamp.exists()
+    before = stamp.stat().st_mtime if had else None
+    try:
+        subprocess.run(["bash", str(ROOT / "scripts" / "setup.sh")], check=True, cwd=ROOT,
+                       env={**os.environ, "PYTHON": str(fake)}, timeout=60)
+    finally:
+        if had:
+            os.utime(stamp, (before, before))
+        else:
+            stamp.unlink(missing_ok=True)
+    calls = log.read_text().splitlines()
+    assert any("-m pip install" in c for c in calls), calls
+    check = [c for c in calls if "import collapse_kit" in c]
+    assert check and not check[0].startswith(f"{ROOT} "), check
