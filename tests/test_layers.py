@@ -146,3 +146,63 @@ def test_packing_pack_equals_boolean_indexing_in_values_and_gradients():
     assert torch.equal(x1.grad, x2.grad)
     t = torch.randint(1, 9, (5, 7))
     assert torch.equal(Packing(keep).pack(t), t[keep])  # integer tables too
+
+
+@pytest.mark.parametrize("explicit_softmax", [False, True])
+@pytest.mark.parametrize("mask", ["correct", "official"])
+@pytest.mark.parametrize("pre_norm,causal", [(False, True), (True, False)])
+def test_last_only_equals_the_full_stack_at_the_last_position(mask, pre_norm, causal,
+                                                              explicit_softmax, monkeypatch):
+    """last_only (DiffuRec's last block computes one query) gives the full stack's last-position
+    output, values and gradients, packed (correct mask) and padded (official). Dropout cannot be
+    compared draw for draw (the last block draws masks for B tokens instead of all), so it is
+    either off (the SDPA path) or on with its masks replaced by identity (the training path's
+    explicit softmax)."""
+    torch.manual_seed(0)
+    if explicit_softmax:
+        monkeypatch.setattr(Dropout, "forward", lambda self, x: x)
+    enc = Encoder(16, 3, 2, 0.1 if explicit_softmax else 0.0, causal=causal, pre_norm=pre_norm,
+                  attention_mask=mask).train()
+    x1 = torch.randn(4, 6, 16, requires_grad=True)
+    x2 = x1.detach().clone().requires_grad_(True)
+    valid = torch.tensor([[0, 0, 1, 1, 1, 1], [1] * 6, [0, 0, 0, 0, 0, 1], [0, 1, 1, 1, 1, 1]],
+                         dtype=torch.bool)
+    full = enc(x1, valid)[:, -1]
+    grads_full = torch.autograd.grad((full * torch.arange(16.0)).sum(),
+                                     [x1, *enc.parameters()], allow_unused=True)
+    last = enc(x2, valid, last_only=True)
+    assert last.shape == (4, 16)
+    torch.testing.assert_close(last, full, atol=1e-5, rtol=1e-5)
+    grads_last = torch.autograd.grad((last * torch.arange(16.0)).sum(),
+                                     [x2, *enc.parameters()], allow_unused=True)
+    for a, b in zip(grads_last, grads_full):  # sums of terms up to ~10: float32 rounding
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-5)
+
+
+def test_last_only_draws_dropout_masks_for_the_last_tokens_only(monkeypatch):
+    """With dropout on, the last block's residual, FFN and output dropouts run on (B, D) and its
+    attention-probability dropout on the last query's row (B, h, 1, L)."""
+    shapes = []
+    real = Dropout.forward
+    monkeypatch.setattr(Dropout, "forward", lambda self, x: shapes.append(tuple(x.shape))
+                        or real(self, x))
+    enc = Encoder(8, 2, 2, 0.1, causal=False, pre_norm=True).train()
+    valid = torch.tensor([[0, 1, 1, 1, 1], [1] * 5], dtype=torch.bool)
+    enc(torch.randn(2, 5, 8), valid, last_only=True)
+    first, last = shapes[:len(shapes) // 2], shapes[len(shapes) // 2:]
+    assert (9, 32) in first and (2, 2, 5, 5) in first  # block 1: every real token
+    assert set(last) == {(2, 2, 1, 5), (2, 8), (2, 32)}  # block 2: the last position only
+
+
+def test_last_only_rejects_a_padded_last_position():
+    enc = Encoder(8, 1, 2, 0.0, causal=False).eval()
+    valid = torch.tensor([[1, 1, 0]], dtype=torch.bool)
+    with pytest.raises(ValueError, match="last position"):
+        enc(torch.randn(1, 3, 8), valid, last_only=True)
+
+
+def test_packing_last_picks_each_rows_last_token():
+    valid = torch.tensor([[0, 1, 1], [1, 1, 1], [0, 0, 1]], dtype=torch.bool)
+    x = torch.arange(9.0).view(3, 3, 1)
+    p = Packing(valid)
+    assert p.last(p.pack(x)).flatten().tolist() == [2.0, 5.0, 8.0]

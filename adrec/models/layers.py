@@ -108,19 +108,30 @@ class MultiHeadAttention(nn.Module):
         for lin in (self.q, self.k, self.v, self.out):
             nn.init.xavier_normal_(lin.weight)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor, packing: "Packing | None" = None
-                ) -> torch.Tensor:
-        """x: (B, L, D), or (M, D) real tokens only when ``packing`` is given."""
+    def forward(self, x: torch.Tensor, bias: torch.Tensor, packing: "Packing | None" = None,
+                *, last_only: bool = False) -> torch.Tensor:
+        """x: (B, L, D), or (M, D) real tokens only when ``packing`` is given -> the same shape.
+
+        ``last_only``: queries at each row's last position only (keys and values everywhere),
+        returning (B, D): that position's output, as the full call computes it, for a model that
+        reads nothing else (DiffuRec's last block).
+        """
         if packing is None:
             B, L, D = x.shape
-            q, k, v = self.q(x), self.k(x), self.v(x)
+            k, v = self.k(x), self.v(x)
+            q = self.q(x[:, -1:]) if last_only else self.q(x)
         else:
             (B, L), D = packing.shape, x.shape[-1]
-            q, k, v = (packing.unpack(lin(x)) for lin in (self.q, self.k, self.v))
+            k, v = (packing.unpack(lin(x)) for lin in (self.k, self.v))
+            q = (self.q(packing.last(x))[:, None] if last_only
+                 else packing.unpack(self.q(x)))
         h = self.n_heads
+        Lq = 1 if last_only else L
+        if last_only:
+            bias = bias[:, :, -1:]  # (B, 1, 1, L): the last query's row
 
         def split(t):  # (B, L, D) -> (B, h, L, D/h)
-            return t.view(B, L, h, D // h).transpose(1, 2)
+            return t.view(B, -1, h, D // h).transpose(1, 2)
 
         q, k, v = split(q), split(k), split(v)
         if self.training and self.dropout > 0 and x.device.type == "cpu":
@@ -130,7 +141,9 @@ class MultiHeadAttention(nn.Module):
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
                                                dropout_p=self.dropout if self.training else 0.0)
-        y = y.transpose(1, 2).reshape(B, L, D)  # (B, L, D)
+        y = y.transpose(1, 2).reshape(B, Lq, D)  # (B, Lq, D)
+        if last_only:
+            return self.out(y[:, 0])  # (B, D)
         return self.out(y if packing is None else packing.pack(y))
 
 
@@ -165,6 +178,18 @@ class Block(nn.Module):
         x = self.norm1(x + self.drop(self.attn(x, bias, packing)))
         return self.norm2(x + self.drop(self.ffn(x)))
 
+    def forward_last(self, x: torch.Tensor, bias: torch.Tensor, packing: "Packing | None" = None
+                     ) -> torch.Tensor:
+        """The block's output at each row's last position only, (B, D): the same values as
+        ``forward(...)[:, -1]``, but the query, output projection and FFN run on B tokens
+        instead of all of them (keys and values still see every token)."""
+        x_last = x[:, -1] if packing is None else packing.last(x)  # (B, D)
+        if self.pre_norm:
+            x_last = x_last + self.drop(self.attn(self.norm1(x), bias, packing, last_only=True))
+            return x_last + self.drop(self.ffn(self.norm2(x_last)))
+        x_last = self.norm1(x_last + self.drop(self.attn(x, bias, packing, last_only=True)))
+        return self.norm2(x_last + self.drop(self.ffn(x_last)))
+
 
 class Packing:
     """Index of the real (non-padding) tokens of a (B, L) batch.
@@ -181,6 +206,16 @@ class Packing:
     def __init__(self, valid: torch.Tensor):
         self.shape = tuple(valid.shape)
         self.index = valid.reshape(-1).nonzero().squeeze(1)  # (M,)
+        self._last = None
+
+    def last(self, x: torch.Tensor) -> torch.Tensor:
+        """(M, ...) packed -> (B, ...): each row's last real token, which is the row's last
+        position for left-padded rows (``Encoder.forward(last_only=True)`` checks that)."""
+        if self._last is None:  # row b's tokens end at packed position (tokens in rows <= b) - 1
+            counts = torch.zeros(self.shape[0], dtype=torch.long, device=self.index.device)
+            counts.index_add_(0, self.index // self.shape[1], torch.ones_like(self.index))
+            self._last = counts.cumsum(0) - 1
+        return x.index_select(0, self._last)
 
     def pack(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, ...) -> (M, ...)
         return x.reshape(-1, *x.shape[2:]).index_select(0, self.index)
@@ -212,18 +247,34 @@ class Encoder(nn.Module):
         return bias, None
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor,
-                layout: tuple[torch.Tensor, "Packing | None"] | None = None) -> torch.Tensor:
+                layout: tuple[torch.Tensor, "Packing | None"] | None = None, *,
+                last_only: bool = False) -> torch.Tensor:
         """x (B, L, D), valid (B, L) -> (B, L, D). With the correct mask, outputs at padding
         positions are zeros (they are never used) and only real tokens are computed.
-        ``layout``: ``self.layout(valid)``, precomputed."""
+        ``layout``: ``self.layout(valid)``, precomputed.
+
+        ``last_only=True`` returns the output at the last position only, (B, D), for a model
+        that reads nothing else (DiffuRec): the last block then computes that one query, its
+        output projection and FFN (``Block.forward_last``), about a fifth of a 4-block stack's
+        matrix work. Every row's last position must be a real item (left-padded histories).
+        """
+        if last_only and valid.device.type == "cpu" and not bool(valid[:, -1].all()):
+            raise ValueError("last_only needs every row's last position to be an item "
+                             "(left-padded histories)")
         bias, packing = self.layout(valid) if layout is None else layout
+        blocks = list(self.blocks)
+        tail = blocks.pop() if last_only and blocks else None
         if packing is not None:
             x = packing.pack(x)  # (M, D)
-            for block in self.blocks:
+            for block in blocks:
                 x = block(x, bias, packing)
+            if last_only:
+                return packing.last(x) if tail is None else tail.forward_last(x, bias, packing)
             return packing.unpack(x)
-        for block in self.blocks:
+        for block in blocks:
             x = block(x, bias)
+        if last_only:
+            return x[:, -1] if tail is None else tail.forward_last(x, bias)
         return x
 
 
