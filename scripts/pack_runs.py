@@ -5,12 +5,15 @@ Usage: python scripts/pack_runs.py RUNS_ROOT OUT_DIR
 For every run folder under RUNS_ROOT/**/runs/<dataset>/<name>/<seed-protocol>/ it keeps the
 JSON-lines logs, train.out and every finished checkpoint (*.pt, not *.resume.pt) with its model
 weights stripped (adrec.checkpoint.strip_weights: metrics, config and item table stay). The item
-table itself is kept only where the reports need it (seed 0 runs, strict and official: Table 5
-falls back to the official run where a strict table is missing; ML-100K's; Baby's,
-Beauty's and Toys' main models; Sports' ADRec and DreamRec, two 12,301-row tables, about 12 MB
-compressed: a third (SASRec+ or DiffuRec) would pass the 16 MB of one archive); elsewhere it is
-replaced by an empty (0, d) tensor and ``table_stripped`` is set.
-One .tar.gz per top folder and dataset, each under 16 MB.
+table itself is kept only where the reports need it: the seed-0 runs, strict and official (Table
+5 falls back to the official run where a strict table is missing), of every model on ML-100K
+and of the main models elsewhere (SASRec+, DiffuRec, DreamRec, and ADRec's best.pt; an
+ablation's table is not analysed); elsewhere it is replaced by an empty (0, d) tensor and
+``table_stripped`` is set.
+One .tar.gz per top folder, dataset and model (``TOP-DATASET-NAME.tar.gz``): the largest, a
+Sports table of 12,301 x 128 with its stripped stages, is about 6 MB, well under the 16 MB that
+one file brought back from a device machine may have (one archive per dataset did not fit
+Sports' four tables).
 """
 from __future__ import annotations
 
@@ -30,9 +33,7 @@ def keep_table(dataset: str, name: str, run: str, ckpt: str) -> bool:
         return False
     if dataset == "ml-100k":
         return True
-    if dataset in ("beauty", "baby", "toys"):
-        return name in ("sasrec", "diffurec", "dreamrec") or (name == "adrec" and ckpt == "best.pt")
-    return dataset == "sports" and ((name == "adrec" and ckpt == "best.pt") or name == "dreamrec")
+    return name in ("sasrec", "diffurec", "dreamrec") or (name == "adrec" and ckpt == "best.pt")
 
 
 def main(root: str, out: str) -> None:
@@ -41,8 +42,8 @@ def main(root: str, out: str) -> None:
     groups: dict[str, list[Path]] = {}
     for run_dir in sorted(root.glob("*/runs/*/*/*")):
         if run_dir.is_dir():
-            top, _, dataset = run_dir.parts[-5], run_dir.parts[-4], run_dir.parts[-3]
-            groups.setdefault(f"{top}-{dataset}", []).append(run_dir)
+            top, dataset, name = run_dir.parts[-5], run_dir.parts[-3], run_dir.parts[-2]
+            groups.setdefault(f"{top}-{dataset}-{name}", []).append(run_dir)
     with tempfile.TemporaryDirectory() as tmp:
         for group, run_dirs in groups.items():
             archive = out / f"{group}.tar.gz"

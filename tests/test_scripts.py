@@ -53,9 +53,10 @@ def test_pack_runs_keeps_the_tables_the_reports_read():
     assert keep("toys", "adrec", "s0-strict", "best.pt")
     assert not keep("toys", "adrec", "s0-strict", "stage3.pt")  # best.pt holds the same table
     assert keep("sports", "adrec", "s0-strict", "best.pt")
-    assert not keep("sports", "sasrec", "s0-strict", "sasrec.pt")
+    assert keep("sports", "sasrec", "s0-strict", "sasrec.pt")  # one archive per model: fits
     assert keep("sports", "dreamrec", "s0-strict", "dreamrec.pt")  # Table 5 and Figure 10
-    assert not keep("sports", "diffurec", "s0-strict", "diffurec.pt")  # > 16 MB with the two
+    assert keep("sports", "diffurec", "s0-strict", "diffurec.pt")
+    assert not keep("baby", "adrec-no-mse", "s0-strict", "best.pt")  # ablations: metrics only
     assert not keep("baby", "sasrec", "s1-strict", "sasrec.pt")  # only seed 0 strict is analysed
     assert keep("toys", "sasrec", "s0-official", "sasrec.pt")  # Table 5's fallback
     assert not keep("baby", "sasrec", "s1-official", "sasrec.pt")
@@ -189,3 +190,37 @@ def test_setup_checks_the_install_outside_the_checkout(tmp_path):
     assert any("-m pip install" in c for c in calls), calls
     check = [c for c in calls if "import collapse_kit" in c]
     assert check and not check[0].startswith(f"{ROOT} "), check
+
+
+def test_pack_runs_writes_one_archive_per_model_with_the_kept_tables(tmp_path):
+    """Regression: one archive per dataset could not hold Sports' seed-0 tables under 16 MB, so
+    SASRec+'s was dropped (Table 5 and Figure 10 lost it). Now one archive per model."""
+    import tarfile
+
+    import torch
+
+    pack = _load("pack_runs")
+    root = tmp_path / "src" / "top" / "runs" / "sports"
+    for name, run, ckpt in [("sasrec", "s0-strict", "sasrec.pt"), ("adrec", "s0-strict", "best.pt"),
+                            ("adrec", "s0-strict", "stage3.pt"), ("sasrec", "s1-strict", "sasrec.pt")]:
+        d = root / name / run
+        d.mkdir(parents=True, exist_ok=True)
+        torch.save({"item_embeddings": torch.ones(5, 4), "state_dict": {"w": torch.ones(3)}},
+                   d / ckpt)
+        (d / "train.out").write_text("{}\n")
+        (d / f"{ckpt}.resume.pt").write_text("resume state: never packed")
+    pack.main(str(tmp_path / "src"), str(tmp_path / "out"))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "top-sports-adrec.tar.gz", "top-sports-sasrec.tar.gz"]
+    rows = {}
+    for archive in (tmp_path / "out").iterdir():
+        with tarfile.open(archive) as tar:
+            names = tar.getnames()
+            assert not any(n.endswith(".resume.pt") for n in names)
+            tar.extractall(tmp_path / "x", filter="data")
+            rows.update({n: torch.load(tmp_path / "x" / n, weights_only=True)
+                         for n in names if n.endswith(".pt")})
+    shape = {n.split("runs/sports/")[1]: tuple(c["item_embeddings"].shape) for n, c in rows.items()}
+    assert shape == {"sasrec/s0-strict/sasrec.pt": (5, 4), "adrec/s0-strict/best.pt": (5, 4),
+                     "adrec/s0-strict/stage3.pt": (0, 4), "sasrec/s1-strict/sasrec.pt": (0, 4)}
+    assert all(c["state_dict"] == {} and c["weights_stripped"] for c in rows.values())
