@@ -17,7 +17,7 @@ CHOICES = {
     "batching": ("bucket", "bucket-constant", "random"),
     "attention_mask": ("correct", "official"),
     "device": ("auto", "cpu", "cuda", "mps"),
-    "matmul_precision": ("highest", "high", "medium"),
+    "matmul_precision": ("highest", "high", "medium", "auto"),
 }
 
 
@@ -52,7 +52,45 @@ class TrainConfig:
     matmul_precision: str = "highest"  # float32 matrix products while training (evaluation is
                                  # always "highest"): torch.set_float32_matmul_precision; "medium"
                                  # lets them run on bfloat16 units (AMX on recent Intel CPUs,
-                                 # tensor cores on GPUs), "high" TF32 on GPUs
+                                 # tensor cores on GPUs), "high" TF32 on GPUs; "auto" picks one
+                                 # for the device (resolve_matmul_precision) and the checkpoint
+                                 # records what it resolved to
+
+
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of bfloat16 matrix units
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags of this machine (Linux ``/proc/cpuinfo``; empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def resolve_matmul_precision(precision: str, device_type: str,
+                             flags: frozenset[str] | None = None) -> str:
+    """What ``matmul_precision="auto"`` means on ``device_type`` ("cpu", "cuda", "mps"); any
+    other value is returned as it is.
+
+    ``auto``: "high" (TF32) on CUDA GPUs, as the authors' code sets; "medium" (bfloat16 products)
+    on a CPU with bfloat16 matrix units (``flags`` holds ``avx512_bf16`` or ``amx_bf16``; default
+    ``cpu_flags()``: detected, never assumed); plain float32 ("highest") everywhere else, where a
+    lower precision would round without running faster.
+    """
+    if precision != "auto":
+        return precision
+    if device_type == "cuda":
+        return "high"
+    if device_type == "cpu":
+        flags = cpu_flags() if flags is None else flags
+        if any(f in flags for f in BF16_CPU_FLAGS):
+            return "medium"
+    return "highest"
 
 
 @contextlib.contextmanager

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from adrec.checkpoint import (atomic_save, device_description, file_sha256, load_checkpoint,
                               make_checkpoint, safe_load)
 from adrec import distributed
-from adrec.config import TrainConfig, matmul_precision, validate
+from adrec.config import TrainConfig, matmul_precision, resolve_matmul_precision, validate
 from adrec.data import BatchIterator, SequenceDataset, training_pairs
 from adrec.evaluate import PROTOCOLS, best_of, evaluate, evaluate_all, improved
 
@@ -259,6 +259,10 @@ def train_stage(model, dataset: SequenceDataset, cfg: TrainConfig, out_dir: str 
     final_path, resume_path = out_dir / f"{stage}.pt", out_dir / f"{stage}.resume.pt"
     log_path = out_dir / f"{stage}.log.jsonl"
     info, device = distributed.setup(resolve_device(cfg.device))
+    # "auto" becomes what it means here, so the checkpoint (and a resume's settings check)
+    # records the precision the stage really trained at
+    cfg = dataclasses.replace(cfg, matmul_precision=resolve_matmul_precision(
+        cfg.matmul_precision, device.type))
     retain_freed_memory()
     n_epochs = cfg.epochs if epochs is None else epochs
 

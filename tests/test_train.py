@@ -165,3 +165,35 @@ def test_matmul_precision_rejects_unknown_values():
 
     with pytest.raises(ValueError, match="matmul_precision"):
         validate(TrainConfig(matmul_precision="low"))
+
+
+def test_auto_matmul_precision_resolves_per_device_and_cpu_flags():
+    from adrec.config import resolve_matmul_precision as resolve
+
+    amx = frozenset({"sse2", "avx2", "amx_tile", "amx_bf16"})
+    bf16 = frozenset({"avx2", "avx512f", "avx512_bf16"})
+    avx2 = frozenset({"sse2", "avx2", "fma"})  # e.g. AMD Zen 2: no bfloat16 units
+    assert resolve("auto", "cpu", amx) == resolve("auto", "cpu", bf16) == "medium"
+    assert resolve("auto", "cpu", avx2) == resolve("auto", "cpu", frozenset()) == "highest"
+    assert resolve("auto", "cuda", avx2) == "high"  # TF32, as the authors' code sets
+    assert resolve("auto", "mps") == "highest"
+    for explicit in ("highest", "high", "medium"):  # an explicit value is never changed
+        assert resolve(explicit, "cpu", amx) == resolve(explicit, "cuda") == explicit
+
+
+@pytest.mark.parametrize("flags,expected", [({"avx2", "amx_bf16"}, "medium"),
+                                            ({"avx2"}, "highest")])
+def test_auto_matmul_precision_trains_and_records_what_it_resolved_to(tmp_path, monkeypatch,
+                                                                      flags, expected):
+    import adrec.config
+    from adrec.models.sasrec import SASRec
+
+    monkeypatch.setattr(adrec.config, "cpu_flags", lambda: frozenset(flags))
+    seen, loss = set(), SASRec.loss
+    monkeypatch.setattr(SASRec, "loss", lambda self, b: seen.add(
+        torch.get_float32_matmul_precision()) or loss(self, b))
+    r, _ = _run(tmp_path, epochs=2, eval_every=1, matmul_precision="auto")
+    assert seen == {expected}
+    assert load_checkpoint(r.checkpoint)["config"]["matmul_precision"] == expected
+    again, _ = _run(tmp_path, resume=True, epochs=2, eval_every=1, matmul_precision="auto")
+    assert again.metrics == r.metrics  # resuming with "auto" on the same machine matches
