@@ -224,3 +224,52 @@ def test_pack_runs_writes_one_archive_per_model_with_the_kept_tables(tmp_path):
     assert shape == {"sasrec/s0-strict/sasrec.pt": (5, 4), "adrec/s0-strict/best.pt": (5, 4),
                      "adrec/s0-strict/stage3.pt": (0, 4), "sasrec/s1-strict/sasrec.pt": (0, 4)}
     assert all(c["state_dict"] == {} and c["weights_stripped"] for c in rows.values())
+
+
+def _bench(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_profile_stages_counts_product_flops_from_shapes():
+    prof = _bench("profile_stages")
+    assert prof.product_flops("aten::mm", [[64, 32], [32, 16]]) == 2 * 64 * 32 * 16
+    assert prof.product_flops("aten::addmm", [[16], [64, 32], [32, 16], [], []]) == 2 * 64 * 32 * 16
+    assert prof.product_flops("aten::bmm", [[8, 5, 4], [8, 4, 3]]) == 2 * 8 * 5 * 4 * 3
+    assert prof.product_flops("aten::add", [[3], [3]]) == 0
+    assert prof.product_flops("aten::mm", [[], []]) == 0  # unrecorded shapes: no guess
+
+
+def test_profile_stages_puts_each_operator_in_its_category(monkeypatch):
+    """A real profile of known operators: products split into dense layers and item logits by
+    the item count, softmaxes by kind, the dropout and optimizer scopes, FLOPs from shapes."""
+    import torch
+    import torch.nn.functional as F
+    from torch.profiler import ProfilerActivity, profile
+
+    from adrec.models import layers
+
+    prof = _bench("profile_stages")
+    monkeypatch.setattr(layers.Dropout, "forward", layers.Dropout.forward)  # restored after
+    prof.scoped_dropout()
+    n_rows = 37
+    x, w = torch.randn(64, 32), torch.randn(32, 16)
+    E = torch.randn(n_rows, 16, requires_grad=True)
+    drop = layers.Dropout(0.5).train()
+    opt = torch.optim.Adam([E], lr=0.1)
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as p:
+        h = torch.mm(x, w)                                    # dense: 2*64*32*16
+        logits = torch.mm(h, E.T)                             # logits: 2*64*16*37
+        F.log_softmax(logits, -1)                             # item softmax / CE
+        torch.softmax(torch.randn(4, 2, 5, 5), -1)            # attention softmax
+        drop(torch.randn(1000))
+        E.grad = torch.ones_like(E)
+        opt.step()
+    by_cat, total, flops = prof.summarise(p.events(), n_rows)
+    assert flops == 2 * 64 * 32 * 16 + 2 * 64 * 16 * 37
+    for c in ("matrix products", "logits", "item softmax / CE", "attention", "dropout",
+              "optimizer"):
+        assert by_cat[c] > 0, c
+    assert total == pytest.approx(sum(by_cat.values()))
