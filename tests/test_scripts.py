@@ -8,8 +8,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+def _load(name, folder="scripts"):
+    spec = importlib.util.spec_from_file_location(name, ROOT / folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -226,15 +226,8 @@ def test_pack_runs_writes_one_archive_per_model_with_the_kept_tables(tmp_path):
     assert all(c["state_dict"] == {} and c["weights_stripped"] for c in rows.values())
 
 
-def _bench(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_profile_stages_counts_product_flops_from_shapes():
-    prof = _bench("profile_stages")
+    prof = _load("profile_stages", "benchmarks")
     assert prof.product_flops("aten::mm", [[64, 32], [32, 16]]) == 2 * 64 * 32 * 16
     assert prof.product_flops("aten::addmm", [[16], [64, 32], [32, 16], [], []]) == 2 * 64 * 32 * 16
     assert prof.product_flops("aten::bmm", [[8, 5, 4], [8, 4, 3]]) == 2 * 8 * 5 * 4 * 3
@@ -251,7 +244,7 @@ def test_profile_stages_puts_each_operator_in_its_category(monkeypatch):
 
     from adrec.models import layers
 
-    prof = _bench("profile_stages")
+    prof = _load("profile_stages", "benchmarks")
     monkeypatch.setattr(layers.Dropout, "forward", layers.Dropout.forward)  # restored after
     prof.scoped_dropout()
     n_rows = 37
