@@ -109,7 +109,7 @@ def summarise(events, n_rows: int) -> tuple[dict[str, float], float, int]:
     return by_cat, total, flops
 
 
-def peak_gflops(threads: int, size: int = 1536, repeats: int = 8) -> float:
+def peak_gflops(size: int = 1536, repeats: int = 8) -> float:
     import torch
 
     a, b = torch.randn(size, size), torch.randn(size, size)
@@ -121,7 +121,8 @@ def peak_gflops(threads: int, size: int = 1536, repeats: int = 8) -> float:
 
 
 def stages(dataset: str):
-    """(name, model, optimizer, batches, cfg, ds) for stage 1, the warm-up and stage 3."""
+    """(dataset, cfg, [(name, model, optimizer, batches, frozen ids)]) for stage 1, the warm-up
+    and stage 3 (frozen ids: None = leave requires_grad as it is)."""
     import torch
 
     from bench_training import training_setup
@@ -137,11 +138,25 @@ def stages(dataset: str):
                      ("stage 3 (all trained)", m, opt3, it, set())]
 
 
-def profile_epoch(model, opt, batches, cfg, n_rows: int, limit: int, freeze):
-    import itertools
-
-    import torch
+def measure(run, batches: int, n_rows: int) -> dict:
+    """``run()`` once untimed, once timed, once under the profiler: the row of the report."""
     from torch.profiler import ProfilerActivity, profile
+
+    run()  # warm-up, untimed
+    t0 = time.perf_counter()
+    run()
+    plain = time.perf_counter() - t0
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        t0 = time.perf_counter()
+        run()
+        wall = time.perf_counter() - t0
+    by_cat, total, flops = summarise(prof.events(), n_rows)
+    return {"batches": batches, "plain_s": plain, "wall_s": wall, "ops_s": total,
+            "by_cat": by_cat, "flops": flops}
+
+
+def profile_epoch(model, opt, batches, cfg, n_rows: int, limit: int, freeze) -> dict:
+    import itertools
 
     from bench_training import train_epoch
 
@@ -149,33 +164,13 @@ def profile_epoch(model, opt, batches, cfg, n_rows: int, limit: int, freeze):
         for p in model.parameters():
             p.requires_grad_(id(p) not in freeze)
     chosen = list(itertools.islice(iter(batches), limit or None))
-    train_epoch(model, opt, chosen, cfg)  # warm-up, untimed
-    plain = train_epoch(model, opt, chosen, cfg)
-    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-        t0 = time.perf_counter()
-        train_epoch(model, opt, chosen, cfg)
-        wall = time.perf_counter() - t0
-    by_cat, total, flops = summarise(prof.events(), n_rows)
-    return {"batches": len(chosen), "plain_s": plain, "wall_s": wall, "ops_s": total,
-            "by_cat": by_cat, "flops": flops}
+    return measure(lambda: train_epoch(model, opt, chosen, cfg), len(chosen), n_rows)
 
 
-def profile_eval(model, ds, n_rows: int):
-    from torch.profiler import ProfilerActivity, profile
-
+def profile_eval(model, ds, n_rows: int) -> dict:
     from adrec.evaluate import evaluate
 
-    evaluate(model, ds, "valid", protocol="strict")
-    t0 = time.perf_counter()
-    evaluate(model, ds, "valid", protocol="strict")
-    plain = time.perf_counter() - t0
-    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-        t0 = time.perf_counter()
-        evaluate(model, ds, "valid", protocol="strict")
-        wall = time.perf_counter() - t0
-    by_cat, total, flops = summarise(prof.events(), n_rows)
-    return {"batches": 1, "plain_s": plain, "wall_s": wall, "ops_s": total, "by_cat": by_cat,
-            "flops": flops}
+    return measure(lambda: evaluate(model, ds, "valid", protocol="strict"), 1, n_rows)
 
 
 def scoped_dropout():
@@ -227,7 +222,7 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
     scoped_dropout()
     load = os.getloadavg()
-    peak = peak_gflops(torch.get_num_threads())
+    peak = peak_gflops()
     ds, cfg, plan = stages(args.dataset)
     n_rows = ds.n_items + 1
     rows = []
