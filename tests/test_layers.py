@@ -154,13 +154,12 @@ def test_packing_pack_equals_boolean_indexing_in_values_and_gradients():
 def test_last_only_equals_the_full_stack_at_the_last_position(mask, pre_norm, causal,
                                                               explicit_softmax, monkeypatch):
     """last_only (DiffuRec's last block computes one query) gives the full stack's last-position
-    output, values and gradients, packed (correct mask) and padded (official). Dropout cannot be
-    compared draw for draw (the last block draws masks for B tokens instead of all), so it is
-    either off (the SDPA path) or on with its masks replaced by identity (the training path's
-    explicit softmax)."""
+    output, values and gradients, packed (correct mask) and padded (official), with dropout off
+    (the SDPA path) or on with its masks replaced by identity (the training path's explicit
+    softmax); the same-seed masks are checked below."""
     torch.manual_seed(0)
     if explicit_softmax:
-        monkeypatch.setattr(Dropout, "forward", lambda self, x: x)
+        monkeypatch.setattr(Dropout, "forward", lambda self, x, full=None: x)
     enc = Encoder(16, 3, 2, 0.1 if explicit_softmax else 0.0, causal=causal, pre_norm=pre_norm,
                   attention_mask=mask).train()
     x1 = torch.randn(4, 6, 16, requires_grad=True)
@@ -179,19 +178,54 @@ def test_last_only_equals_the_full_stack_at_the_last_position(mask, pre_norm, ca
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-5)
 
 
-def test_last_only_draws_dropout_masks_for_the_last_tokens_only(monkeypatch):
-    """With dropout on, the last block's residual, FFN and output dropouts run on (B, D) and its
-    attention-probability dropout on the last query's row (B, h, 1, L)."""
-    shapes = []
+@pytest.mark.parametrize("mask", ["correct", "official"])
+@pytest.mark.parametrize("pre_norm", [True, False])
+def test_last_only_draws_the_full_pass_dropout_masks(mask, pre_norm):
+    """With dropout on and the same seed, last_only gives the full pass's last-position output
+    and gradients (the last block draws each mask at the full shape and keeps the last
+    positions' lanes) and leaves torch's random stream where the full pass leaves it. Regression:
+    it drew masks for the last tokens only, so a seed trained differently from the full pass."""
+    torch.manual_seed(3)
+    enc = Encoder(16, 2, 2, 0.3, causal=False, pre_norm=pre_norm, attention_mask=mask).train()
+    x = torch.randn(4, 6, 16)
+    valid = torch.tensor([[0, 0, 1, 1, 1, 1], [1] * 6, [0, 0, 0, 0, 0, 1], [0, 1, 1, 1, 1, 1]],
+                         dtype=torch.bool)
+    outs, grads, states = [], [], []
+    for last_only in (False, True):
+        torch.manual_seed(11)
+        xi = x.clone().requires_grad_(True)
+        y = enc(xi, valid, last_only=last_only)
+        y = y if last_only else y[:, -1]
+        grads.append(torch.autograd.grad((y * torch.arange(16.0)).sum(), [xi, *enc.parameters()]))
+        outs.append(y)
+        states.append(torch.get_rng_state())
+    torch.testing.assert_close(outs[1], outs[0], atol=1e-5, rtol=1e-5)
+    for a, b in zip(grads[1], grads[0]):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-5)
+    assert torch.equal(states[0], states[1])
+    torch.manual_seed(12)  # a different seed gives different masks, so the check above can fail
+    y = enc(x, valid, last_only=True)
+    assert not torch.allclose(y, outs[0])
+
+
+def test_last_only_draws_dropout_masks_at_the_full_shape(monkeypatch):
+    """The last block's dropouts take (B, D), (B, 4D) and (B, h, 1, L) inputs but draw their
+    masks at the full pass's shapes: every real token, and the (B, h, L, L) probabilities."""
+    calls = []
     real = Dropout.forward
-    monkeypatch.setattr(Dropout, "forward", lambda self, x: shapes.append(tuple(x.shape))
-                        or real(self, x))
+    monkeypatch.setattr(Dropout, "forward", lambda self, x, full=None: calls.append(
+        (tuple(x.shape), None if full is None else tuple(full[0]))) or real(self, x, full))
     enc = Encoder(8, 2, 2, 0.1, causal=False, pre_norm=True).train()
     valid = torch.tensor([[0, 1, 1, 1, 1], [1] * 5], dtype=torch.bool)
     enc(torch.randn(2, 5, 8), valid, last_only=True)
-    first, last = shapes[:len(shapes) // 2], shapes[len(shapes) // 2:]
-    assert (9, 32) in first and (2, 2, 5, 5) in first  # block 1: every real token
-    assert set(last) == {(2, 2, 1, 5), (2, 8), (2, 32)}  # block 2: the last position only
+    first, last = calls[:len(calls) // 2], calls[len(calls) // 2:]
+    assert ((9, 32), None) in first and ((2, 2, 5, 5), None) in first  # block 1: every token
+    assert set(last) == {((2, 2, 1, 5), (2, 2, 5, 5)), ((2, 8), (9, 8)), ((2, 32), (9, 32))}
+
+
+def test_dropout_rejects_a_take_of_the_wrong_shape():
+    with pytest.raises(ValueError, match="take"):
+        Dropout(0.5).train()(torch.ones(2, 3), ((2, 4), lambda m: m))
 
 
 def test_last_only_rejects_a_padded_last_position():

@@ -15,6 +15,7 @@ Attention masks (``attention_mask``):
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 import torch
@@ -59,13 +60,25 @@ class Dropout(nn.Module):
         self.p = p
         self.threshold = round(p * 65536)  # drop a lane when its 16-bit value is below this
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, full: "tuple[tuple[int, ...], Callable] | None" = None
+                ) -> torch.Tensor:
+        """``full = (shape, take)``: ``x`` is the part ``take`` selects of a tensor of ``shape``
+        (DiffuRec's last block, which computes one position of a full-width pass). The mask is
+        then drawn for ``shape`` and cut with ``take``, so on the CPU ``x`` gets exactly the
+        lanes the full-width pass would give those elements and the random stream is the one a
+        full-width pass leaves."""
         if not self.training or self.threshold == 0:
             return x
         if x.device.type != "cpu":
             return F.dropout(x, self.p, True)
-        n = x.numel()
-        lanes = random_words((n + 3) // 4).view(torch.int16)[:n].view(x.shape)
+        shape, take = (x.shape, None) if full is None else full
+        n = math.prod(shape)
+        lanes = random_words((n + 3) // 4).view(torch.int16)[:n].view(shape)
+        if take is not None:
+            lanes = take(lanes)
+            if lanes.shape != x.shape:
+                raise ValueError(f"dropout: take() gave {tuple(lanes.shape)} for an input of "
+                                 f"{tuple(x.shape)}")
         mask = torch.ge(lanes, self.threshold - 32768, out=torch.empty(x.shape, dtype=x.dtype))
         # autograd keeps only the mask (the multiplier that needs no gradient)
         return x * mask.mul_(65536.0 / (65536 - self.threshold))
@@ -137,7 +150,8 @@ class MultiHeadAttention(nn.Module):
         if self.training and self.dropout > 0 and x.device.type == "cpu":
             # explicit softmax so the probability dropout uses the fast mask above
             att = (q @ k.transpose(-2, -1)) * (D // h) ** -0.5 + bias  # (B, h, L, L)
-            y = self.prob_dropout(att.softmax(-1)) @ v                  # (B, h, L, D/h)
+            full = ((B, h, L, L), lambda m: m[:, :, -1:]) if last_only else None
+            y = self.prob_dropout(att.softmax(-1), full) @ v            # (B, h, Lq, D/h)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
                                                dropout_p=self.dropout if self.training else 0.0)
@@ -155,8 +169,14 @@ class FeedForward(nn.Module):
         nn.init.xavier_normal_(self.w2.weight)
         self.drop = Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w2(self.drop(F.gelu(self.w1(x), approximate="tanh")))
+    def forward(self, x: torch.Tensor, full: "tuple[tuple[int, ...], Callable] | None" = None
+                ) -> torch.Tensor:
+        """``full``: as in ``Dropout.forward``, for the (..., D) input (the hidden layer's mask
+        is then drawn for (..., 4D))."""
+        h = F.gelu(self.w1(x), approximate="tanh")
+        if full is not None:
+            full = ((*full[0][:-1], h.shape[-1]), full[1])
+        return self.w2(self.drop(h, full))
 
 
 class Block(nn.Module):
@@ -182,13 +202,21 @@ class Block(nn.Module):
                      ) -> torch.Tensor:
         """The block's output at each row's last position only, (B, D): the same values as
         ``forward(...)[:, -1]``, but the query, output projection and FFN run on B tokens
-        instead of all of them (keys and values still see every token)."""
-        x_last = x[:, -1] if packing is None else packing.last(x)  # (B, D)
+        instead of all of them (keys and values still see every token).
+
+        Dropout draws every mask at the full pass's shape and keeps the last positions' lanes,
+        so on the CPU a seed trains exactly as with ``forward`` (up to float rounding): the
+        optimizer sees the same masks, the random stream after the block is the same."""
+        take = (lambda t: t[:, -1]) if packing is None else packing.last
+        x_last = take(x)  # (B, D)
+        full = (tuple(x.shape), take)
         if self.pre_norm:
-            x_last = x_last + self.drop(self.attn(self.norm1(x), bias, packing, last_only=True))
-            return x_last + self.drop(self.ffn(self.norm2(x_last)))
-        x_last = self.norm1(x_last + self.drop(self.attn(x, bias, packing, last_only=True)))
-        return self.norm2(x_last + self.drop(self.ffn(x_last)))
+            a = self.attn(self.norm1(x), bias, packing, last_only=True)
+            x_last = x_last + self.drop(a, full)
+            return x_last + self.drop(self.ffn(self.norm2(x_last), full), full)
+        a = self.attn(x, bias, packing, last_only=True)
+        x_last = self.norm1(x_last + self.drop(a, full))
+        return self.norm2(x_last + self.drop(self.ffn(x_last, full), full))
 
 
 class Packing:
