@@ -7,6 +7,7 @@ import torch
 from adrec.data import Batch, BatchIterator, left_pad, load_dataset, training_pairs
 from adrec.models import build_model
 from adrec.models.diffurec import DiffuRec, DiffuRecArgs
+from adrec.models import layers
 from adrec.models.layers import Encoder
 
 SMALL = {"hidden": 32, "steps": 4, "n_blocks": 2}
@@ -192,12 +193,16 @@ def test_reverse_loop_derives_the_layout_once_and_samples_the_same(mask, monkeyp
     assert len(calls) == 1  # not once per step (6)
 
 
-def test_last_only_trains_a_seed_exactly_as_the_full_width_denoiser(tiny, monkeypatch):
-    """Ten Adam steps with dropout on: DiffuRec's one-position last block (the default) and a
-    full-width denoiser read at the last position reach the same parameters from the same seed
-    (the last block draws its dropout masks at the full shape). Regression: the masks were drawn
-    for the last tokens only, so the speed-up trained a seed differently."""
+def test_last_only_and_grouped_attention_train_a_seed_exactly_as_the_plain_denoiser(
+        tiny, monkeypatch):
+    """Ten Adam steps with dropout on: DiffuRec as built (one-position last block, attention by
+    length group) and a plain denoiser (full width, every row at the batch's width, read at the
+    last position) reach the same parameters from the same seed: both speed-ups draw their
+    dropout masks at the full pass's shapes. Regression: the last block drew masks for the last
+    tokens only, so that speed-up trained a seed differently."""
     batch = prefix_batch(tiny, batch_size=64)
+    monkeypatch.setattr(layers, "GROUP_OVERHEAD", 8)  # several groups at this tiny size
+    assert len(layers.length_groups((batch.history > 0).sum(1))) > 2
     real = Encoder.forward
 
     def train(full_width: bool) -> list[torch.Tensor]:
@@ -208,6 +213,8 @@ def test_last_only_trains_a_seed_exactly_as_the_full_width_denoiser(tiny, monkey
         else:
             monkeypatch.setattr(Encoder, "forward", real)
         model = small().train()
+        assert model.denoiser.group_attention
+        model.denoiser.group_attention = not full_width
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         torch.manual_seed(5)
         for _ in range(10):

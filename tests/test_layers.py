@@ -1,8 +1,10 @@
 """The shared transformer block: causality, padding invariance, the official mask, dropout."""
+import math
+
 import pytest
 import torch
 
-from adrec.models import build_model
+from adrec.models import build_model, layers
 from adrec.models.layers import Dropout, Encoder, Packing, attention_bias, random_words
 
 
@@ -240,3 +242,65 @@ def test_packing_last_picks_each_rows_last_token():
     x = torch.arange(9.0).view(3, 3, 1)
     p = Packing(valid)
     assert p.last(p.pack(x)).flatten().tolist() == [2.0, 5.0, 8.0]
+
+
+@pytest.mark.parametrize("last_only", [False, True])
+@pytest.mark.parametrize("pre_norm,causal", [(False, True), (True, False)])
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_grouped_attention_equals_the_full_width_pass(last_only, pre_norm, causal, dropout,
+                                                      monkeypatch):
+    """Attention by length group gives the full-width pass's outputs at real positions and its
+    gradients, with dropout on (same seed: the same masks) or off (the SDPA path), and leaves
+    torch's random stream where the full-width pass leaves it."""
+    monkeypatch.setattr(layers, "GROUP_OVERHEAD", 8)  # several groups at this tiny size
+    torch.manual_seed(0)
+    enc = Encoder(16, 2, 2, dropout, causal=causal, pre_norm=pre_norm).train()
+    lengths = torch.tensor([1, 9, 2, 2, 5, 1, 9, 3, 7, 1, 1, 2])
+    valid = torch.arange(9)[None, :] >= 9 - lengths[:, None]  # left-padded, (12, 9)
+    x = torch.randn(12, 9, 16)
+    outs, grads, states = [], [], []
+    for grouped in (False, True):
+        enc.group_attention = grouped
+        torch.manual_seed(4)
+        xi = x.clone().requires_grad_(True)
+        y = enc(xi, valid, last_only=last_only)
+        y = y if last_only else y[valid]
+        grads.append(torch.autograd.grad((y * torch.linspace(-1, 1, 16)).sum(),
+                                         [xi, *enc.parameters()]))
+        outs.append(y)
+        states.append(torch.get_rng_state())
+    torch.testing.assert_close(outs[1], outs[0], atol=1e-5, rtol=1e-5)
+    for a, b in zip(grads[1], grads[0]):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-5)
+    assert torch.equal(states[0], states[1])
+    enc.group_attention = True
+    layout = enc.layout(valid)
+    assert layout[1].grouped and len(layout[1].groups) > 1  # the grouped path really ran
+
+
+def test_length_groups_partition_the_rows_at_least_cost():
+    """Every row in exactly one group, widths the groups' longest rows, increasing; the cost
+    (rows x width^2 + overhead per group) is the minimum over all cuts of the sorted rows
+    (brute force), and the overhead trades groups for padding."""
+    import itertools
+    from adrec.models.layers import length_groups
+    lengths = torch.tensor([3, 1, 8, 2, 8, 1, 5, 3, 1, 2])
+    for overhead in (0, 10, 40, 10_000):
+        groups = length_groups(lengths, overhead)
+        rows = torch.cat([r for r, _ in groups])
+        assert sorted(rows.tolist()) == list(range(len(lengths)))
+        widths = [w for _, w in groups]
+        assert widths == sorted(set(widths))
+        assert all(int(lengths[r].max()) == w for r, w in groups)
+        cost = sum(len(r) * w * w + overhead for r, w in groups)
+        values = sorted(set(lengths.tolist()))
+        counts = {v: int((lengths == v).sum()) for v in values}
+        best = math.inf
+        for k in range(len(values)):  # choose k cut points between distinct values
+            for cuts in itertools.combinations(range(1, len(values)), k):
+                bounds = [0, *cuts, len(values)]
+                best = min(best, sum(sum(counts[v] for v in values[a:b]) * values[b - 1] ** 2
+                                     + overhead for a, b in zip(bounds, bounds[1:])))
+        assert cost == best
+    assert len(length_groups(lengths, 0)) == 5  # one group per distinct length
+    assert len(length_groups(lengths, 10_000)) == 1  # one group: the full width

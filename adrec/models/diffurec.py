@@ -85,7 +85,8 @@ class DiffuRec(Recommender):
         self.input_norm = nn.LayerNorm(D, eps=LN_EPS)
         self.time_mlp = nn.Sequential(nn.Linear(D, 4 * D), nn.SiLU(), nn.Linear(4 * D, D))
         self.denoiser = Encoder(D, args.n_blocks, args.n_heads, args.dropout, causal=False,
-                                pre_norm=True, attention_mask=args.attention_mask)
+                                pre_norm=True, attention_mask=args.attention_mask,
+                                group_attention=True)
         self.output_dropout = Dropout(args.dropout)
         self.output_norm = nn.LayerNorm(D, eps=LN_EPS)
         self.schedule = NoiseSchedule(args.steps)

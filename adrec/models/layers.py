@@ -72,13 +72,20 @@ class Dropout(nn.Module):
         if x.device.type != "cpu":
             return F.dropout(x, self.p, True)
         shape, take = (x.shape, None) if full is None else full
+        lanes = self.lanes(shape)
+        return self.apply_lanes(x, lanes if take is None else take(lanes))
+
+    @staticmethod
+    def lanes(shape) -> torch.Tensor:
+        """The int16 lanes of one CPU mask of ``shape`` (one draw from torch's generator)."""
         n = math.prod(shape)
-        lanes = random_words((n + 3) // 4).view(torch.int16)[:n].view(shape)
-        if take is not None:
-            lanes = take(lanes)
-            if lanes.shape != x.shape:
-                raise ValueError(f"dropout: take() gave {tuple(lanes.shape)} for an input of "
-                                 f"{tuple(x.shape)}")
+        return random_words((n + 3) // 4).view(torch.int16)[:n].view(tuple(shape))
+
+    def apply_lanes(self, x: torch.Tensor, lanes: torch.Tensor) -> torch.Tensor:
+        """``x`` with the elements whose lane is below the threshold dropped (CPU, training)."""
+        if lanes.shape != x.shape:
+            raise ValueError(f"dropout: take() gave {tuple(lanes.shape)} for an input of "
+                             f"{tuple(x.shape)}")
         mask = torch.ge(lanes, self.threshold - 32768, out=torch.empty(x.shape, dtype=x.dtype))
         # autograd keeps only the mask (the multiplier that needs no gradient)
         return x * mask.mul_(65536.0 / (65536 - self.threshold))
@@ -129,6 +136,8 @@ class MultiHeadAttention(nn.Module):
         returning (B, D): that position's output, as the full call computes it, for a model that
         reads nothing else (DiffuRec's last block).
         """
+        if packing is not None and packing.grouped:
+            return self._grouped(x, bias, packing, last_only)
         if packing is None:
             B, L, D = x.shape
             k, v = self.k(x), self.v(x)
@@ -159,6 +168,45 @@ class MultiHeadAttention(nn.Module):
         if last_only:
             return self.out(y[:, 0])  # (B, D)
         return self.out(y if packing is None else packing.pack(y))
+
+
+    def _grouped(self, x: torch.Tensor, bias: torch.Tensor, packing: "Packing",
+                 last_only: bool) -> torch.Tensor:
+        """Attention by length group (``Packing.groups``), on packed tokens x (M, D) -> (M, D),
+        or (B, D) at each row's last position with ``last_only``. Each group's rows attend
+        over the group's width (its longest row) instead of the batch's, gathered straight from
+        the packed tokens: with left padding and the correct mask the outputs at real positions
+        are the full-width pass's (padding keys are masked, padding queries are never read).
+        The probability dropout's lanes are drawn once at the full pass's (B, h, L, L) and cut
+        to each group's block, so on the CPU every real (query, key) pair gets the mask the
+        full-width pass gives it, and the random stream is the one it leaves."""
+        (B, L), D, h = packing.shape, x.shape[-1], self.n_heads
+        zero = x.new_zeros(1, D)  # packed row M: a padding position
+        k, v = torch.cat([self.k(x), zero]), torch.cat([self.v(x), zero])
+        q = self.q(packing.last(x)) if last_only else torch.cat([self.q(x), zero])
+        cpu_dropout = self.training and self.dropout > 0 and x.device.type == "cpu"
+        lanes = self.prob_dropout.lanes((B, h, L, L)) if cpu_dropout else None
+        outs = []
+        for rows, w, gather, real in packing.group_layout():
+            b, wq = len(rows), 1 if last_only else w
+
+            def heads(t, n):  # (b * n, D) -> (b, h, n, D/h)
+                return t.view(b, n, h, D // h).transpose(1, 2)
+
+            kg, vg = heads(k.index_select(0, gather), w), heads(v.index_select(0, gather), w)
+            qg = heads(q.index_select(0, rows if last_only else gather), wq)
+            bg = bias[:, :, -wq:, -w:].index_select(0, rows)  # (b, 1, wq, w)
+            if cpu_dropout:
+                att = (qg @ kg.transpose(-2, -1)) * (D // h) ** -0.5 + bg
+                lg = lanes[:, :, -wq:, -w:].index_select(0, rows)
+                yg = self.prob_dropout.apply_lanes(att.softmax(-1), lg) @ vg
+            else:
+                yg = F.scaled_dot_product_attention(
+                    qg, kg, vg, attn_mask=bg, dropout_p=self.dropout if self.training else 0.0)
+            yg = yg.transpose(1, 2).reshape(b * wq, D)
+            outs.append(yg if last_only else yg.index_select(0, real))
+        inverse = packing.group_inverse(rows=last_only)
+        return self.out(torch.cat(outs).index_select(0, inverse))
 
 
 class FeedForward(nn.Module):
@@ -231,10 +279,53 @@ class Packing:
     and backward on the 2-core development machine (2-3% of an epoch).
     """
 
-    def __init__(self, valid: torch.Tensor):
+    def __init__(self, valid: torch.Tensor, *, grouped: bool = False):
         self.shape = tuple(valid.shape)
         self.index = valid.reshape(-1).nonzero().squeeze(1)  # (M,)
         self._last = None
+        self.grouped = grouped  # attention runs by length group (``groups``)
+        self._valid = valid if grouped else None
+        self._groups, self._layout, self._inverse = None, None, {}
+
+    @property
+    def groups(self) -> list[tuple[torch.Tensor, int]]:
+        """The rows cut into length groups, [(row indices, width)], widths increasing: the
+        partition of the rows sorted by length that minimises the attention work, the sum over
+        groups of rows x width^2, plus ``GROUP_OVERHEAD`` per group (the fixed cost of a
+        group's dozen operators). Every row is in one group; a group's width is its longest
+        row. Rows must be left-padded (their items at the last positions)."""
+        if self._groups is None:
+            self._groups = length_groups(self._valid.sum(1))
+        return self._groups
+
+    def group_layout(self) -> list[tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]]:
+        """Per group (rows, width, gather, real): ``gather`` (rows x width,) the packed index
+        of each of the group's rows' last ``width`` positions (M, one past the last token, at
+        padding), ``real`` the flat positions of ``gather`` that are tokens."""
+        if self._layout is None:
+            B, L = self.shape
+            M = len(self.index)
+            where = torch.full((B * L,), M, dtype=torch.long, device=self.index.device)
+            where[self.index] = torch.arange(M, device=self.index.device)
+            where = where.view(B, L)
+            self._layout = []
+            for rows, w in self.groups:
+                gather = where.index_select(0, rows)[:, L - w:].reshape(-1)
+                real = (gather < M).nonzero().squeeze(1)
+                self._layout.append((rows, w, gather, real))
+        return self._layout
+
+    def group_inverse(self, *, rows: bool) -> torch.Tensor:
+        """The index that puts the groups' concatenated outputs back in order: rows (one per
+        row, ``rows=True``) or packed tokens."""
+        key = "rows" if rows else "tokens"
+        if key not in self._inverse:
+            layout = self.group_layout()
+            order = torch.cat([r if rows else g[real] for r, _, g, real in layout])
+            inverse = torch.empty_like(order)
+            inverse[order] = torch.arange(len(order), device=order.device)
+            self._inverse[key] = inverse
+        return self._inverse[key]
 
     def last(self, x: torch.Tensor) -> torch.Tensor:
         """(M, ...) packed -> (B, ...): each row's last real token, which is the row's last
@@ -253,12 +344,49 @@ class Packing:
         return out.index_copy(0, self.index, x).view(*self.shape, *x.shape[1:])
 
 
+# A group's fixed cost in the units of ``length_groups`` (rows x width^2): about what the
+# dozen operators of one more group cost at DiffuRec's width on the 2-core development CPU.
+GROUP_OVERHEAD = 8192
+
+
+def length_groups(lengths: torch.Tensor, overhead: int | None = None
+                  ) -> list[tuple[torch.Tensor, int]]:
+    """Partition rows by length: ``lengths`` (B,) -> [(row indices, width)], the contiguous
+    cut of the length-sorted rows minimising sum(rows x width^2) + overhead per group (dynamic
+    programming over the distinct lengths); ``overhead`` defaults to ``GROUP_OVERHEAD``."""
+    overhead = GROUP_OVERHEAD if overhead is None else overhead
+    device, lengths = lengths.device, lengths.to("cpu", torch.long)
+    values, counts = torch.unique(lengths, return_counts=True)  # sorted ascending
+    values, cum = values.tolist(), [0] + counts.cumsum(0).tolist()
+    m = len(values)
+    best, cut = [0.0] + [math.inf] * m, [0] * (m + 1)
+    for j in range(1, m + 1):  # groups end at distinct value j-1 (its width)
+        for i in range(j):
+            cost = best[i] + (cum[j] - cum[i]) * values[j - 1] ** 2 + overhead
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    bounds, j = [], m
+    while j > 0:
+        bounds.append((cut[j], j))
+        j = cut[j]
+    order = torch.argsort(lengths, stable=True)
+    groups = []
+    for i, j in reversed(bounds):
+        rows = order[cum[i]:cum[j]].to(device)
+        groups.append((rows, max(int(values[j - 1]), 1)))
+    return groups
+
+
 class Encoder(nn.Module):
     """A stack of blocks. ``forward(x (B, L, D), valid (B, L) bool) -> (B, L, D)``."""
 
     def __init__(self, d: int, n_blocks: int = 2, n_heads: int = 4, dropout: float = 0.1, *,
-                 causal: bool = True, pre_norm: bool = False, attention_mask: str = "correct"):
+                 causal: bool = True, pre_norm: bool = False, attention_mask: str = "correct",
+                 group_attention: bool = False):
         super().__init__()
+        # group_attention (correct mask only): attention by length group (``Packing.groups``),
+        # for batches of mostly short left-padded rows (DiffuRec's prefix samples)
+        self.group_attention = group_attention
         if attention_mask not in ATTENTION_MASKS:
             raise ValueError(f"attention_mask must be one of {ATTENTION_MASKS}, "
                              f"got {attention_mask!r}")
@@ -271,7 +399,7 @@ class Encoder(nn.Module):
         reverse-diffusion loop) computes it once and passes it to ``forward``."""
         bias = attention_bias(valid, causal=self.causal, mode=self.attention_mask)
         if self.attention_mask == "correct" and not bool(valid.all()):
-            return bias, Packing(valid)
+            return bias, Packing(valid, grouped=self.group_attention)
         return bias, None
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor,
