@@ -180,6 +180,26 @@ def test_last_only_equals_the_full_stack_at_the_last_position(mask, pre_norm, ca
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-5)
 
 
+def _assert_same_seed_passes(enc, x, seed, weights, *passes):
+    """Run each pass (a function of a fresh leaf copy of x) from ``seed``: they must give the
+    same outputs, the same gradients (x and enc's parameters) and leave torch's random stream
+    in the same state. Returns the first pass's output."""
+    outs, grads, states = [], [], []
+    for forward in passes:
+        torch.manual_seed(seed)
+        xi = x.clone().requires_grad_(True)
+        y = forward(xi)
+        grads.append(torch.autograd.grad((y * weights).sum(), [xi, *enc.parameters()]))
+        outs.append(y)
+        states.append(torch.get_rng_state())
+    for y, g, state in zip(outs[1:], grads[1:], states[1:]):
+        torch.testing.assert_close(y, outs[0], atol=1e-5, rtol=1e-5)
+        for a, b in zip(g, grads[0]):
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-5)
+        assert torch.equal(state, states[0])
+    return outs[0]
+
+
 @pytest.mark.parametrize("mask", ["correct", "official"])
 @pytest.mark.parametrize("pre_norm", [True, False])
 def test_last_only_draws_the_full_pass_dropout_masks(mask, pre_norm):
@@ -192,22 +212,12 @@ def test_last_only_draws_the_full_pass_dropout_masks(mask, pre_norm):
     x = torch.randn(4, 6, 16)
     valid = torch.tensor([[0, 0, 1, 1, 1, 1], [1] * 6, [0, 0, 0, 0, 0, 1], [0, 1, 1, 1, 1, 1]],
                          dtype=torch.bool)
-    outs, grads, states = [], [], []
-    for last_only in (False, True):
-        torch.manual_seed(11)
-        xi = x.clone().requires_grad_(True)
-        y = enc(xi, valid, last_only=last_only)
-        y = y if last_only else y[:, -1]
-        grads.append(torch.autograd.grad((y * torch.arange(16.0)).sum(), [xi, *enc.parameters()]))
-        outs.append(y)
-        states.append(torch.get_rng_state())
-    torch.testing.assert_close(outs[1], outs[0], atol=1e-5, rtol=1e-5)
-    for a, b in zip(grads[1], grads[0]):
-        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-5)
-    assert torch.equal(states[0], states[1])
+    full = _assert_same_seed_passes(enc, x, 11, torch.arange(16.0),
+                                    lambda xi: enc(xi, valid)[:, -1],
+                                    lambda xi: enc(xi, valid, last_only=True))
     torch.manual_seed(12)  # a different seed gives different masks, so the check above can fail
     y = enc(x, valid, last_only=True)
-    assert not torch.allclose(y, outs[0])
+    assert not torch.allclose(y, full)
 
 
 def test_last_only_draws_dropout_masks_at_the_full_shape(monkeypatch):
@@ -258,21 +268,14 @@ def test_grouped_attention_equals_the_full_width_pass(last_only, pre_norm, causa
     lengths = torch.tensor([1, 9, 2, 2, 5, 1, 9, 3, 7, 1, 1, 2])
     valid = torch.arange(9)[None, :] >= 9 - lengths[:, None]  # left-padded, (12, 9)
     x = torch.randn(12, 9, 16)
-    outs, grads, states = [], [], []
-    for grouped in (False, True):
-        enc.group_attention = grouped
-        torch.manual_seed(4)
-        xi = x.clone().requires_grad_(True)
-        y = enc(xi, valid, last_only=last_only)
-        y = y if last_only else y[valid]
-        grads.append(torch.autograd.grad((y * torch.linspace(-1, 1, 16)).sum(),
-                                         [xi, *enc.parameters()]))
-        outs.append(y)
-        states.append(torch.get_rng_state())
-    torch.testing.assert_close(outs[1], outs[0], atol=1e-5, rtol=1e-5)
-    for a, b in zip(grads[1], grads[0]):
-        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-5)
-    assert torch.equal(states[0], states[1])
+    def run(grouped):
+        def forward(xi):
+            enc.group_attention = grouped
+            y = enc(xi, valid, last_only=last_only)
+            return y if last_only else y[valid]
+        return forward
+
+    _assert_same_seed_passes(enc, x, 4, torch.linspace(-1, 1, 16), run(False), run(True))
     enc.group_attention = True
     layout = enc.layout(valid)
     assert layout[1].grouped and len(layout[1].groups) > 1  # the grouped path really ran
