@@ -155,20 +155,27 @@ class MultiHeadAttention(nn.Module):
         def split(t):  # (B, L, D) -> (B, h, L, D/h)
             return t.view(B, -1, h, D // h).transpose(1, 2)
 
-        q, k, v = split(q), split(k), split(v)
-        if self.training and self.dropout > 0 and x.device.type == "cpu":
-            # explicit softmax so the probability dropout uses the fast mask above
-            att = (q @ k.transpose(-2, -1)) * (D // h) ** -0.5 + bias  # (B, h, L, L)
-            full = ((B, h, L, L), lambda m: m[:, :, -1:]) if last_only else None
-            y = self.prob_dropout(att.softmax(-1), full) @ v            # (B, h, Lq, D/h)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
-                                               dropout_p=self.dropout if self.training else 0.0)
+        full = ((B, h, L, L), lambda m: m[:, :, -1:]) if last_only else None
+        y = self._attend(split(q), split(k), split(v), bias,
+                         lambda p: self.prob_dropout(p, full))  # (B, h, Lq, D/h)
         y = y.transpose(1, 2).reshape(B, Lq, D)  # (B, Lq, D)
         if last_only:
             return self.out(y[:, 0])  # (B, D)
         return self.out(y if packing is None else packing.pack(y))
 
+    def _cpu_dropout(self, x: torch.Tensor) -> bool:
+        """Whether the probability dropout runs here, with the fast CPU mask."""
+        return self.training and self.dropout > 0 and x.device.type == "cpu"
+
+    def _attend(self, q, k, v, bias, drop) -> torch.Tensor:
+        """Attention of (b, h, n, D/h) heads under the additive ``bias``. With the CPU dropout,
+        an explicit softmax whose probabilities go through ``drop`` (the fast mask); else SDPA
+        with its own dropout."""
+        if self._cpu_dropout(q):
+            att = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5 + bias
+            return drop(att.softmax(-1)) @ v
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
+                                              dropout_p=self.dropout if self.training else 0.0)
 
     def _grouped(self, x: torch.Tensor, bias: torch.Tensor, packing: "Packing",
                  last_only: bool) -> torch.Tensor:
@@ -184,8 +191,7 @@ class MultiHeadAttention(nn.Module):
         zero = x.new_zeros(1, D)  # packed row M: a padding position
         k, v = torch.cat([self.k(x), zero]), torch.cat([self.v(x), zero])
         q = self.q(packing.last(x)) if last_only else torch.cat([self.q(x), zero])
-        cpu_dropout = self.training and self.dropout > 0 and x.device.type == "cpu"
-        lanes = self.prob_dropout.lanes((B, h, L, L)) if cpu_dropout else None
+        lanes = self.prob_dropout.lanes((B, h, L, L)) if self._cpu_dropout(x) else None
         outs = []
         for rows, w, gather, real in packing.group_layout():
             b, wq = len(rows), 1 if last_only else w
@@ -196,13 +202,8 @@ class MultiHeadAttention(nn.Module):
             kg, vg = heads(k.index_select(0, gather), w), heads(v.index_select(0, gather), w)
             qg = heads(q.index_select(0, rows if last_only else gather), wq)
             bg = bias[:, :, -wq:, -w:].index_select(0, rows)  # (b, 1, wq, w)
-            if cpu_dropout:
-                att = (qg @ kg.transpose(-2, -1)) * (D // h) ** -0.5 + bg
-                lg = lanes[:, :, -wq:, -w:].index_select(0, rows)
-                yg = self.prob_dropout.apply_lanes(att.softmax(-1), lg) @ vg
-            else:
-                yg = F.scaled_dot_product_attention(
-                    qg, kg, vg, attn_mask=bg, dropout_p=self.dropout if self.training else 0.0)
+            lg = None if lanes is None else lanes[:, :, -wq:, -w:].index_select(0, rows)
+            yg = self._attend(qg, kg, vg, bg, lambda p, lg=lg: self.prob_dropout.apply_lanes(p, lg))
             yg = yg.transpose(1, 2).reshape(b * wq, D)
             outs.append(yg if last_only else yg.index_select(0, real))
         inverse = packing.group_inverse(rows=last_only)
@@ -282,10 +283,18 @@ class Packing:
     def __init__(self, valid: torch.Tensor, *, grouped: bool = False):
         self.shape = tuple(valid.shape)
         self.index = valid.reshape(-1).nonzero().squeeze(1)  # (M,)
-        self._last = None
+        self._counts, self._last = None, None
         self.grouped = grouped  # attention runs by length group (``groups``)
-        self._valid = valid if grouped else None
         self._groups, self._layout, self._inverse = None, None, {}
+
+    @property
+    def counts(self) -> torch.Tensor:
+        """(B,) the number of real tokens in each row."""
+        if self._counts is None:
+            counts = torch.zeros(self.shape[0], dtype=torch.long, device=self.index.device)
+            self._counts = counts.index_add_(0, self.index // self.shape[1],
+                                             torch.ones_like(self.index))
+        return self._counts
 
     @property
     def groups(self) -> list[tuple[torch.Tensor, int]]:
@@ -295,7 +304,7 @@ class Packing:
         group's dozen operators). Every row is in one group; a group's width is its longest
         row. Rows must be left-padded (their items at the last positions)."""
         if self._groups is None:
-            self._groups = length_groups(self._valid.sum(1))
+            self._groups = length_groups(self.counts)
         return self._groups
 
     def group_layout(self) -> list[tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]]:
@@ -331,9 +340,7 @@ class Packing:
         """(M, ...) packed -> (B, ...): each row's last real token, which is the row's last
         position for left-padded rows (``Encoder.forward(last_only=True)`` checks that)."""
         if self._last is None:  # row b's tokens end at packed position (tokens in rows <= b) - 1
-            counts = torch.zeros(self.shape[0], dtype=torch.long, device=self.index.device)
-            counts.index_add_(0, self.index // self.shape[1], torch.ones_like(self.index))
-            self._last = counts.cumsum(0) - 1
+            self._last = self.counts.cumsum(0) - 1
         return x.index_select(0, self._last)
 
     def pack(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, ...) -> (M, ...)
