@@ -487,9 +487,9 @@ seeds), Table 5 (embedding metrics of the item tables, with a same-shape Gaussia
 collapse monitor's trajectories during training; then it trains a tiny SASRec+ live.
 
 A model with no run in `RUNS` is left out of every table and figure below. The default runs
-(`results/ml-100k-cpu-shuffled`, shuffled batches) have no DiffuRec: one DiffuRec run takes about
-2.2 hours per seed on the 2-core CPU they were trained on and is left to a GPU session. The
-four-model comparison from the earlier, length-bucketed H200 runs is one variable away:
+(`results/ml-100k-cpu-shuffled`, shuffled batches) hold all four models; DiffuRec and DreamRec
+have seed 0 only (one DiffuRec run took about an hour of the 2-core CPU they were trained on).
+The earlier, length-bucketed H200 runs are one variable away:
 `COLLAPSE_KIT_RUNS=../results/ml-100k-h200/runs/ml-100k` (`results/README.md` says how bucketing
 lowered those numbers).
 """) + [
@@ -556,8 +556,7 @@ closest = pd.DataFrame({name: {"isotropy": m["isotropy"],
 closest'''),
     md("""
 Read the differences to the Gaussian row: DreamRec's table sits on it in KL (log-det), effective
-rank and isotropy (in the bucketed H200 runs DiffuRec's sat close to it in KL and effective rank),
-while SASRec+ and every ADRec stage moved far from it. Table 5 intervals (bootstrap over items) are in the report beside the runs
+rank and isotropy, DiffuRec's close to it in KL and effective rank (less isotropic), while SASRec+ and every ADRec stage moved far from it. Table 5 intervals (bootstrap over items) are in the report beside the runs
 (`OUT / "report.md"`: `results/ml-100k-cpu-shuffled/report.md` for the default runs).
 
 ## Collapse trajectories during training
