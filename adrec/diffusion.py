@@ -10,6 +10,8 @@ checkpoints do not contain them. No call syncs an accelerator with the host.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 from torch import nn
@@ -24,6 +26,7 @@ class NoiseSchedule(nn.Module):
       (1 - abar_t), c2_t = (1 - abar_{t-1}) sqrt(alpha_t) / (1 - abar_t), abar_{-1} = 1.
     * ``step(x0_pred, x_t, t, noise)``: one reverse step x_{t-1} = mu + 1[t > 0] sigma_t z with the
       "fixed large" variance sigma_t^2 = beta_t (section 2.9).
+    * ``sample(predict, shape)``: the whole reverse loop x_T ~ N(0, I), then T steps.
     """
 
     def __init__(self, steps: int = 32, kind: str = "trunc_lin"):
@@ -92,17 +95,59 @@ class NoiseSchedule(nn.Module):
         return xt
 
     def posterior_mean(self, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """mu(x_t, x0) = c1_t x0 + c2_t x_t, the mean of q(x_{t-1} | x_t, x0) (Ho et al. 2020,
+        eq. 7); x0 and xt (B, D) or (B, L, D), t (B,) or (B, L)."""
         self._check_t(t)
+        return self._posterior_mean(x0, xt, t)
+
+    def _posterior_mean(self, x0, xt, t):
         return (self._gather(self.posterior_mean_coef1, t, xt.ndim) * x0
                 + self._gather(self.posterior_mean_coef2, t, xt.ndim) * xt)
 
     def step(self, x0_pred: torch.Tensor, xt: torch.Tensor, t: torch.Tensor,
              noise: torch.Tensor | None = None, generator=None) -> torch.Tensor:
-        """One reverse step: 1. mu = posterior mean; 2. add sigma_t z where t > 0 (fixed large)."""
-        mean = self.posterior_mean(x0_pred, xt, t)  # step 1
+        """One reverse step x_t -> x_{t-1} from the model's x0 prediction (shapes as
+        ``posterior_mean``); ``noise`` z, or drawn from ``generator`` when None."""
+        self._check_t(t)
         if noise is None:
             noise = torch.randn(xt.shape, device=xt.device, dtype=xt.dtype, generator=generator)
+        return self._step(x0_pred, xt, t, noise)
+
+    def _step(self, x0_pred, xt, t, noise):
+        # 1. the posterior mean mu(x_t, x0_hat) (Ho et al. 2020, eq. 7)
+        mean = self._posterior_mean(x0_pred, xt, t)
+        # 2. sigma_t = sqrt(beta_t), the "fixed large" variance (Ho et al. 2020, section 3.2),
+        #    and no noise at the last step t = 0
         nonzero = (t > 0).to(xt.dtype)
         std = self._gather(self.sampling_std, t, xt.ndim) * nonzero.reshape(
             *t.shape, *([1] * (xt.ndim - t.ndim)))
-        return mean + std * noise  # step 2
+        # 3. x_{t-1} = mu + sigma_t z (Ho et al. 2020, algorithm 2, line 4)
+        return mean + std * noise
+
+    def sample(self, predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+               shape: tuple[int, int], *, generator: torch.Generator | None = None,
+               device=None, dtype: torch.dtype | None = None,
+               noise_at_zero: bool = False) -> torch.Tensor:
+        """Ancestral DDPM sampling (Ho et al. 2020, algorithm 2) of a (B, D) tensor; ADRec,
+        DiffuRec and DreamRec differ only in ``predict``.
+
+        ``predict(x_t (B, D), t (B,) long) -> x0_hat (B, D)`` is the model's x0 prediction; it
+        may draw from ``generator`` too (DiffuRec's lambda), before each step's noise.
+        ``noise_at_zero``: also draw the step noise at t = 0, where it is multiplied by 0 (the
+        released DiffuRec and DreamRec code does), so that a generator shared by several
+        batches (the evaluation's) goes on with the same stream as that code's loop.
+
+        The timesteps come from ``range(T)``, so the loop validates nothing per step and reads
+        nothing back from the device.
+        """
+        B = shape[0]
+        x = torch.randn(shape, device=device, dtype=dtype, generator=generator)  # x_T ~ N(0, I)
+        for i in reversed(range(self.steps)):
+            t = torch.full((B,), i, dtype=torch.long, device=x.device)
+            x0_hat = predict(x, t)                                       # (B, D)
+            if i > 0 or noise_at_zero:
+                noise = torch.randn(shape, device=x.device, dtype=x.dtype, generator=generator)
+            else:
+                noise = torch.zeros(shape, device=x.device, dtype=x.dtype)
+            x = self._step(x0_hat, x, t, noise)                          # x_{i-1}
+        return x

@@ -119,3 +119,53 @@ def test_forward_and_reverse_steps_need_no_host_read_of_the_timesteps():
     t1 = torch.zeros(2, dtype=torch.long, device="meta")
     x = torch.zeros(2, 4, device="meta")
     assert sched.step(x, x, t1, noise=torch.zeros_like(x)).device.type == "meta"
+
+
+def _predictor(generator=None):
+    """A stand-in x0 predictor depending on x_t and t; with ``generator`` it also draws from it
+    (as DiffuRec's lambda does) before the loop draws the step noise."""
+    def predict(x, t):
+        out = 0.5 * x + 0.01 * t[:, None].float()
+        if generator is not None:
+            out = out + 1e-3 * torch.randn(x.shape, generator=generator)
+        return out
+    return predict
+
+
+@pytest.mark.parametrize("noise_at_zero", [False, True])
+@pytest.mark.parametrize("draws", [False, True])
+def test_sample_equals_a_hand_written_reverse_loop(noise_at_zero, draws):
+    """``sample`` is algorithm 2 of Ho et al. (2020): x_T ~ N(0, I), then for t = T-1 .. 0
+    x_{t-1} = step(predict(x_t, t), x_t, t, z), z ~ N(0, I) (t = 0: z drawn only with
+    ``noise_at_zero``, and multiplied by 0 either way). Bit-identical, generator left in the
+    same state."""
+    sched = NoiseSchedule(8)
+    g_ref, g = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    x = torch.randn(3, 5, generator=g_ref)
+    predict = _predictor(g_ref if draws else None)
+    for i in reversed(range(8)):
+        t = torch.full((3,), i, dtype=torch.long)
+        x0_hat = predict(x, t)
+        if i > 0 or noise_at_zero:
+            x = sched.step(x0_hat, x, t, generator=g_ref)
+        else:
+            x = sched.step(x0_hat, x, t, torch.zeros(3, 5))
+    got = sched.sample(_predictor(g if draws else None), (3, 5), generator=g,
+                       noise_at_zero=noise_at_zero)
+    assert torch.equal(got, x)
+    assert torch.equal(g.get_state(), g_ref.get_state())
+
+
+def test_sample_needs_no_host_read_of_the_timesteps():
+    """The whole reverse loop runs on the meta device, which has no data: no step reads a
+    timestep (or anything else) back to the host, which on a GPU would be a sync per step."""
+    sched = NoiseSchedule(8).to("meta")
+    seen = []
+
+    def predict(x, t):
+        seen.append(t.device.type)
+        return x
+
+    x = sched.sample(predict, (2, 4), device="meta")
+    assert x.device.type == "meta" and x.shape == (2, 4)
+    assert seen == ["meta"] * 8

@@ -307,3 +307,59 @@ def test_length_groups_partition_the_rows_at_least_cost():
         assert cost == best
     assert len(length_groups(lengths, 0)) == 5  # one group per distinct length
     assert len(length_groups(lengths, 10_000)) == 1  # one group: the full width
+
+
+# ------------------------------------------------------------------------------------------
+# the key/value cache: the last position alone, the earlier ones computed once
+
+
+def _left_padded(B=4, W=7, D=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, W, D, generator=g)
+    lengths = torch.tensor([W, 3, 1, 5])[:B]
+    valid = torch.arange(W)[None] >= W - lengths[:, None]  # (B, W), the last position real
+    return x, valid
+
+
+@pytest.mark.parametrize("mask", ["correct", "official"])
+@pytest.mark.parametrize("pre_norm", [False, True])
+def test_block_forward_cached_equals_forward_at_the_last_position(mask, pre_norm):
+    torch.manual_seed(0)
+    block = layers.Block(16, 4, 0.1, pre_norm).eval()
+    x, valid = _left_padded()
+    bias = attention_bias(valid, causal=True, mode=mask)  # (B, 1, W, W)
+    with torch.no_grad():
+        want = block(x, bias)[:, -1:]                      # (B, 1, D)
+        cache = block.prefill(x[:, :-1], x.shape[1])
+        got = block.forward_cached(x[:, -1:], cache, bias[:, :, -1:])
+        # the cache serves many last positions: the slot is overwritten, the prefix kept
+        x2 = x.clone()
+        x2[:, -1] = torch.randn(x.shape[0], x.shape[2], generator=torch.Generator().manual_seed(1))
+        want2 = block(x2, bias)[:, -1:]
+        got2 = block.forward_cached(x2[:, -1:], cache, bias[:, :, -1:])
+    assert got.shape == (x.shape[0], 1, 16)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    torch.testing.assert_close(got2, want2, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("mask", ["correct", "official"])
+@pytest.mark.parametrize("width", [1, 7])
+def test_encoder_prefill_and_forward_cached_equal_forward_at_the_last_position(mask, width):
+    torch.manual_seed(0)
+    enc = Encoder(16, 3, 4, 0.1, causal=True, attention_mask=mask).eval()
+    x, valid = _left_padded(W=width)
+    valid[:, -1] = True
+    bias = attention_bias(valid, causal=True, mode=mask)
+    with torch.no_grad():
+        want = enc(x, valid)[:, -1]
+        caches = enc.prefill(x[:, :-1], bias)
+        got = enc.forward_cached(x[:, -1:], caches, bias[:, :, -1:])[:, 0]
+    assert len(caches) == 3
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+def test_encoder_prefill_needs_causal_attention():
+    enc = Encoder(16, 1, 4, 0.1, causal=False)
+    x, valid = _left_padded()
+    with pytest.raises(ValueError, match="causal"):
+        enc.prefill(x[:, :-1], attention_bias(valid, causal=False, mode="correct"))

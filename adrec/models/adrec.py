@@ -47,8 +47,8 @@ from torch import nn
 from adrec.data import Batch
 from adrec.diffusion import NoiseSchedule
 from adrec.models.base import Recommender, check_common_args
-from adrec.models.layers import ATTENTION_MASKS, LN_EPS, Block, Dropout, Encoder, \
-    Packing, attention_bias, timestep_embedding
+from adrec.models.layers import ATTENTION_MASKS, LN_EPS, Dropout, Encoder, Packing, \
+    attention_bias, timestep_embedding
 
 log = logging.getLogger(__name__)
 
@@ -256,22 +256,13 @@ class ADRec(Recommender):
     def sample_last(self, history: torch.Tensor, generator: torch.Generator | None = None, *,
                     cache: bool = True) -> torch.Tensor:
         """The DDPM sample x_0 of the next item's embedding, (B, L) -> (B, D)."""
-        B, W = history.shape
-        D, T = self.args.hidden, self.args.steps
         valid = history > 0
         c = self.condition(history)                     # (B, W, D), computed once
         known = self.item_embedding(history[:, 1:])     # (B, W-1, D), clean and fixed
-        predict = (self._prefix_cache(c, known, valid) if cache
+        predict = (self._cached_predictor(c, known, valid) if cache
                    else self._full_predictor(c, known, valid))
-        like = dict(device=history.device, dtype=c.dtype)
-        x = torch.randn(B, D, generator=generator, **like)  # x_T of the last token
-        for i in reversed(range(T)):
-            t = torch.full((B,), i, dtype=torch.long, device=history.device)
-            x0_hat = predict(x, t)                      # (B, D)
-            noise = (torch.randn(B, D, generator=generator, **like) if i > 0
-                     else torch.zeros(B, D, **like))
-            x = self.schedule.step(x0_hat, x, t, noise)  # at i = 0 this is exactly x0_hat
-        return x
+        return self.schedule.sample(predict, (history.shape[0], self.args.hidden),
+                                    generator=generator, device=history.device, dtype=c.dtype)
 
     def _full_predictor(self, c, known, valid):
         """Uncached: the whole (B, W) sequence through the ADM at every step."""
@@ -285,71 +276,23 @@ class ADRec(Recommender):
 
         return predict
 
-    def _prefix_cache(self, c, known, valid):
-        """Cached: run the history positions 0..W-2 through the ADM once, keep each block's keys
-        and values, and return a predictor that computes the last position only."""
+    def _cached_predictor(self, c, known, valid):
+        """Cached: the history positions 0..W-2 go through the ADM once (``Encoder.prefill``
+        keeps each block's keys and values); the predictor computes the last position only."""
         B, W, D = c.shape
         c_last = c[:, -1]                                              # (B, D)
         if isinstance(self.adm, MLPDenoiser):                          # per token: no history
             return lambda x, t: self.adm(self.aggregate(c_last, x, t))
         bias = attention_bias(valid, causal=True, mode=self.adm.attention_mask)  # (B, 1, W, W)
         t0 = torch.zeros(B, W - 1, dtype=torch.long, device=c.device)
-        h = self.aggregate(c[:, :-1], known, t0)                       # (B, W-1, D)
-        caches = []
-        for i, block in enumerate(self.adm.blocks):
-            caches.append(_KVCache(block, h, W))
-            if W > 1 and i < len(self.adm.blocks) - 1:  # the last block's prefix outputs are
-                h = block(h, bias[:, :, :-1, :-1])      # never used: only its keys/values
+        caches = self.adm.prefill(self.aggregate(c[:, :-1], known, t0), bias)
         last_bias = bias[:, :, -1:, :]                                 # (B, 1, 1, W)
 
         def predict(x, t):
             y = self.aggregate(c_last, x, t)[:, None]                  # (B, 1, D)
-            for block, cache in zip(self.adm.blocks, caches):
-                y = _block_last(block, y, cache, last_bias)
-            return y[:, 0]
+            return self.adm.forward_cached(y, caches, last_bias)[:, 0]  # (B, D)
 
         return predict
-
-
-def _split_heads(x: torch.Tensor, h: int) -> torch.Tensor:
-    B, L, D = x.shape
-    return x.view(B, L, h, D // h).transpose(1, 2)  # (B, h, L, D/h)
-
-
-class _KVCache:
-    """Keys and values of one block for W positions: 0..W-2 from the history (fixed), W-1
-    rewritten in place at every reverse step (no re-allocation, no concatenation)."""
-
-    def __init__(self, block: Block, x: torch.Tensor, width: int):
-        a = block.norm1(x) if block.pre_norm else x                    # the attention's input
-        B, _, D = x.shape
-        h = block.attn.n_heads
-        self.k = x.new_empty(B, h, width, D // h)                       # (B, h, W, D/h)
-        self.v = x.new_empty(B, h, width, D // h)
-        self.k[:, :, :-1] = _split_heads(block.attn.k(a), h)
-        self.v[:, :, :-1] = _split_heads(block.attn.v(a), h)
-
-
-def _block_last(block: Block, x: torch.Tensor, cache: _KVCache, bias: torch.Tensor
-                ) -> torch.Tensor:
-    """``block`` (eval mode) applied to the last position only, given the cached keys and values
-    of the earlier positions. x (B, 1, D); bias (B, 1, 1, W), the last query's row."""
-    attn, h = block.attn, block.attn.n_heads
-    B, _, D = x.shape
-
-    def attend(a):
-        q = _split_heads(attn.q(a), h)                                 # (B, h, 1, D/h)
-        cache.k[:, :, -1:] = _split_heads(attn.k(a), h)
-        cache.v[:, :, -1:] = _split_heads(attn.v(a), h)
-        att = (q @ cache.k.transpose(-2, -1)) * (D // h) ** -0.5 + bias  # (B, h, 1, W)
-        y = att.softmax(-1) @ cache.v                                  # (B, h, 1, D/h)
-        return attn.out(y.transpose(1, 2).reshape(B, 1, D))
-
-    if block.pre_norm:
-        x = x + attend(block.norm1(x))
-        return x + block.ffn(block.norm2(x))
-    x = block.norm1(x + attend(x))
-    return block.norm2(x + block.ffn(x))
 
 
 # -------------------------------------------------------------------------------------------

@@ -163,13 +163,13 @@ class DiffuRec(Recommender):
         e, valid = self.embed_history(history), history > 0  # computed once (eval: no dropout)
         where = valid.nonzero(as_tuple=True)                 # once: no host sync per step
         layout = self.denoiser.layout(valid)
-        B, D = history.shape[0], self.args.hidden
-        x = torch.randn(B, D, device=history.device, generator=generator)
-        for i in reversed(range(self.args.steps)):
-            t = torch.full((B,), i, dtype=torch.long, device=history.device)
-            x0_hat = self.denoise(e, valid, x, t, generator, where, layout)
-            x = self.schedule.step(x0_hat, x, t, generator=generator)
-        return x
+
+        def predict(x, t):  # draws lambda from the generator, then the loop draws the noise
+            return self.denoise(e, valid, x, t, generator, where, layout)
+
+        return self.schedule.sample(predict, (history.shape[0], self.args.hidden),
+                                    generator=generator, device=history.device,
+                                    noise_at_zero=True)
 
     def score_all(self, history: torch.Tensor, generator: torch.Generator | None = None
                   ) -> torch.Tensor:

@@ -126,12 +126,9 @@ class DreamRec(Recommender):
         """T reverse DDPM steps guided by the history: (B, L) -> x_0 (B, D)."""
         scale = self.args.guidance_scale if guidance_scale is None else guidance_scale
         c = self.guidance(history)  # computed once
-        B, D = history.shape[0], self.args.hidden
-        x = torch.randn(B, D, device=history.device, generator=generator)
-        for i in reversed(range(self.args.steps)):
-            t = torch.full((B,), i, dtype=torch.long, device=history.device)
-            x = self.schedule.step(self.guided_denoise(x, t, c, scale), x, t, generator=generator)
-        return x
+        return self.schedule.sample(lambda x, t: self.guided_denoise(x, t, c, scale),
+                                    (history.shape[0], self.args.hidden), generator=generator,
+                                    device=history.device, noise_at_zero=True)
 
     def score_all(self, history: torch.Tensor, generator: torch.Generator | None = None
                   ) -> torch.Tensor:

@@ -117,6 +117,20 @@ def attention_bias(valid: torch.Tensor, *, causal: bool, mode: str) -> torch.Ten
     return bias[:, None]  # (B, 1, L, L)
 
 
+class KVCache:
+    """One block's attention keys and values over W positions, for a sequence whose first W-1
+    positions are fixed while the last one is recomputed many times (ADRec's reverse diffusion
+    of the last token: the history never changes, so with causal attention its keys, values and
+    outputs are the same at every step).
+
+    k, v: (B, h, W, D/h). Positions 0..W-2 are written once (``Block.prefill``); position W-1 is
+    overwritten in place by every ``Block.forward_cached`` (no re-allocation, no concatenation).
+    """
+
+    def __init__(self, k: torch.Tensor, v: torch.Tensor):
+        self.k, self.v = k, v
+
+
 class MultiHeadAttention(nn.Module):
     def __init__(self, d: int, n_heads: int, dropout: float):
         super().__init__()
@@ -162,6 +176,35 @@ class MultiHeadAttention(nn.Module):
         if last_only:
             return self.out(y[:, 0])  # (B, D)
         return self.out(y if packing is None else packing.pack(y))
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L, D) -> (B, h, L, D/h)."""
+        B, L, D = x.shape
+        return x.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2)
+
+    def prefill(self, x: torch.Tensor, width: int) -> KVCache:
+        """A cache of ``width`` positions whose first ``width - 1`` hold the keys and values of
+        x (B, width - 1, D), the attention's input at the fixed positions."""
+        B, _, D = x.shape
+        h = self.n_heads
+        cache = KVCache(x.new_empty(B, h, width, D // h), x.new_empty(B, h, width, D // h))
+        cache.k[:, :, :-1] = self.split_heads(self.k(x))               # (B, h, W-1, D/h)
+        cache.v[:, :, :-1] = self.split_heads(self.v(x))
+        return cache
+
+    def forward_cached(self, x: torch.Tensor, cache: KVCache, bias: torch.Tensor
+                       ) -> torch.Tensor:
+        """Attention output at the last position only: x (B, 1, D) that position's input,
+        ``cache`` the earlier positions' keys and values (its last slot is overwritten with x's),
+        bias (B, 1, 1, W) the last query's row. Returns (B, 1, D); no probability dropout
+        (inference)."""
+        B, _, D = x.shape
+        q = self.split_heads(self.q(x))                                # (B, h, 1, D/h)
+        cache.k[:, :, -1:] = self.split_heads(self.k(x))
+        cache.v[:, :, -1:] = self.split_heads(self.v(x))
+        att = (q @ cache.k.transpose(-2, -1)) * (D // self.n_heads) ** -0.5 + bias  # (B, h, 1, W)
+        y = att.softmax(-1) @ cache.v                                  # (B, h, 1, D/h)
+        return self.out(y.transpose(1, 2).reshape(B, 1, D))            # (B, 1, D)
 
     def _cpu_dropout(self, x: torch.Tensor) -> bool:
         """Whether the probability dropout runs here, with the fast CPU mask."""
@@ -266,6 +309,22 @@ class Block(nn.Module):
         a = self.attn(x, bias, packing, last_only=True)
         x_last = self.norm1(x_last + self.drop(a, full))
         return self.norm2(x_last + self.drop(self.ffn(x_last, full), full))
+
+    def prefill(self, x: torch.Tensor, width: int) -> KVCache:
+        """The ``KVCache`` of x (B, width - 1, D), this block's input at the fixed positions."""
+        return self.attn.prefill(self.norm1(x) if self.pre_norm else x, width)
+
+    def forward_cached(self, x: torch.Tensor, cache: KVCache, bias: torch.Tensor
+                       ) -> torch.Tensor:
+        """The block at the last position only, in inference (eval) mode: x (B, 1, D) -> (B, 1, D),
+        the value of ``forward(...)[:, -1:]`` on the whole sequence when ``cache`` holds the
+        earlier positions' keys and values (``prefill``) and the attention is causal (the
+        earlier positions cannot see the last one). bias (B, 1, 1, W): the last query's row."""
+        if self.pre_norm:
+            x = x + self.attn.forward_cached(self.norm1(x), cache, bias)
+            return x + self.ffn(self.norm2(x))
+        x = self.norm1(x + self.attn.forward_cached(x, cache, bias))
+        return self.norm2(x + self.ffn(x))
 
 
 class Packing:
@@ -438,6 +497,29 @@ class Encoder(nn.Module):
             x = block(x, bias)
         if last_only:
             return x[:, -1] if tail is None else tail.forward_last(x, bias)
+        return x
+
+    def prefill(self, x: torch.Tensor, bias: torch.Tensor) -> list[KVCache]:
+        """One ``KVCache`` per block for a sequence of W positions whose first W-1 are fixed:
+        x (B, W-1, D) the stack's input there, bias (B, 1, W, W) the whole sequence's
+        ``attention_bias``. Causal stacks only: there the fixed positions never see the last."""
+        if not self.causal:
+            raise ValueError("Encoder.prefill needs causal attention: without it the fixed "
+                             "positions see the last one, which changes at every call")
+        width = x.shape[1] + 1
+        caches = []
+        for i, block in enumerate(self.blocks):
+            caches.append(block.prefill(x, width))
+            if width > 1 and i < len(self.blocks) - 1:  # the last block's prefix outputs are
+                x = block(x, bias[:, :, :-1, :-1])      # never used: only its keys/values
+        return caches
+
+    def forward_cached(self, x: torch.Tensor, caches: list[KVCache], bias: torch.Tensor
+                       ) -> torch.Tensor:
+        """The stack at the last position only, given ``prefill``'s caches: x (B, 1, D) ->
+        (B, 1, D); bias (B, 1, 1, W), the last query's row of the whole sequence's bias."""
+        for block, cache in zip(self.blocks, caches):
+            x = block.forward_cached(x, cache, bias)
         return x
 
 
