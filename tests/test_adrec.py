@@ -11,7 +11,8 @@ from adrec.checkpoint import file_sha256, load_checkpoint
 from adrec.config import TrainConfig
 from adrec.data import Batch, SequenceDataset, left_pad
 from adrec.models import build_model
-from adrec.models.adrec import ADRec, ADRecArgs, run_pipeline
+from adrec.models.adrec import ADRec, ADRecArgs
+from adrec.pipeline import train_adrec
 
 SMALL = dict(hidden=16, steps=8)
 
@@ -240,7 +241,7 @@ def test_pcgrad_removes_conflicts():
 
 def test_three_stage_smoke_run_and_parents(tmp_path):
     ds = tiny_dataset()
-    result = run_pipeline(ds, tiny_cfg(), tmp_path, model_args=SMALL, progress=False)
+    result = train_adrec(ds, tiny_cfg(), tmp_path, model_args=SMALL, progress=False)
     ck = {s: load_checkpoint(tmp_path / f"{s}.pt") for s in ("stage1", "stage2", "stage3", "best")}
     assert ck["stage1"]["model"] == "stage1" and ck["stage1"]["parent"] is None
     for stage, parent in (("stage2", "stage1"), ("stage3", "stage2"), ("best", "stage3")):
@@ -259,7 +260,7 @@ def test_three_stage_smoke_run_and_parents(tmp_path):
 
 def test_warmup_freezes_embedding_for_real(tmp_path):
     ds = tiny_dataset()
-    run_pipeline(ds, tiny_cfg(epochs=3, weight_decay=1e-2), tmp_path, model_args=SMALL,
+    train_adrec(ds, tiny_cfg(epochs=3, weight_decay=1e-2), tmp_path, model_args=SMALL,
                  progress=False)
     s1, s2, s3 = (load_checkpoint(tmp_path / f"stage{i}.pt")["item_embeddings"] for i in (1, 2, 3))
     torch.testing.assert_close(s2, s1, rtol=0, atol=0)   # no gradient and no weight decay
@@ -268,7 +269,7 @@ def test_warmup_freezes_embedding_for_real(tmp_path):
 
 def test_leak_weight_decay_parity_moves_frozen_embedding(tmp_path):
     ds = tiny_dataset()
-    run_pipeline(ds, tiny_cfg(epochs=2), tmp_path, progress=False,
+    train_adrec(ds, tiny_cfg(epochs=2), tmp_path, progress=False,
                  model_args={**SMALL, "leak_weight_decay": True})
     s1, s2 = (load_checkpoint(tmp_path / f"stage{i}.pt")["item_embeddings"] for i in (1, 2))
     step = (s2 - s1).abs()
@@ -279,18 +280,18 @@ def test_leak_weight_decay_parity_moves_frozen_embedding(tmp_path):
 
 def test_resume_reuses_finished_stages(tmp_path):
     ds = tiny_dataset()
-    first = run_pipeline(ds, tiny_cfg(), tmp_path, model_args=SMALL, progress=False)
+    first = train_adrec(ds, tiny_cfg(), tmp_path, model_args=SMALL, progress=False)
     with pytest.raises(FileExistsError):
-        run_pipeline(ds, tiny_cfg(), tmp_path, model_args=SMALL, progress=False)
+        train_adrec(ds, tiny_cfg(), tmp_path, model_args=SMALL, progress=False)
     sha = {s: file_sha256(tmp_path / f"{s}.pt") for s in ("stage1", "stage2", "stage3")}
-    again = run_pipeline(ds, tiny_cfg(), tmp_path, model_args=SMALL, progress=False, resume=True)
+    again = train_adrec(ds, tiny_cfg(), tmp_path, model_args=SMALL, progress=False, resume=True)
     assert again.metrics["strict"] == first.metrics["strict"]
     assert sha == {s: file_sha256(tmp_path / f"{s}.pt") for s in sha}
 
 
 def test_resume_interrupted_stage3_matches_uninterrupted(tmp_path):
     ds = tiny_dataset()
-    full = run_pipeline(ds, tiny_cfg(epochs=3), tmp_path / "a", model_args=SMALL, progress=False)
+    full = train_adrec(ds, tiny_cfg(epochs=3), tmp_path / "a", model_args=SMALL, progress=False)
 
     class Stop(Exception):
         pass
@@ -303,10 +304,10 @@ def test_resume_interrupted_stage3_matches_uninterrupted(tmp_path):
     # callbacks run after the epoch's validation but before its resume state is written:
     # the run resumes from epoch 1 of stage 3
     with pytest.raises(Stop):
-        run_pipeline(ds, tiny_cfg(epochs=3), tmp_path / "b", model_args=SMALL, progress=False,
+        train_adrec(ds, tiny_cfg(epochs=3), tmp_path / "b", model_args=SMALL, progress=False,
                      callbacks=[StopInStage3()])
     assert (tmp_path / "b" / "stage3.resume.pt").exists()
-    resumed = run_pipeline(ds, tiny_cfg(epochs=3), tmp_path / "b", model_args=SMALL,
+    resumed = train_adrec(ds, tiny_cfg(epochs=3), tmp_path / "b", model_args=SMALL,
                            progress=False, resume=True)
     assert resumed.metrics["strict"] == full.metrics["strict"]
 
@@ -322,7 +323,7 @@ def test_stage1_from_official_state_dict(tmp_path):
     table = torch.randn(ds.n_items + 1, 16)
     path = tmp_path / "pretrain.pth"
     torch.save(official_state_dict(table), path)
-    run_pipeline(ds, tiny_cfg(), tmp_path / "run", model_args=SMALL, progress=False,
+    train_adrec(ds, tiny_cfg(), tmp_path / "run", model_args=SMALL, progress=False,
                  stage1=path)
     assert not (tmp_path / "run" / "stage1.pt").exists()
     s2 = load_checkpoint(tmp_path / "run" / "stage2.pt")
@@ -335,7 +336,7 @@ def test_stage1_checkpoint_wrong_shape_is_an_error(tmp_path):
     path = tmp_path / "pretrain.pth"
     torch.save(official_state_dict(torch.randn(ds.n_items + 5, 16)), path)
     with pytest.raises(ValueError, match="shape"):
-        run_pipeline(ds, tiny_cfg(), tmp_path / "run", model_args=SMALL, progress=False,
+        train_adrec(ds, tiny_cfg(), tmp_path / "run", model_args=SMALL, progress=False,
                      stage1=path)
 
 

@@ -32,13 +32,11 @@ unfrozen the MSE also trains the embedding (section 2.8); the MSE is a per-seque
 valid positions and dimensions, averaged over sequences; row 0 (padding) stays in the softmax as
 a class that is never a label.
 
-The three-stage training (paper 3.4) is ``run_pipeline`` at the end of this file.
+The three-stage training (paper 3.4) is ``adrec.pipeline.train_adrec``.
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -49,8 +47,6 @@ from adrec.diffusion import NoiseSchedule
 from adrec.models.base import Recommender, check_common_args
 from adrec.models.layers import ATTENTION_MASKS, LN_EPS, Dropout, Encoder, Packing, \
     attention_bias, timestep_embedding
-
-log = logging.getLogger(__name__)
 
 DENOISERS = ("attention", "mlp")
 LOSS_MERGES = ("sum", "mean")
@@ -293,143 +289,3 @@ class ADRec(Recommender):
             return self.adm.forward_cached(y, caches, last_bias)[:, 0]  # (B, D)
 
         return predict
-
-
-# -------------------------------------------------------------------------------------------
-# The three-stage training strategy (paper 3.4, figure 3; official-implementation.md 3.1-3.2)
-
-STAGE_FILES = ("stage1", "stage2", "stage3", "best")
-
-
-def run_pipeline(dataset, cfg, out_dir, *, model_args: dict | None = None, resume: bool = False,
-                 progress: bool = True, callbacks=(), stage1: str | Path | None = None):
-    """Train ADRec in up to three stages through the one trainer; returns the "best" result.
-
-    1. ``stage1.pt``: the stage-1 model (SASRec without positions) pre-trains E with CE until
-       early stopping. Skipped with ``stage1=CKPT`` (ours or the authors' ``pretrain.pth``, which
-       then becomes the parent) or ``pretrain=False`` (end-to-end, E starts N(0, emb_init_std)).
-    2. ``stage2.pt``: warm-up, ``cfg.warmup_epochs`` epochs (capped by ``cfg.epochs``) with E
-       frozen for real (no gradient, not in the optimizer, no weight decay); CAM, ADM and the
-       time MLP train from scratch. Skipped with ``warmup=False``.
-    3. ``stage3.pt``: all parameters until early stopping; the selected model.
-    4. ``best.pt``: the selected model again, as the run's product (parent: stage3.pt).
-
-    Each checkpoint names its stage and its parent (path and sha256). With ``resume`` the
-    finished stages are reused and an interrupted one continues.
-
-    Departures from the released code (documented in the README of results): stage 3 starts a
-    fresh Adam state and cosine schedule, where the released code continues those of the
-    warm-up; the first validation is after ``eval_every`` epochs of stage 3.
-    """
-    from adrec.checkpoint import atomic_save, load_checkpoint, load_weights, make_checkpoint
-    from adrec.models import build_model
-    from adrec.train import StageResult, parent_record, seed_everything, train_stage
-
-    args = ADRecArgs(**(model_args or {}))
-    check_args(args)
-    out_dir = Path(out_dir)
-    common = dict(resume=resume, progress=progress, callbacks=callbacks)
-    if stage1 is not None and not args.pretrain:
-        raise ValueError("--stage1 gives a pre-trained embedding but pretrain=false asks for "
-                         "end-to-end training; drop one of them")
-    if args.warmup and cfg.warmup_epochs < 1:
-        raise ValueError(f"warmup_epochs must be >= 1 when warmup=true, got "
-                         f"{cfg.warmup_epochs}; set warmup=false to skip the warm-up")
-    if args.warmup and not args.pretrain and stage1 is None:
-        log.warning("warm-up with pretrain=false freezes a randomly initialised embedding; the "
-                    "paper's end-to-end variant also sets warmup=false")
-    timings = {}
-
-    # stage 1: the pre-trained embedding table (with its padding row)
-    table, parent = None, None
-    if stage1 is not None:
-        table = load_stage1_embedding(stage1, n_items=dataset.n_items, hidden=args.hidden)
-        parent = parent_record(stage1, "stage1")
-    elif args.pretrain:
-        seed_everything(cfg.seed)
-        pre = build_model("stage1", dataset.n_items, stage1_args(args))
-        r1 = train_stage(pre, dataset, cfg, out_dir, stage="stage1", **common)
-        timings["stage1"] = _timing(r1)
-        table = load_checkpoint(r1.checkpoint)["state_dict"]["item_embedding.weight"]
-        parent = parent_record(r1.checkpoint, "stage1")
-
-    seed_everything(cfg.seed)
-    model = ADRec(args, dataset.n_items)
-    if table is not None:
-        with torch.no_grad():
-            model.item_embedding.weight.copy_(table)
-
-    # stage 2: warm-up with the embedding frozen
-    if args.warmup:
-        epochs = min(cfg.warmup_epochs, cfg.epochs)
-        if args.leak_weight_decay:  # released-code parity: E frozen but still in Adam
-            for p in model.embedding_parameters():
-                p.requires_grad_(False)
-            r2 = train_stage(model, dataset, cfg, out_dir, stage="stage2", parent=parent,
-                             epochs=epochs, select=False,
-                             optimizer_params=list(model.parameters()), **common)
-            for p in model.parameters():
-                p.requires_grad_(True)
-        else:
-            r2 = train_stage(model, dataset, cfg, out_dir, stage="stage2", parent=parent,
-                             epochs=epochs, select=False, freeze_embedding=True, **common)
-        timings["stage2"] = _timing(r2)
-        load_weights(model, load_checkpoint(r2.checkpoint)["state_dict"])
-        parent = parent_record(r2.checkpoint, "stage2")
-
-    # stage 3: full-parameter training until early stopping
-    r3 = train_stage(model, dataset, cfg, out_dir, stage="stage3", parent=parent, **common)
-    timings["stage3"] = _timing(r3)
-    ckpt3 = load_checkpoint(r3.checkpoint)
-    load_weights(model, ckpt3["state_dict"])
-
-    best_path = out_dir / "best.pt"
-    metrics = {**r3.metrics, "stages": timings}
-    best = make_checkpoint(model, dataset=dataset.describe(), config=cfg, stage="best",
-                           epoch=r3.epochs, metrics=metrics,
-                           parent=parent_record(r3.checkpoint, "stage3"))
-    atomic_save(best, best_path)
-    return StageResult("best", best_path, metrics, r3.epochs, r3.train_seconds, r3.eval_seconds,
-                       r3.history)
-
-
-def _timing(result) -> dict:
-    return {"epochs": result.epochs, "train_seconds": round(result.train_seconds, 3),
-            "eval_seconds": round(result.eval_seconds, 3)}
-
-
-def stage1_args(args: ADRecArgs) -> dict:
-    """The stage-1 model's arguments implied by ADRec's (same width, depth, masks, dropouts)."""
-    return {"hidden": args.hidden, "n_blocks": args.n_blocks, "n_heads": args.n_heads,
-            "dropout": args.dropout, "emb_dropout": args.emb_dropout, "max_len": args.max_len,
-            "init_std": args.stage1_init_std, "attention_mask": args.attention_mask,
-            "positions": False}
-
-
-def load_stage1_embedding(path: str | Path, *, n_items: int, hidden: int) -> torch.Tensor:
-    """The item table (n_items + 1, hidden), padding row included, of a stage-1 checkpoint.
-
-    Accepts a collapse-kit checkpoint of a ``stage1`` or ``sasrec`` model, or the authors'
-    plain state dict (``pretrain.pth``, official-implementation.md section 3.3).
-    """
-    from adrec.checkpoint import FORMAT, load_checkpoint, safe_load
-    from adrec.models.sasrec import convert_official_state_dict, is_official_state_dict
-
-    raw = safe_load(path)
-    if isinstance(raw, dict) and raw.get("format") == FORMAT:
-        ckpt = load_checkpoint(path)
-        if ckpt["model"] not in ("stage1", "sasrec"):
-            raise ValueError(f"{path} holds a {ckpt['model']!r} model; --stage1 needs a stage1 "
-                             "(or sasrec) checkpoint")
-        state = ckpt["state_dict"]
-    elif isinstance(raw, dict) and is_official_state_dict(raw):
-        state = convert_official_state_dict(raw, positions=False)
-    else:
-        raise ValueError(f"{path} is neither a collapse-kit checkpoint nor the authors' stage-1 "
-                         "state dict (item_embedding.weight and trm_encoder.* keys)")
-    table = state["item_embedding.weight"]
-    if tuple(table.shape) != (n_items + 1, hidden):
-        raise ValueError(f"{path} has an item table of shape {tuple(table.shape)}, but this "
-                         f"dataset and model need ({n_items + 1}, {hidden}); pass the stage-1 "
-                         "checkpoint of the same dataset")
-    return table.float()
