@@ -1,7 +1,7 @@
 """The model contract (adrec/models/base.py), checked for every registered model.
 
-Parametrised over ``available_models()``, so a model joins this suite as soon as its module
-exists. Every model is built small (width 32, 4 diffusion steps where it has them) and run on the
+Parametrised over ``available_models()``, so a model joins this suite as soon as it is
+registered (adrec/models/__init__.py). Every model is built small (width 32, 4 diffusion steps where it has them) and run on the
 tiny synthetic dataset of conftest.py.
 """
 from __future__ import annotations
@@ -224,3 +224,45 @@ def test_micro_batch_rows_auto_explicit_and_pcgrad():
     if "adrec" in MODELS:
         pc = build_model("adrec", N_ITEMS, {**small_args("adrec"), "pcgrad": True})
         assert micro_batch_rows(pc, TrainConfig(micro_batch=8), cpu) == 0
+
+
+# ------------------------------------------------------------------------------------------
+# the registry and the model files' place at the bottom of the import graph
+
+
+def test_registry_lists_every_model():
+    assert available_models() == ["sasrec", "stage1", "adrec", "diffurec", "dreamrec"]
+    for name in available_models():
+        assert model_class(name).name == name
+    with pytest.raises(ValueError, match="unknown model 'nope'.*sasrec"):
+        model_class("nope")
+
+
+def test_a_model_that_fails_to_import_is_an_error_not_a_missing_model(monkeypatch):
+    """Regression: the registry caught ModuleNotFoundError and dropped the model from
+    ``available_models()``, so a broken model also vanished from this suite unnoticed."""
+    import importlib
+    import sys
+
+    monkeypatch.setitem(sys.modules, "adrec.models.dreamrec", None)  # its import now fails
+    monkeypatch.delitem(sys.modules, "adrec.models")                 # re-run the registry
+    with pytest.raises(ImportError, match="adrec.models.dreamrec"):
+        importlib.import_module("adrec.models")
+
+
+def test_model_files_import_no_trainer_checkpoint_or_pipeline():
+    """A model file is the ground floor: it imports layers, the schedule and data types, never
+    what trains, saves or sequences it (those import the models)."""
+    import ast
+    from pathlib import Path
+
+    import adrec.models
+
+    forbidden = ("adrec.train", "adrec.checkpoint", "adrec.pipeline", "adrec.evaluate",
+                 "collapse_kit", "probes")
+    for path in sorted(Path(adrec.models.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                assert not name.startswith(forbidden), f"{path.name} imports {name}"

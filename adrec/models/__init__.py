@@ -1,42 +1,33 @@
-"""Model registry: name -> class. Each model lives in its own file (see base.py for the contract)."""
+"""Model registry: name -> class. Each model lives in its own file (see base.py for the contract).
+
+The models are imported here, explicitly: a model whose module fails to import makes
+``import adrec.models`` fail with that error, instead of dropping out of the registry (and out of
+the shared contract tests) unnoticed.
+"""
 from __future__ import annotations
 
 import dataclasses
-import importlib
 
+from adrec.models.adrec import ADRec
 from adrec.models.base import Recommender
+from adrec.models.diffurec import DiffuRec
+from adrec.models.dreamrec import DreamRec
+from adrec.models.sasrec import SASRec
+from adrec.models.stage1 import Stage1
 
-_REGISTRY = {
-    "sasrec": "adrec.models.sasrec:SASRec",
-    "stage1": "adrec.models.stage1:Stage1",
-    "adrec": "adrec.models.adrec:ADRec",
-    "diffurec": "adrec.models.diffurec:DiffuRec",
-    "dreamrec": "adrec.models.dreamrec:DreamRec",
-}
+MODELS: dict[str, type[Recommender]] = {
+    cls.name: cls for cls in (SASRec, Stage1, ADRec, DiffuRec, DreamRec)}
 
 
 def available_models() -> list[str]:
-    out = []
-    for name, target in _REGISTRY.items():
-        try:
-            importlib.import_module(target.split(":")[0])
-        except ModuleNotFoundError:
-            continue
-        out.append(name)
-    return out
+    """The registered model names, in registry order."""
+    return list(MODELS)
 
 
 def model_class(name: str) -> type[Recommender]:
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(available_models())}")
-    module, cls = _REGISTRY[name].split(":")
-    try:
-        return getattr(importlib.import_module(module), cls)
-    except ModuleNotFoundError as exc:
-        if exc.name == module:
-            raise ValueError(f"model {name!r} is not available in this version; "
-                             f"choose one of {', '.join(available_models())}") from None
-        raise
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    return MODELS[name]
 
 
 def build_model(name: str, n_items: int, args: dict | None = None) -> Recommender:
