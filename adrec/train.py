@@ -97,8 +97,9 @@ def retain_freed_memory() -> bool:
     ``free``, so each training step page-faults its large activations (logits, FFN outputs)
     back in and the kernel zeroes them: 0.59 s of 5.1 s CPU per ADRec epoch on ML-100K went to
     system time. With the thresholds raised, the same buffers are reused (0.00 s system time).
-    Numbers are unchanged; only the allocator's policy differs. ``train_stage`` calls it for every
-    model. Returns False where it does not apply (not Linux/glibc).
+    Numbers are unchanged; only the allocator's policy differs. The library never calls it (it
+    is irreversible and changes the whole process): ``collapse-kit train`` calls it once before
+    training. Returns False where it does not apply (not Linux/glibc).
     """
     import ctypes
     import sys
@@ -238,6 +239,200 @@ def micro_batches(batch, model, cfg: TrainConfig, device: torch.device) -> list:
     return batch.split(rows)
 
 
+@dataclass
+class StageState:
+    """What a stage carries from one epoch to the next; saved in the resume file.
+
+    ``to_dict``/``from_dict`` read and write the plain dict the resume file has always held
+    (the same keys since the first version), so a run interrupted under older code resumes.
+    """
+    epoch: int = 0                   # finished epochs
+    best_state: dict | None = None   # state dict (CPU copies) of the selected epoch; None
+                                     # without selection (the last epoch's model is kept)
+    running: dict | None = None      # best valid metrics so far (evaluate.best_of)
+    selected: dict | None = None     # valid metrics of the selected epoch
+    best_epoch: int = 0              # the selected epoch (0 = none evaluated yet)
+    bad: int = 0                     # evaluations since the last improvement (vs. patience)
+    stopped: bool = False            # early stopping has ended the stage
+    train_seconds: float = 0.0       # summed seconds of the training epochs
+    eval_seconds: float = 0.0        # summed seconds of the validation passes
+
+    def to_dict(self) -> dict:
+        # not dataclasses.asdict: it would deep-copy best_state on every resume write
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> StageState:
+        names = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(d, dict) or set(d) != names:
+            got = sorted(d) if isinstance(d, dict) else type(d).__name__
+            raise ValueError(f"a resume state needs exactly the keys {sorted(names)}, got {got}")
+        return cls(**d)
+
+
+@dataclass
+class StagePaths:
+    """The files a stage writes into its run folder (see the module docstring)."""
+    final: Path    # {stage}.pt: the selected model's checkpoint
+    resume: Path   # {stage}.resume.pt: the training state after a finished epoch
+    log: Path      # {stage}.log.jsonl: one record per epoch
+
+    @classmethod
+    def of(cls, out_dir: str | Path, stage: str) -> StagePaths:
+        """The paths of ``stage`` in ``out_dir`` (created if missing)."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return cls(out_dir / f"{stage}.pt", out_dir / f"{stage}.resume.pt",
+                   out_dir / f"{stage}.log.jsonl")
+
+
+@dataclass
+class EpochRecord:
+    losses: dict[str, float]  # each loss the model returns, mean over the epoch's batches
+    seconds: float            # wall seconds of the epoch's training passes and steps
+
+
+def train_epoch(model, batches, optimizer, cfg: TrainConfig, *,
+                device: torch.device = torch.device("cpu"),
+                info: distributed.DistInfo | None = None, forward=None) -> EpochRecord:
+    """One training epoch: an optimizer step per batch of ``batches`` (the trainer's step).
+
+    Each batch is this rank's shard under DDP (``distributed.shard``), cut into the passes of
+    ``micro_batches`` whose gradients add up to the batch's; a model with its own ``backward``
+    (e.g. PCGrad) back-propagates its losses itself. Matrix products run at
+    ``cfg.matmul_precision`` ("auto" resolved for ``device``).
+
+    info: the process group (``distributed.setup``); None = one process.
+    forward: maps a pass's batch to the model's losses: ``model`` by default, its
+        DistributedDataParallel wrapper under torchrun, or e.g. a compiled ``model.loss`` in a
+        benchmark.
+    Returns the mean of each loss over ``len(batches)`` batches (summed over ranks) and the
+    epoch's seconds.
+    """
+    info = info or distributed.DistInfo()
+    forward = model if forward is None else forward
+    model.train()
+    t0 = time.perf_counter()
+    sums: dict[str, torch.Tensor] = {}
+    with matmul_precision(resolve_matmul_precision(cfg.matmul_precision, device.type)):
+        for batch in batches:
+            batch, weight = distributed.shard(batch, info)
+            if batch is None:
+                continue
+            optimizer.zero_grad(set_to_none=True)
+            parts = micro_batches(batch, model, cfg, device)
+            for i, part in enumerate(parts):
+                # gradients of the micro-batches add up to the batch's; DDP syncs on the last
+                sync = not info.enabled or i == len(parts) - 1
+                with contextlib.nullcontext() if sync else forward.no_sync():
+                    losses = forward(part.to(device))
+                    if hasattr(model, "backward"):  # a model may do its own (e.g. PCGrad)
+                        model.backward(losses)
+                    else:
+                        loss = losses["loss"] * weight if info.enabled else losses["loss"]
+                        loss.backward()
+                for k, v in losses.items():  # micro-batch losses are shares: they add up
+                    sums[k] = sums.get(k, 0.0) + v.detach()
+            optimizer.step()
+    seconds = time.perf_counter() - t0
+    sums = distributed.sum_across_ranks(sums)  # DDP: a rank's losses are its shares
+    return EpochRecord({k: float(v) / len(batches) for k, v in sums.items()}, seconds)
+
+
+def evaluate_and_select(model, dataset: SequenceDataset, cfg: TrainConfig, state: StageState,
+                        *, stage: str, select: bool = True, callbacks=(),
+                        device: torch.device = torch.device("cpu")) -> dict:
+    """Validate ``model`` after ``state.epoch`` and update the selection and patience in
+    ``state``: an improvement (``evaluate.improved`` under ``cfg.protocol``), or every
+    evaluation when ``select`` is False, makes this epoch the selected one (its weights copied
+    to the CPU when selecting). Returns the items for the epoch's log record: ``valid``,
+    ``eval_seconds`` and what the callbacks' ``on_evaluate`` return."""
+    t1 = time.perf_counter()
+    valid = evaluate(model, dataset, "valid", protocol=cfg.protocol, max_len=cfg.max_len,
+                     device=device, seed=cfg.seed)
+    items = {"valid": valid, "eval_seconds": round(time.perf_counter() - t1, 4)}
+    state.eval_seconds += time.perf_counter() - t1
+    for cb in callbacks:
+        items.update(cb.on_evaluate(model=model, stage=stage, epoch=state.epoch) or {})
+    if not select or improved(valid, state.running, cfg.protocol):
+        state.best_state = None if not select else copy.deepcopy(
+            {k: v.detach().cpu() for k, v in model.state_dict().items()})
+        state.selected, state.best_epoch, state.bad = valid, state.epoch, 0
+    else:
+        state.bad += 1
+    state.running = best_of(valid, state.running, cfg.protocol)
+    state.stopped = select and state.bad >= cfg.patience
+    return items
+
+
+def save_resume(path: Path, state: StageState, *, model, optimizer, scheduler,
+                generator: torch.Generator, device: torch.device, settings: dict) -> None:
+    """Write everything a resumed stage needs to continue as if never stopped (atomic)."""
+    atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
+                 "rng": _rng_state(device), "state": state.to_dict(), "settings": settings},
+                path)
+
+
+def load_resume(path: Path, *, model, optimizer, scheduler, generator: torch.Generator,
+                device: torch.device, settings: dict) -> StageState:
+    """Restore what :func:`save_resume` wrote into the given objects and the global RNG;
+    returns the stage's state. Raises ``SettingsMismatch`` when the run was started with other
+    settings, ``ValueError`` when the file is not a resume file of this trainer."""
+    saved = safe_load(path)
+    if not isinstance(saved, dict) or "state" not in saved:
+        raise ValueError(f"{path} is not a resume file of this trainer; delete it to start the "
+                         "stage afresh")
+    if "settings" in saved:
+        check_same_settings(saved["settings"], settings, path)
+    else:
+        log.warning("%s records no settings (older version): not checked", path)
+    try:
+        state = StageState.from_dict(saved["state"])
+    except ValueError as exc:
+        raise ValueError(f"{path} is not a resume file of this trainer ({exc}); delete it to "
+                         "start the stage afresh") from None
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    generator.set_state(saved["generator"])
+    _set_rng_state(saved["rng"], device)
+    return state
+
+
+def finish_stage(model, dataset: SequenceDataset, cfg: TrainConfig, state: StageState,
+                 paths: StagePaths, *, stage: str, select: bool, freeze_embedding: bool,
+                 parent: dict | None, info: distributed.DistInfo, device: torch.device
+                 ) -> StageResult:
+    """Load the selected weights, test them under both protocols, write the checkpoint (rank 0)
+    and remove the resume file."""
+    if select and state.best_state is not None:
+        model.load_state_dict(state.best_state)
+    t1 = time.perf_counter()
+    metrics = {"selection_protocol": cfg.protocol, "best_epoch": state.best_epoch}
+    for split in ("valid", "test"):  # both protocols from one scoring pass per split
+        both = evaluate_all(model, dataset, split, max_len=cfg.max_len, device=device,
+                            seed=cfg.seed)
+        for p in PROTOCOLS:
+            metrics.setdefault(p, {})[split] = both[p]
+    state.eval_seconds += time.perf_counter() - t1
+    metrics["train_seconds"] = round(state.train_seconds, 3)
+    metrics["eval_seconds"] = round(state.eval_seconds, 3)
+    metrics["world_size"] = info.world_size
+    if freeze_embedding:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    ckpt = make_checkpoint(model, dataset=dataset.describe(), config=cfg, stage=stage,
+                           epoch=state.epoch, metrics=metrics, parent=parent,
+                           trained_on=device_description(device))
+    if info.is_main:
+        atomic_save(ckpt, paths.final)
+        paths.resume.unlink(missing_ok=True)
+    distributed.barrier(info)  # other ranks may read the checkpoint next (multi-stage runs)
+    return StageResult(stage, paths.final, metrics, state.epoch, state.train_seconds,
+                       state.eval_seconds, read_log(paths.log))
+
+
 def train_stage(model, dataset: SequenceDataset, cfg: TrainConfig, out_dir: str | Path, *,
                 stage: str, parent: dict | None = None, freeze_embedding: bool = False,
                 epochs: int | None = None, select: bool = True, resume: bool = False,
@@ -254,53 +449,124 @@ def train_stage(model, dataset: SequenceDataset, cfg: TrainConfig, out_dir: str 
         items are added to that epoch's log record.
     """
     cfg = validate(cfg)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    final_path, resume_path = out_dir / f"{stage}.pt", out_dir / f"{stage}.resume.pt"
-    log_path = out_dir / f"{stage}.log.jsonl"
+    paths = StagePaths.of(out_dir, stage)
     info, device = distributed.setup(resolve_device(cfg.device))
     # "auto" becomes what it means here, so the checkpoint (and a resume's settings check)
     # records the precision the stage really trained at
     cfg = dataclasses.replace(cfg, matmul_precision=resolve_matmul_precision(
         cfg.matmul_precision, device.type))
-    retain_freed_memory()
     n_epochs = cfg.epochs if epochs is None else epochs
+    _check_max_len(model, cfg)
+    settings = run_settings(model, dataset, cfg, parent=parent)
+    finished = _reuse_finished(paths, settings, resume=resume)
+    if finished is not None:
+        return finished
 
+    model.to(device)
+    optimizer, scheduler = _optimizer(model, cfg, freeze_embedding, optimizer_params)
+    step_model = _data_parallel(model, info, device)
+    batches, generator = _training_batches(model, dataset, cfg)
+    resuming = dict(model=model, optimizer=optimizer, scheduler=scheduler, generator=generator,
+                    device=device, settings=settings)
+    state = _start(paths, cfg, stage=stage, resume=resume, is_main=info.is_main, **resuming)
+
+    last_write = -math.inf  # the first finished epoch always writes the resume state
+    with tqdm(total=n_epochs, initial=state.epoch, desc=stage, unit="epoch",
+              disable=not progress or not info.is_main, leave=False) as bar:
+        while state.epoch < n_epochs and not state.stopped:
+            epoch = train_epoch(model, batches, optimizer, cfg, device=device, info=info,
+                                forward=step_model)
+            scheduler.step()
+            state.epoch += 1
+            state.train_seconds += epoch.seconds
+            record = {"stage": stage, "epoch": state.epoch, "lr": optimizer.param_groups[0]["lr"],
+                      "seconds": round(epoch.seconds, 4), **epoch.losses}
+            _check_finite(record, cfg)
+            if state.epoch % cfg.eval_every == 0 or state.epoch == n_epochs:
+                record.update(evaluate_and_select(model, dataset, cfg, state, stage=stage,
+                                                  select=select, callbacks=callbacks,
+                                                  device=device))
+                bar.set_postfix(loss=f"{record['loss']:.3f}",
+                                ndcg20=f"{record['valid']['NDCG@20']:.2f}")
+            if info.is_main:
+                append_log_line(paths.log, record)
+                if time.perf_counter() - last_write >= cfg.resume_seconds:
+                    save_resume(paths.resume, state, **resuming)
+                    last_write = time.perf_counter()
+            bar.update(1)
+    return finish_stage(model, dataset, cfg, state, paths, stage=stage, select=select,
+                        freeze_embedding=freeze_embedding, parent=parent, info=info,
+                        device=device)
+
+
+def _start(paths: StagePaths, cfg: TrainConfig, *, stage: str, resume: bool, is_main: bool,
+           **resuming) -> StageState:
+    """The state to start the epochs from: the resume file's (the log cut back to its epoch), or
+    a fresh one with the global RNG seeded and the log removed."""
+    if resume and paths.resume.exists():
+        state = load_resume(paths.resume, **resuming)
+        _truncate_log(paths.log, state.epoch)
+        log.info("resuming %s from epoch %d", stage, state.epoch)
+        return state
+    seed_everything(cfg.seed)
+    if is_main:
+        paths.log.unlink(missing_ok=True)
+    return StageState()
+
+
+def _check_max_len(model, cfg: TrainConfig) -> None:
     if getattr(model.args, "max_len", cfg.max_len) < cfg.max_len:
         raise ValueError(f"max_len={cfg.max_len} exceeds the model's position table "
                          f"(max_len={model.args.max_len}); set max_len for both with --set")
-    settings = run_settings(model, dataset, cfg, parent=parent)
-    if final_path.exists():
+
+
+def _reuse_finished(paths: StagePaths, settings: dict, *, resume: bool) -> StageResult | None:
+    """Check what the run folder already holds: the finished stage's result when ``resume``
+    reuses it (same settings), None when the stage is to be trained."""
+    if paths.final.exists():
         if not resume:
             raise FileExistsError(17, "stage already finished here; pass --resume to reuse it "
-                                      "or choose another --out", str(final_path))
-        ckpt = load_checkpoint(final_path)
-        check_same_settings(checkpoint_settings(ckpt), settings, final_path)
-        return _finished(final_path, log_path, ckpt)
-    if resume_path.exists() and not resume:
+                                      "or choose another --out", str(paths.final))
+        ckpt = load_checkpoint(paths.final)
+        check_same_settings(checkpoint_settings(ckpt), settings, paths.final)
+        return _finished(paths.final, paths.log, ckpt)
+    if paths.resume.exists() and not resume:
         raise FileExistsError(17, "an interrupted run is here; pass --resume to continue it or "
-                                  "choose another --out", str(resume_path))
+                                  "choose another --out", str(paths.resume))
+    return None
 
-    model.to(device)
+
+def _optimizer(model, cfg: TrainConfig, freeze_embedding: bool, params=None):
+    """Adam over ``params``, or over every parameter but the frozen item table; and the cosine
+    schedule stepped once per epoch."""
     emb = {id(p) for p in model.embedding_parameters()}
-    if optimizer_params is None:
+    if params is None:
         for p in model.parameters():
             p.requires_grad_(not (freeze_embedding and id(p) in emb))
-        optimizer_params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(optimizer_params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    step_model = model
-    if info.enabled:
-        if hasattr(model, "backward"):
-            raise ValueError(f"model {model.name!r} does its own backward (e.g. pcgrad=true), "
-                             "which DistributedDataParallel cannot wrap; train it in one process")
-        from torch.nn.parallel import DistributedDataParallel
-
-        step_model = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=True)
+        params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda e: 0.5 * (1.0 + math.cos(math.pi * e / cfg.cosine_t_max)))
+    return optimizer, scheduler
 
+
+def _data_parallel(model, info: distributed.DistInfo, device: torch.device):
+    """``model`` itself in one process; its DistributedDataParallel wrapper under torchrun."""
+    if not info.enabled:
+        return model
+    if hasattr(model, "backward"):
+        raise ValueError(f"model {model.name!r} does its own backward (e.g. pcgrad=true), "
+                         "which DistributedDataParallel cannot wrap; train it in one process")
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=True)
+
+
+def _training_batches(model, dataset: SequenceDataset, cfg: TrainConfig):
+    """The epoch's batches (a fresh order every epoch, drawn from the returned generator,
+    seeded with ``cfg.seed``) of the training samples the model trains on."""
     hists, tgts = training_pairs(dataset, cfg.max_len,
                                  prefixes=(model.train_samples == "prefixes"))
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -312,127 +578,18 @@ def train_stage(model, dataset: SequenceDataset, cfg: TrainConfig, out_dir: str 
                             generator=generator, bucket=cfg.batching.startswith("bucket"),
                             trim=not model.needs_full_width,
                             constant_totals=(cfg.batching == "bucket-constant"))
-    st = {"epoch": 0, "best_state": None, "running": None, "selected": None, "best_epoch": 0,
-          "bad": 0, "stopped": False, "train_seconds": 0.0, "eval_seconds": 0.0}
-    if resume and resume_path.exists():
-        saved = safe_load(resume_path)
-        if not isinstance(saved, dict) or "state" not in saved:
-            raise ValueError(f"{resume_path} is not a resume file of this trainer; delete it to "
-                             "start the stage afresh")
-        if "settings" in saved:
-            check_same_settings(saved["settings"], settings, resume_path)
-        else:
-            log.warning("%s records no settings (older version): not checked", resume_path)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        generator.set_state(saved["generator"])
-        _set_rng_state(saved["rng"], device)
-        st = saved["state"]
-        _truncate_log(log_path, st["epoch"])
-        log.info("resuming %s from epoch %d", stage, st["epoch"])
-    else:
-        seed_everything(cfg.seed)
-        if info.is_main:
-            log_path.unlink(missing_ok=True)
+    return batches, generator
 
-    last_write = -math.inf  # the first finished epoch always writes the resume state
-    bar = tqdm(total=n_epochs, initial=st["epoch"], desc=stage, unit="epoch",
-               disable=not progress or not info.is_main, leave=False)
-    while st["epoch"] < n_epochs and not st["stopped"]:
-        model.train()
-        t0 = time.perf_counter()
-        sums: dict[str, torch.Tensor] = {}
-        with matmul_precision(cfg.matmul_precision):
-            for batch in batches:
-                batch, weight = distributed.shard(batch, info)
-                if batch is None:
-                    continue
-                optimizer.zero_grad(set_to_none=True)
-                parts = micro_batches(batch, model, cfg, device)
-                for i, part in enumerate(parts):
-                    # gradients of the micro-batches add up to the batch's; DDP syncs on the last
-                    sync = not info.enabled or i == len(parts) - 1
-                    with contextlib.nullcontext() if sync else step_model.no_sync():
-                        losses = step_model(part.to(device))
-                        if hasattr(model, "backward"):  # a model may do its own (e.g. PCGrad)
-                            model.backward(losses)
-                        else:
-                            loss = losses["loss"] * weight if info.enabled else losses["loss"]
-                            loss.backward()
-                    for k, v in losses.items():  # micro-batch losses are shares: they add up
-                        sums[k] = sums.get(k, 0.0) + v.detach()
-                optimizer.step()
-        scheduler.step()
-        seconds = time.perf_counter() - t0
-        st["epoch"] += 1
-        st["train_seconds"] += seconds
-        record = {"stage": stage, "epoch": st["epoch"], "lr": optimizer.param_groups[0]["lr"],
-                  "seconds": round(seconds, 4)}
-        sums = distributed.sum_across_ranks(sums)  # DDP: a rank's losses are its shares
-        record.update({k: float(v) / len(batches) for k, v in sums.items()})
-        bad = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
-        if bad:
-            bar.close()
-            raise TrainingDiverged(
-                f"training diverged in {stage}, epoch {st['epoch']}: "
-                + ", ".join(f"{k} = {record[k]}" for k in bad)
-                + f"; no checkpoint was written; lower lr (now {cfg.lr:g}) or check the --set "
-                "values")
-        if st["epoch"] % cfg.eval_every == 0 or st["epoch"] == n_epochs:
-            t1 = time.perf_counter()
-            valid = evaluate(model, dataset, "valid", protocol=cfg.protocol, max_len=cfg.max_len,
-                             device=device, seed=cfg.seed)
-            record["valid"] = valid
-            record["eval_seconds"] = round(time.perf_counter() - t1, 4)
-            st["eval_seconds"] += time.perf_counter() - t1
-            for cb in callbacks:
-                record.update(cb.on_evaluate(model=model, stage=stage, epoch=st["epoch"]) or {})
-            if not select or improved(valid, st["running"], cfg.protocol):
-                st["best_state"] = None if not select else copy.deepcopy(
-                    {k: v.detach().cpu() for k, v in model.state_dict().items()})
-                st["selected"], st["best_epoch"], st["bad"] = valid, st["epoch"], 0
-            else:
-                st["bad"] += 1
-            st["running"] = best_of(valid, st["running"], cfg.protocol)
-            st["stopped"] = select and st["bad"] >= cfg.patience
-            bar.set_postfix(loss=f"{record['loss']:.3f}", ndcg20=f"{valid['NDCG@20']:.2f}")
-        if info.is_main:
-            append_log_line(log_path, record)
-            if time.perf_counter() - last_write >= cfg.resume_seconds:
-                atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                             "scheduler": scheduler.state_dict(),
-                             "generator": generator.get_state(), "rng": _rng_state(device),
-                             "state": st, "settings": settings}, resume_path)
-                last_write = time.perf_counter()
-        bar.update(1)
-    bar.close()
 
-    if select and st["best_state"] is not None:
-        model.load_state_dict(st["best_state"])
-    t1 = time.perf_counter()
-    metrics = {"selection_protocol": cfg.protocol, "best_epoch": st["best_epoch"]}
-    for split in ("valid", "test"):  # both protocols from one scoring pass per split
-        both = evaluate_all(model, dataset, split, max_len=cfg.max_len, device=device,
-                            seed=cfg.seed)
-        for p in PROTOCOLS:
-            metrics.setdefault(p, {})[split] = both[p]
-    st["eval_seconds"] += time.perf_counter() - t1
-    metrics["train_seconds"] = round(st["train_seconds"], 3)
-    metrics["eval_seconds"] = round(st["eval_seconds"], 3)
-    metrics["world_size"] = info.world_size
-    if freeze_embedding:
-        for p in model.parameters():
-            p.requires_grad_(True)
-    ckpt = make_checkpoint(model, dataset=dataset.describe(), config=cfg, stage=stage,
-                           epoch=st["epoch"], metrics=metrics, parent=parent,
-                           trained_on=device_description(device))
-    if info.is_main:
-        atomic_save(ckpt, final_path)
-        resume_path.unlink(missing_ok=True)
-    distributed.barrier(info)  # other ranks may read the checkpoint next (multi-stage runs)
-    return StageResult(stage, final_path, metrics, st["epoch"], st["train_seconds"],
-                       st["eval_seconds"], read_log(log_path))
+def _check_finite(record: dict, cfg: TrainConfig) -> None:
+    """Raise ``TrainingDiverged`` when a loss of the epoch's record is NaN or infinite."""
+    bad = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        raise TrainingDiverged(
+            f"training diverged in {record['stage']}, epoch {record['epoch']}: "
+            + ", ".join(f"{k} = {record[k]}" for k in bad)
+            + f"; no checkpoint was written; lower lr (now {cfg.lr:g}) or check the --set "
+            "values")
 
 
 def append_log_line(path: Path, record: dict) -> None:
@@ -486,7 +643,3 @@ def _finished(final_path: Path, log_path: Path, ckpt: dict | None = None) -> Sta
     return StageResult(ckpt["stage"], final_path, m, ckpt["epoch"], m.get("train_seconds", 0.0),
                        m.get("eval_seconds", 0.0), read_log(log_path))
 
-
-def config_from_dict(d: dict) -> TrainConfig:
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in d.items() if k in names})

@@ -119,3 +119,28 @@ def test_missing_optional_package_only_disables_its_commands(monkeypatch, capsys
     if "tsne" in build_parser()._subparsers._group_actions[0].choices:
         assert main(["tsne", "x.pt", "-o", "y"]) == 2
         _err(capsys)  # one clear line, whichever way the command fails
+
+
+def test_train_command_retains_freed_memory_once_before_training(tmp_path, monkeypatch, capsys):
+    """`collapse-kit train` (what reproduce's subprocesses run) sets the allocator policy itself,
+    once, before the first stage trains; the library no longer does."""
+    import adrec.pipeline
+    import adrec.train
+
+    calls = []
+
+    class Done:
+        def summary(self, protocol):
+            metrics = {"HR@5": 0.0, "HR@10": 0.0, "HR@20": 0.0, "NDCG@5": 0.0, "NDCG@10": 0.0,
+                       "NDCG@20": 0.0}
+            return {"valid": metrics, "test": metrics, "checkpoint": "x.pt"}
+
+    def fake_train_model(*args, **kwargs):
+        calls.append("train")
+        return Done()
+
+    monkeypatch.setattr(adrec.train, "retain_freed_memory", lambda: calls.append("retain"))
+    monkeypatch.setattr(adrec.pipeline, "train_model", fake_train_model)
+    assert main(["train", "--model", "sasrec", "--dataset", "ml-100k", "--out",
+                 str(tmp_path / "run"), "--json", *TINY_TRAIN]) == 0
+    assert calls == ["retain", "train"]

@@ -197,3 +197,76 @@ def test_auto_matmul_precision_trains_and_records_what_it_resolved_to(tmp_path, 
     assert load_checkpoint(r.checkpoint)["config"]["matmul_precision"] == expected
     again, _ = _run(tmp_path, resume=True, epochs=2, eval_every=1, matmul_precision="auto")
     assert again.metrics == r.metrics  # resuming with "auto" on the same machine matches
+
+
+RESUME_STATE_KEYS = {"epoch", "best_state", "running", "selected", "best_epoch", "bad",
+                     "stopped", "train_seconds", "eval_seconds"}  # on disk since the first version
+
+
+def test_stage_state_round_trips_through_the_resume_file(tmp_path):
+    """The resume file holds StageState.to_dict(): the plain dict with the keys it has always
+    had (a run interrupted under older code resumes), and from_dict reads it back unchanged."""
+    from adrec.train import StageState
+
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path, "k", callbacks=[_Kill(4)], patience=10, resume_seconds=0.0)
+    saved = safe_load(tmp_path / "k" / "sasrec.resume.pt")["state"]
+    assert set(saved) == RESUME_STATE_KEYS
+    state = StageState.from_dict(saved)
+    assert (state.epoch, state.best_epoch, state.bad) == (3, 2, 0)
+    assert state.to_dict().keys() == saved.keys()
+    for key, value in state.to_dict().items():
+        if key == "best_state":
+            assert all(torch.equal(value[k], saved[key][k]) for k in saved[key])
+        else:
+            assert value == saved[key], key
+
+
+def test_resume_file_with_an_unknown_state_is_refused(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path, "k", callbacks=[_Kill(4)], patience=10)
+    path = tmp_path / "k" / "sasrec.resume.pt"
+    saved = safe_load(path)
+    saved["state"]["colour"] = "red"
+    torch.save(saved, path)
+    with pytest.raises(ValueError, match="not a resume file of this trainer.*colour"):
+        _run(tmp_path, "k", resume=True, patience=10)
+
+
+@pytest.mark.parametrize("name", ["sasrec", "adrec"])  # adrec: the model's own backward
+def test_train_epoch_called_directly_equals_the_stage_epoch(tmp_path, name):
+    """train_epoch on the trainer's batches, seed and optimizer gives the first epoch of
+    train_stage bit for bit: the same weights and the same logged losses."""
+    from adrec.data import BatchIterator, training_pairs
+    from adrec.train import seed_everything, train_epoch
+
+    ds = make_dataset()
+    args = {"max_len": 10, "hidden": 16, "n_heads": 2}
+    cfg = TrainConfig(**{**CFG, "epochs": 1, "micro_batch": 8})  # 16-row batches, 2 passes
+    torch.manual_seed(7)
+    staged = build_model(name, ds.n_items, args)
+    r = train_stage(staged, ds, cfg, tmp_path, stage=name, select=False, progress=False)
+
+    torch.manual_seed(7)
+    model = build_model(name, ds.n_items, args)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    hists, tgts = training_pairs(ds, cfg.max_len, prefixes=model.train_samples == "prefixes")
+    batches = BatchIterator(hists, tgts, max_len=cfg.max_len, batch_size=cfg.batch_size,
+                            generator=torch.Generator().manual_seed(cfg.seed),
+                            trim=not model.needs_full_width)
+    seed_everything(cfg.seed)  # the trainer seeds after building its batches
+    epoch = train_epoch(model, batches, opt, cfg)
+    assert epoch.losses and epoch.seconds > 0
+    assert epoch.losses == {k: r.history[0][k] for k in epoch.losses}
+    for (k, v), w in zip(staged.state_dict().items(), model.state_dict().values()):
+        assert torch.equal(v, w), k
+
+
+def test_train_stage_leaves_the_allocator_policy_to_its_caller(tmp_path, monkeypatch):
+    """retain_freed_memory is process-wide and irreversible: the library never calls it."""
+    def refuse():
+        raise AssertionError("train_stage called retain_freed_memory")
+
+    monkeypatch.setattr(train_mod, "retain_freed_memory", refuse)
+    r, _ = _run(tmp_path, epochs=1)
+    assert r.epochs == 1

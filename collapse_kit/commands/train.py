@@ -57,6 +57,7 @@ def cmd_train(args) -> int:
     from adrec.data import load_dataset
     from adrec.models import model_class
     from adrec.pipeline import train_model
+    from adrec.train import retain_freed_memory
 
     cls = model_class(args.model)
     train_over, model_over = _parse_sets(args.overrides, TrainConfig, cls.Args)
@@ -77,6 +78,9 @@ def cmd_train(args) -> int:
     from collapse_kit.monitor import CollapseMonitor
 
     callbacks = [] if args.no_monitor else [CollapseMonitor()]
+    # the command's process trains and ends: keep freed heap memory for reuse (process-wide and
+    # irreversible, so the library leaves the choice to its caller; numbers are unchanged)
+    retain_freed_memory()
     result = train_model(args.model, dataset, cfg, out, model_args=model_over,
                          resume=args.resume, progress=not args.no_progress, callbacks=callbacks,
                          **options)
