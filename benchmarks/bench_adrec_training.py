@@ -98,7 +98,7 @@ def sasrec_epoch_seconds(epochs: int, seed: int) -> float:
     from adrec.train import retain_freed_memory
     from adrec.pipeline import train_model
 
-    retain_freed_memory()  # the allocator policy ADRec's pipeline uses: a like-for-like epoch
+    retain_freed_memory()  # the allocator policy `collapse-kit train` sets: like for like
     with tempfile.TemporaryDirectory() as tmp:
         cfg = TrainConfig(epochs=epochs, eval_every=10**6, seed=seed)
         train_model("sasrec", load_dataset("ml-100k"), cfg, tmp, progress=False)

@@ -7,8 +7,9 @@ Usage (alone on the machine):
 
 For each round and model (``stage1``, ``adrec``) and each precision (``highest``, ``medium``),
 one child process runs ``bench_training.run_one`` (one untimed warm-up epoch, then ``--epochs``
-timed epochs of the trainer's training step: ``Batch.split`` + ``micro_batch_rows``, Adam) with
-``torch.set_float32_matmul_precision`` set as ``train_stage`` sets it. The precisions alternate
+timed epochs of the trainer's ``train_epoch``: ``Batch.split`` + ``micro_batch_rows``, Adam) at
+``TrainConfig.matmul_precision`` = the precision (``train_epoch`` sets
+``torch.set_float32_matmul_precision`` from it). The precisions alternate
 inside each round so that drift in the machine's speed hits both alike; the report gives every
 epoch, the per-run medians and the mean of the medians.
 """
@@ -30,11 +31,10 @@ PRECISIONS = ("highest", "medium")
 def run_one(model: str, precision: str, epochs: int) -> list[float]:
     """Timed epochs of bench_training's run of ``model`` (bucketed batches, auto micro-batches,
     no evaluation) under ``precision``."""
-    from adrec.config import matmul_precision
     from bench_training import run_one as time_epochs  # benchmarks/ is on sys.path
 
-    with matmul_precision(precision):
-        return time_epochs(model, "ml-100k", "bucket", "auto", epochs, 0)["epoch_s_all"]
+    return time_epochs(model, "ml-100k", "bucket", "auto", epochs, 0,
+                       precision=precision)["epoch_s_all"]
 
 
 def main() -> None:

@@ -39,7 +39,8 @@ def run_mode(mode: str, epochs: int) -> dict:
     import torch.nn.functional as F
 
     from adrec.models import layers
-    from bench_training import train_epoch, training_setup  # benchmarks/ is on sys.path
+    from adrec.train import train_epoch
+    from bench_training import training_setup  # benchmarks/ is on sys.path
 
     if mode != "eager":
         eager_forward = layers.Dropout.forward
@@ -61,7 +62,7 @@ def run_mode(mode: str, epochs: int) -> dict:
     times, error = [], None
     try:
         for _ in range(epochs):
-            times.append(train_epoch(model, opt, batches, cfg, loss_fn))
+            times.append(train_epoch(model, batches, opt, cfg, forward=loss_fn).seconds)
     except Exception as exc:  # a mode that cannot compile is a result, not a crash
         error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}"
         traceback.print_exc()

@@ -13,7 +13,7 @@ loss weighting, see adrec/data.py). Passes: ``auto`` (the trainer's default on a
 position cells, each trimmed to its longest row; gradients accumulated to one optimizer step per
 512-sequence batch, the same gradient), ``padded`` (fixed 64-row passes of full-width batches:
 what a shuffled batch cost before split_cells) and ``whole`` (512 rows at once).
-The training step is the trainer's (``adrec.train.micro_batches``).
+The training epoch is the trainer's own (``adrec.train.train_epoch``).
 """
 from __future__ import annotations
 
@@ -36,27 +36,12 @@ PASSES = [("random", "auto"), ("bucket", "auto"), ("random", "padded")]
 AUTHORS = {"epoch_s": 2.75, "peak_gb": 3.8}
 
 
-def train_epoch(model, opt, batches, cfg, loss_fn=None) -> float:
-    """One CPU training epoch as the trainer runs it (micro-batches, one step per batch);
-    returns its seconds. ``loss_fn`` replaces ``model.loss`` (e.g. a compiled one)."""
-    import torch
-
-    from adrec.train import micro_batches
-
-    loss_fn = loss_fn or model.loss
-    model.train()
-    t0 = time.perf_counter()
-    for b in batches:
-        opt.zero_grad(set_to_none=True)
-        for part in micro_batches(b, model, cfg, torch.device("cpu")):
-            loss_fn(part)["loss"].backward()
-        opt.step()
-    return time.perf_counter() - t0
-
-
-def training_setup(model: str, dataset: str, batching: str = "random", micro: str = "auto"):
-    """What a timed training epoch needs, built as the trainer builds it (seed 0, its allocator
-    policy, Adam, the batch iterator): returns (model, dataset, optimizer, batches, cfg)."""
+def training_setup(model: str, dataset: str, batching: str = "random", micro: str = "auto", *,
+                   precision: str = "highest"):
+    """What a timed training epoch (``adrec.train.train_epoch``) needs, built as the trainer
+    builds it (seed 0, the allocator policy of ``collapse-kit train``, Adam, the batch iterator;
+    ``precision``: ``TrainConfig.matmul_precision``): returns (model, dataset, optimizer, batches,
+    cfg)."""
     import torch
 
     from adrec.config import TrainConfig
@@ -64,11 +49,11 @@ def training_setup(model: str, dataset: str, batching: str = "random", micro: st
     from adrec.models import build_model
     from adrec.train import retain_freed_memory
 
-    retain_freed_memory()  # the trainer's allocator policy
+    retain_freed_memory()  # the allocator policy `collapse-kit train` sets
     torch.manual_seed(0)
     ds = load_dataset(dataset)
     rows = {"padded": 64, "whole": TrainConfig.batch_size}
-    cfg = TrainConfig(micro_batch=rows.get(micro, 0))
+    cfg = TrainConfig(micro_batch=rows.get(micro, 0), matmul_precision=precision)
     m = build_model(model, ds.n_items)
 
     opt = torch.optim.Adam(m.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -79,9 +64,10 @@ def training_setup(model: str, dataset: str, batching: str = "random", micro: st
     return m, ds, opt, it, cfg
 
 
-def run_one(model: str, dataset: str, batching: str, micro: str, epochs: int, evals: int
-            ) -> dict:
+def run_one(model: str, dataset: str, batching: str, micro: str, epochs: int, evals: int, *,
+            precision: str = "highest") -> dict:
     from adrec.evaluate import evaluate
+    from adrec.train import train_epoch
 
     if micro.startswith("cells"):  # the CPU auto rule with other budgets: cells[:C[:T]]
         import adrec.train
@@ -89,10 +75,10 @@ def run_one(model: str, dataset: str, batching: str, micro: str, epochs: int, ev
         budgets = micro.split(":")[1:]
         adrec.train.AUTO_CELLS = int(budgets[0]) if budgets else 3200
         adrec.train.AUTO_TOKENS = int(budgets[1]) if len(budgets) > 1 else None
-    m, ds, opt, it, cfg = training_setup(model, dataset, batching, micro)
+    m, ds, opt, it, cfg = training_setup(model, dataset, batching, micro, precision=precision)
     times = []
     for e in range(epochs + 1):
-        seconds = train_epoch(m, opt, it, cfg)
+        seconds = train_epoch(m, it, opt, cfg).seconds
         if e:  # epoch 0 is warm-up
             times.append(seconds)
     ev = []

@@ -6,9 +6,9 @@ Usage:  python benchmarks/profile_stages.py [--dataset ml-100k] [--batches 0] [-
 For each of ADRec's stages (stage 1: the pre-training SASRec; warm-up: ADRec with the item
 table frozen; stage 3: everything trained) one untimed warm-up epoch, then one epoch under
 ``torch.profiler`` (``--batches N``: only the first N batches), and one full validation pass
-(strict protocol, the cached last-token inference). The training step is the trainer's
-(``benchmarks/bench_training.train_epoch``: ``adrec.train.micro_batches``, Adam, one step per
-512-sequence batch). Each profiled operator's self time goes to one category:
+(strict protocol, the cached last-token inference). The training epoch is the trainer's
+(``adrec.train.train_epoch``: ``adrec.train.micro_batches``, Adam, one step per 512-sequence
+batch). Each profiled operator's self time goes to one category:
 
 * matrix products: the dense layers (Q/K/V/output projections, FFN, CAM, time MLP);
 * logits: the products with the item table (``x E^T`` and its gradients: any operand with
@@ -158,13 +158,13 @@ def measure(run, batches: int, n_rows: int) -> dict:
 def profile_epoch(model, opt, batches, cfg, n_rows: int, limit: int, freeze) -> dict:
     import itertools
 
-    from bench_training import train_epoch
+    from adrec.train import train_epoch
 
     if freeze is not None:
         for p in model.parameters():
             p.requires_grad_(id(p) not in freeze)
     chosen = list(itertools.islice(iter(batches), limit or None))
-    return measure(lambda: train_epoch(model, opt, chosen, cfg), len(chosen), n_rows)
+    return measure(lambda: train_epoch(model, chosen, opt, cfg), len(chosen), n_rows)
 
 
 def profile_eval(model, ds, n_rows: int) -> dict:
@@ -181,9 +181,9 @@ def scoped_dropout():
 
     forward = layers.Dropout.forward
 
-    def recorded(self, x):
+    def recorded(self, x, *args, **kwargs):  # forward(x, full=None): pass the rest through
         with torch.profiler.record_function("dropout"):
-            return forward(self, x)
+            return forward(self, x, *args, **kwargs)
 
     layers.Dropout.forward = recorded
 
