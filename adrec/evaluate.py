@@ -15,8 +15,6 @@ Protocols (official-implementation.md section 1.5):
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
@@ -186,7 +184,3 @@ def evaluate_all(model, dataset: SequenceDataset, split: str, *,
     ranks = compute_ranks_all(model, dataset, split, protocols=protocols, max_len=max_len,
                               device=device, seed=seed)
     return {p: aggregate(ranking_metrics(r), p) for p, r in ranks.items()}
-
-
-def format_metrics(metrics: dict[str, float]) -> str:
-    return "  ".join(f"{k} {v:7.3f}" for k, v in metrics.items() if not math.isnan(v))
