@@ -1,4 +1,4 @@
-"""Typed training configuration, presets and checked ``key=value`` overrides.
+"""Typed training configuration, presets, ADRec's ablations and checked ``key=value`` overrides.
 
 Model hyper-parameters live in each model's own ``Args`` dataclass (adrec/models/*.py); the
 training loop's live here. ``apply_overrides`` routes each ``key=value`` to whichever of the two
@@ -56,6 +56,39 @@ class TrainConfig:
                                  # for the device (resolve_matmul_precision) and the checkpoint
                                  # records what it resolved to
 
+
+
+# Training schedules by name (TrainConfig fields), as ``collapse-kit reproduce --preset`` uses them.
+PRESETS: dict[str, dict[str, Any]] = {
+    # the paper's schedule: up to 500 epochs per stage, early stopping (eval every 5, patience 4)
+    "paper": {},
+    # a short schedule for a first look on a laptop CPU (quickstart: about 10 minutes)
+    "quick": {"epochs": 30, "patience": 2},
+    # a few epochs, for tests and notebook CI
+    "tiny": {"epochs": 2, "eval_every": 1, "batch_size": 256},
+}
+
+# The paper's Table 4 (and figure 7): ADRec variants as typed ADRec.Args values.
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "w/o warm-up": {"warmup": False},
+    # paper: "ADRec trained in an end-to-end manner without pre-training" (so no warm-up either)
+    "w/o pre-train": {"pretrain": False, "warmup": False},
+    # paper: "End-to-end ADRec without the denoising loss"
+    "w/o mse": {"pretrain": False, "warmup": False, "use_mse": False},
+    "w/o CAM": {"use_cam": False},
+    "MLP": {"denoiser": "mlp"},
+    "PCGrad": {"pcgrad": True},
+    "lambda=1e-2": {"lam": 0.01},
+    "lambda=1e-4": {"lam": 0.0001},
+}
+
+
+def setting_text(value: Any) -> str:
+    """A typed setting as a ``--set key=VALUE`` string that ``parse_overrides`` reads back to
+    the same value (booleans as ``true`` / ``false``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of bfloat16 matrix units
 

@@ -139,8 +139,8 @@ def main(argv=None) -> int:
 
     from adrec.config import TrainConfig
     from adrec.data import load_dataset
-    from collapse_kit.commands.reproduce import _atomic_write  # the reports' atomic writer
-    from collapse_kit.experiments import PRESETS
+    from adrec.config import PRESETS
+    from collapse_kit.tables import atomic_write  # the reports' atomic writer
 
     if not args.dry_run and not torch.cuda.is_available():
         print("bench_gpu: no CUDA device is visible; run it on a GPU machine, or add --dry-run "
@@ -161,7 +161,7 @@ def main(argv=None) -> int:
             print(f"bench_gpu: {key} on {args.dataset} ({env['device']}) ...", file=sys.stderr,
                   flush=True)
             results[key] = step()
-            _atomic_write(out, render(env, args.dataset, preset, args.dry_run, results))
+            atomic_write(out, render(env, args.dataset, preset, args.dry_run, results))
     print(out)
     return 0
 

@@ -11,8 +11,6 @@ table with fewer distinct rows than clusters, ...) is reported as None, with the
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from collections.abc import Sequence
@@ -28,6 +26,7 @@ from collapse_kit.metrics import (
     singular_value_variance, spectra, top_singular_values, uniformity)
 from collapse_kit.metrics._threads import thread_limit
 from collapse_kit.metrics._validation import as_table, check_optional_sample, check_positive_int
+from collapse_kit.tables import Table
 from collapse_kit.metrics.cluster import (
     DEFAULT_SAMPLE_SIZE, PAPER_KMEANS_N_INIT, PAPER_KMEANS_SEED, PAPER_N_CLUSTERS)
 
@@ -317,20 +316,19 @@ def format_analysis(result: dict, fmt: str = "table") -> str:
     if fmt == "json":
         return json.dumps(to_jsonable(result), indent=2, allow_nan=False)
     if fmt == "csv":
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["key", "value"])
+        pairs = []
         for key, value in to_jsonable(result).items():
             if isinstance(value, list):
                 value = " ".join(repr(v) for v in value)
-            writer.writerow([key, "" if value is None else value])
-        return buf.getvalue().rstrip("\n")
+            pairs.append([key, "" if value is None else value])
+        return Table(columns=["key", "value"], rows=pairs).render("csv")
     rows = _metric_rows(result)
     if fmt == "markdown":
         lines = [f"- **{label}**: {text}" for label, text in _header_lines(result)]
         ci_title = _ci_title(result)
-        lines += ["", f"| group | metric | value | Gaussian | {ci_title} |", "|---|---|---|---|---|"]
-        lines += [f"| {g} | `{k}` | {v} | {gv} | {ci} |" for g, k, v, gv, ci in rows]
+        lines += ["", Table(columns=["group", "metric", "value", "Gaussian", ci_title],
+                            rows=[[g, f"`{k}`", v, gv, ci] for g, k, v, gv, ci in rows]
+                            ).render("markdown")]
         undefined = undefined_reasons(result)
         if undefined:
             lines += ["", "Undefined for this table:"]
@@ -385,49 +383,39 @@ def compare_metrics(E, *, corrected: bool = False, **settings) -> dict[str, obje
     return row
 
 
+def comparison_cells(metrics: dict, *, corrected: bool = False,
+                     bracket_top5: bool = True) -> list[str]:
+    """One ``compare`` row's cells in the Table 5 column order; a metric undefined for the table
+    (``K_undefined`` in ``metrics``) prints as "n/a". The top 5 singular values are one cell,
+    ``[a, b, ...]`` with ``bracket_top5`` and space-separated without (CSV)."""
+    cells = []
+    for key, _ in COMPARE_COLUMNS + (CORRECTED_COLUMNS if corrected else ()):
+        value = metrics.get(key)
+        if key + UNDEFINED_SUFFIX in metrics:
+            cells.append("n/a")  # undefined for this table; the reason is in metrics[K_undefined]
+        elif key == "top5_singular_values" and value is not None and bracket_top5:
+            cells.append("[" + ", ".join(_fmt(v, key) for v in value) + "]")
+        else:
+            cells.append(_fmt(value, key))
+    return cells
+
+
+def comparison_table(rows: Sequence[tuple[str, dict]], fmt: str = "markdown", *,
+                     corrected: bool = False) -> Table:
+    """Rows of (name, metrics) in the paper's Table 5 layout, for rendering as ``fmt``: CSV
+    headers are the metric keys and its top-5 cell is space-separated, the other formats use
+    the column titles and a bracketed list."""
+    columns = COMPARE_COLUMNS + (CORRECTED_COLUMNS if corrected else ())
+    csv_ = fmt == "csv"
+    header = ["model" if csv_ else "Model"] + [key if csv_ else title for key, title in columns]
+    return Table(columns=header, rows=[
+        [name] + comparison_cells(m, corrected=corrected, bracket_top5=not csv_)
+        for name, m in rows])
+
+
 def format_comparison(rows: Sequence[tuple[str, dict]], fmt: str = "markdown", *,
                       corrected: bool = False) -> str:
-    """Rows of (name, metrics) in the paper's Table 5 layout, as markdown, csv or latex.
-
-    A metric undefined for a table (``K_undefined`` in its metrics) prints as "n/a".
-    """
-    columns = COMPARE_COLUMNS + (CORRECTED_COLUMNS if corrected else ())
-
-    def cell(metrics: dict, key: str) -> str:
-        if key + UNDEFINED_SUFFIX in metrics:
-            return "n/a"  # undefined for this table; the reason is in metrics[K_undefined]
-        value = metrics.get(key)
-        if key == "top5_singular_values" and value is not None and fmt != "csv":
-            return "[" + ", ".join(_fmt(v, key) for v in value) + "]"
-        return _fmt(value, key)
-
-    if fmt == "csv":
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["model"] + [key for key, _ in columns])
-        for name, metrics in rows:
-            writer.writerow([name] + [cell(metrics, key) for key, _ in columns])
-        return buf.getvalue().rstrip("\n")
-    if fmt == "markdown":
-        lines = ["| Model | " + " | ".join(title for _, title in columns) + " |",
-                 "|---|" + "---|" * len(columns)]
-        lines += ["| " + " | ".join([name] + [cell(m, key) for key, _ in columns]) + " |"
-                  for name, m in rows]
-        return "\n".join(lines)
-    if fmt == "latex":
-        lines = [r"\begin{tabular}{l" + "c" * len(columns) + "}", r"\toprule",
-                 " & ".join(["Model"] + [title for _, title in columns]) + r" \\", r"\midrule"]
-        lines += [" & ".join([_latex_escape(name)] + [cell(m, key) for key, _ in columns]) + r" \\"
-                  for name, m in rows]
-        lines += [r"\bottomrule", r"\end{tabular}"]
-        return "\n".join(lines)
-    raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(COMPARE_FORMATS)}")
-
-
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
-                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-                  "^": r"\textasciicircum{}"}
-
-
-def _latex_escape(text: str) -> str:
-    return "".join(_LATEX_SPECIAL.get(char, char) for char in text)
+    """Rows of (name, metrics) in the paper's Table 5 layout, as markdown, csv or latex."""
+    if fmt not in COMPARE_FORMATS:
+        raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(COMPARE_FORMATS)}")
+    return comparison_table(rows, fmt, corrected=corrected).render(fmt)

@@ -96,6 +96,24 @@ def load_embeddings(path: str | os.PathLike, key: str | None = None, *, padding:
     except MemoryError:
         raise UserError(f"{path} ({_bytes(path.stat().st_size)}) needs more memory than is free "
                         "to load; close other programs or use a machine with more memory") from None
+    return _table_of(tensors, meta, path, key, padding)
+
+
+def checkpoint_table(ckpt: dict, path: str | os.PathLike, *, padding: str = "auto") -> LoadedTable:
+    """The item table of a collapse-kit checkpoint already loaded (``adrec.checkpoint``'s
+    ``load_checkpoint``), with the checks and metadata of ``load_embeddings``: a caller that
+    needs a run's metrics and its table reads the file once. ``path`` names it in messages."""
+    if padding not in PADDING_CHOICES:
+        raise UserError(f"padding must be one of {', '.join(PADDING_CHOICES)}; got {padding!r}")
+    path = Path(path)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != PROJECT_FORMAT:
+        raise UserError(f"{path} is not a collapse-kit checkpoint; read it with load_embeddings")
+    return _table_of(_flatten(ckpt), _project_meta(ckpt, path), path, None, padding)
+
+
+def _table_of(tensors: dict, meta: dict, path: Path, key: str | None,
+              padding: str) -> LoadedTable:
+    """Pick, convert and check the table among a file's ``tensors`` (``load_embeddings``)."""
     name, reason = _choose_key(tensors, key, meta, path)
     meta.update(source=str(path), key=name, key_reason=reason)
     table = _to_numpy(tensors[name], f"tensor {name!r} in {path}")

@@ -76,7 +76,7 @@ def read_log(path):
 LIVE_SETUP = '''\
 from adrec.config import TrainConfig
 from adrec.pipeline import train_model
-from collapse_kit.experiments import PRESETS
+from adrec.config import PRESETS
 from collapse_kit.monitor import CollapseMonitor
 
 cfg = TrainConfig(**PRESETS[PRESET])
@@ -154,7 +154,7 @@ after 4 evaluations without a better valid NDCG@20; the checkpoint `stage1.pt` h
 epoch.
 """),
     code('''\
-from collapse_kit.experiments import RunSpec, run_metrics
+from collapse_kit.study.runs import RunSpec, run_metrics
 
 log1 = read_log(RUN / "stage1.log.jsonl")
 m1 = run_metrics(RunSpec(DATASET, "adrec", 0), OUT, stage="stage1")
@@ -258,7 +258,7 @@ Five epochs; CE and MSE fall although E is fixed. The one evaluation (after the 
 the warmed-up model, which has not been selected on validation (`select=False`).
 """),
     code('''\
-from collapse_kit.experiments import RunSpec, run_metrics
+from collapse_kit.study.runs import RunSpec, run_metrics
 
 log2 = read_log(RUN / "stage2.log.jsonl")
 display(log2[["epoch", "ce", "mse", "loss", "seconds"]])
@@ -306,7 +306,7 @@ same seed, same stage-1 checkpoint; the paper's Table 4 "w/o warm-up"). One seed
 differences below about one point of HR@20 are within seed noise.
 """),
     code('''\
-from collapse_kit.experiments import PAPER_TABLE4
+from collapse_kit.study.paper import PAPER_TABLE4
 
 rows = {}
 for label, variant in [("ADRec", ""), ("w/o warm-up", "w/o warm-up")]:
@@ -357,7 +357,7 @@ ADRec's test metrics over three seeds; it then runs stage 3 live from a stage-1 
 """) + [
     md("## Stage 3 of the real run"),
     code('''\
-from collapse_kit.experiments import RunSpec, run_metrics
+from collapse_kit.study.runs import RunSpec, run_metrics
 
 spec = RunSpec(DATASET, "adrec", 0)
 log3 = read_log(RUN / "stage3.log.jsonl")
@@ -427,9 +427,8 @@ stage_figure(values, ["stage 1", "stage 2", "stage 3"], reference=reference, nco
 selection and batch-averaged metrics). Mean ± sd over the seeds found in `RUNS`, next to the paper.
 """),
     code('''\
-from collapse_kit.commands.reproduce import METRICS
-from collapse_kit.experiments import PAPER_TABLE2
-from collapse_kit.report import fmt_mean_sd
+from collapse_kit.study.paper import METRICS, PAPER_TABLE2
+from collapse_kit.tables import fmt_mean_sd
 
 seeds = sorted(int(p.name[1:].split("-")[0]) for p in (RUNS / "adrec").glob("s*-strict"))
 rows = {}
@@ -495,9 +494,9 @@ lowered those numbers).
 """) + [
     md("## Table 2: test accuracy (%)"),
     code('''\
-from collapse_kit.commands.reproduce import METRICS, NAMES, PAPER_ORDER
-from collapse_kit.experiments import PAPER_TABLE2, RunSpec, run_metrics
-from collapse_kit.report import fmt_mean_sd
+from collapse_kit.study.paper import METRICS, NAMES, PAPER_ORDER, PAPER_TABLE2
+from collapse_kit.study.runs import RunSpec, run_metrics
+from collapse_kit.tables import fmt_mean_sd
 
 seeds = sorted(int(p.name[1:].split("-")[0]) for p in (RUNS / "adrec").glob("s*-strict"))
 table2, strict_hr = [], {}
@@ -534,8 +533,8 @@ row. A table that *looks like the Gaussian row* kept the spectrum of its random 
 """),
     code('''\
 from collapse_kit.analyze import compare_metrics, format_comparison
-from collapse_kit.commands.reproduce import embedding_checkpoints
-from collapse_kit.experiments import plan_runs
+from collapse_kit.study.report import embedding_checkpoints
+from collapse_kit.study.runs import plan_runs
 from collapse_kit.io import load_embeddings
 from collapse_kit.metrics import gaussian_table
 
@@ -614,12 +613,14 @@ Both on the real seed-0 tables; then a probe of a tiny table trained live.
 """) + [
     md("## Table 6: linear genre probe"),
     code('''\
-from collapse_kit.commands.reproduce import PAPER_ORDER, embedding_checkpoints
-from collapse_kit.experiments import plan_runs
+from collapse_kit.study.paper import PAPER_ORDER
+from collapse_kit.study.report import embedding_checkpoints
+from collapse_kit.study.runs import plan_runs
 from collapse_kit.io import load_embeddings
 from probes.labels import load_item_labels, load_popularity
 from probes.linear import ProbeSettings, probe_columns, probe_with_baselines
-from probes.report import format_results
+from collapse_kit.tables import Table
+from probes.report import result_rows
 
 plan = plan_runs([DATASET], list(PAPER_ORDER), 1, protocols=["strict"])
 tables = {name: load_embeddings(path).table for name, path in embedding_checkpoints(plan, OUT)}
@@ -629,7 +630,7 @@ popularity = load_popularity(DATASET, n)
 settings = ProbeSettings(seeds=5)
 # every table, then the baselines (Gaussian, popularity, all-zero) on the same item splits
 columns = probe_columns(tables, labels.Y, settings=settings, popularity=popularity)
-display(Markdown(format_results(columns, "markdown")))'''),
+display(Markdown(Table(*result_rows(columns), align="l" + "r" * len(columns)).render()))'''),
     code('''\
 f1 = {name: r.mean["micro_f1"] * 100 for name, r in columns}
 best = max(f1, key=f1.get)
@@ -683,8 +684,9 @@ live = train_model("sasrec", ds, cfg, work / "sasrec", model_args=model_args, pr
                    callbacks=[CollapseMonitor()])
 E_live = load_embeddings(live.checkpoint).table
 res = probe_with_baselines(E_live, labels.Y, settings=settings, popularity=popularity)
-display(Markdown(format_results([("live SASRec+", res["model"]), ("Gaussian table", res["gaussian"]),
-                                 ("popularity only", res["popularity"])], "markdown")))'''),
+live_columns = [("live SASRec+", res["model"]), ("Gaussian table", res["gaussian"]),
+                ("popularity only", res["popularity"])]
+display(Markdown(Table(*result_rows(live_columns), align="lrrr").render()))'''),
 ]
 
 NOTEBOOKS = {

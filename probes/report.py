@@ -1,4 +1,4 @@
-"""Probe results as JSON-ready dicts and as tables (the ADRec paper's Table 6 layout).
+"""Probe results as JSON-ready dicts and as table rows (the ADRec paper's Table 6 layout).
 
 Values in dicts are fractions in [0, 1]; tables print percent, mean +- sd over the seeds.
 """
@@ -51,23 +51,13 @@ def _cell(result: ProbeResult, key: str) -> str:
     return f"{100 * mean:.1f} \u00b1 {100 * sd:.1f}"
 
 
-def format_results(columns: Sequence[tuple[str, ProbeResult]], fmt: str = "markdown",
-                   notes: Sequence[str] = ()) -> str:
-    """Metrics down, models across (Table 6), percent mean +- sd; ``fmt`` "markdown" or "table"."""
+def result_rows(columns: Sequence[tuple[str, ProbeResult]]) -> tuple[list[str], list[list[str]]]:
+    """Table 6's header and rows: metrics down, models across, percent mean +- sd (the caller
+    renders them, e.g. with ``collapse_kit.tables.Table``, the first column left-aligned and
+    the numbers right-aligned)."""
     header = ["metric (%)"] + [name for name, _ in columns]
     rows = [[ROW_LABELS[key]] + [_cell(r, key) for _, r in columns] for key in METRICS]
-    if fmt == "markdown":
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * len(columns)) + "|"]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-    else:
-        widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
-        fmt_row = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
-                                      for i, (c, w) in enumerate(zip(r, widths)))
-        lines = [fmt_row(header), "  ".join("-" * w for w in widths)] + [fmt_row(r) for r in rows]
-    if notes:
-        lines.append("")
-        lines += list(notes)
-    return "\n".join(lines)
+    return header, rows
 
 
 def table_notes(settings: ProbeSettings, labels_source: str, n_items: int, n_labels: int,

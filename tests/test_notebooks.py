@@ -3,7 +3,7 @@
 Each notebook is executed from a copy (the committed file, with its outputs, is never
 rewritten) by nbclient in a python3 kernel, on the tiny preset (its one live-training cell trains
 2 epochs of a hidden-16 model) and against the committed ML-100K runs in
-results/ml-100k-cpu-shuffled (shuffled batches; no DiffuRec run, so notebook 04 meets a missing model).
+results/ml-100k-cpu-shuffled (shuffled batches; all four models, DiffuRec and DreamRec at seed 0).
 A notebook that raises fails the build. Takes about half a minute per notebook on 2 CPU cores.
 """
 from __future__ import annotations

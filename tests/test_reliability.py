@@ -201,10 +201,10 @@ def _reproduce(out, *extra):
 
 
 def test_reproduce_refuses_runs_trained_with_another_preset(tmp_path, capsys, monkeypatch):
-    from collapse_kit import experiments
+    from collapse_kit.study import runs, schedule
 
     # a finished "tiny" run, made directly (no subprocess): 1 epoch of the tiny preset
-    spec = experiments.plan_runs(["ml-100k"], ["sasrec"], 1, protocols=["strict"])[0]
+    spec = runs.plan_runs(["ml-100k"], ["sasrec"], 1, protocols=["strict"])[0]
     folder = spec.folder(tmp_path)
     argv = spec.command(tmp_path, "tiny")[3:]  # drop "python -m collapse_kit.cli"
     assert main(argv + ["--epochs", "1", "--set", "hidden=16", "--set", "n_heads=2"]) == 0
@@ -216,11 +216,11 @@ def test_reproduce_refuses_runs_trained_with_another_preset(tmp_path, capsys, mo
     assert _reproduce(tmp_path, "--preset", "paper", "--report-only") == 2
     assert "other settings" in _one_line(capsys)
     # the same settings are reused: nothing is trained, the plan says so
-    status = experiments.run_plan([spec], tmp_path, "tiny",
+    status = schedule.run_plan([spec], tmp_path, "tiny",
                                   extra_sets={"epochs": "1", "hidden": "16", "n_heads": "2"},
                                   log=lambda m: None)
     assert status == {str(folder): "reused"}
-    status = experiments.run_plan([spec], tmp_path, "tiny", extra_sets={"lr": "0.01"},
+    status = schedule.run_plan([spec], tmp_path, "tiny", extra_sets={"lr": "0.01"},
                                   log=lambda m: None)
     assert status[str(folder)].startswith("refused: trained with other settings")
 
@@ -494,7 +494,7 @@ def test_label_file_with_a_utf8_bom_reads_like_without(tmp_path):
 
 
 def test_table5_interval_cells_of_undefined_metrics():
-    from collapse_kit.commands.reproduce import _interval_cell
+    from collapse_kit.study.report import _interval_cell
 
     r = {"isotropy": None, "isotropy_undefined": "needs n > d",
          "effective_rank": 3.25, "effective_rank_ci_low": 3.0, "effective_rank_ci_high": 3.5,

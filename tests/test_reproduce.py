@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from collapse_kit.cli import main
-from collapse_kit.experiments import ABLATIONS, RunSpec, plan_runs
+from adrec.config import ABLATIONS
+from collapse_kit.study.runs import RunSpec, plan_runs
 from tests.conftest import make_dataset
 
 
@@ -14,7 +15,7 @@ def test_plan_layout_and_ablation_sources(tmp_path):
     main_runs = [s for s in plan if not s.variant]
     assert len(main_runs) == 2 * 2 * 2  # models x seeds x protocols
     assert len([s for s in plan if s.variant]) == len(ABLATIONS)  # one seed by default
-    spec = RunSpec("ml-100k", "adrec", 1, "strict", "w/o warm-up", {"warmup": "false"})
+    spec = RunSpec("ml-100k", "adrec", 1, "strict", "w/o warm-up", {"warmup": False})
     assert spec.folder(tmp_path) == tmp_path / "runs/ml-100k/adrec-no-warm-up/s1-strict"
     assert spec.stage1_source(tmp_path) == tmp_path / "runs/ml-100k/adrec/s1-strict/stage1.pt"
     e2e = RunSpec("ml-100k", "adrec", 0, "strict", "w/o pre-train",
@@ -101,7 +102,7 @@ def test_reproduce_bad_dataset(capsys, tmp_path):
 
 
 def test_order_agreement_counts_pairs_and_skips_paper_ties():
-    from collapse_kit.commands.reproduce import order_agreement
+    from collapse_kit.study.report import order_agreement
 
     agree, compared, wrong = order_agreement({"A": 3.0, "B": 2.0, "C": 1.0, "D": 5.0},
                                              {"A": 3.0, "B": 1.0, "C": 2.0})
@@ -121,7 +122,7 @@ def _table5_row(E):
 def test_table5_vs_paper_cells_and_verdicts():
     import numpy as np
 
-    from collapse_kit.commands.reproduce import table5_vs_paper
+    from collapse_kit.study.report import table5_vs_paper
     from collapse_kit.metrics import gaussian_table
 
     rng = np.random.default_rng(1)
@@ -148,7 +149,7 @@ def test_table5_vs_paper_cells_and_verdicts():
 def test_table5_vs_paper_undefined_metric_is_na_and_not_compared():
     import numpy as np
 
-    from collapse_kit.commands.reproduce import table5_vs_paper
+    from collapse_kit.study.report import table5_vs_paper
 
     rng = np.random.default_rng(0)
     a, b = _table5_row(rng.normal(size=(300, 16))), _table5_row(rng.normal(size=(300, 16)) * 3)
@@ -160,7 +161,7 @@ def test_table5_vs_paper_undefined_metric_is_na_and_not_compared():
 
 
 def test_paper_table5_transcription():
-    from collapse_kit.experiments import PAPER_TABLE2, PAPER_TABLE5, PAPER_TABLE5_KEYS
+    from collapse_kit.study.paper import PAPER_TABLE2, PAPER_TABLE5, PAPER_TABLE5_KEYS
 
     assert set(PAPER_TABLE5) == set(PAPER_TABLE2)
     for dataset, models in PAPER_TABLE5.items():
@@ -176,7 +177,7 @@ def test_paper_table5_transcription():
 def test_table5_falls_back_to_the_official_run_when_the_strict_table_was_stripped(tmp_path):
     import torch
 
-    from collapse_kit.commands.reproduce import embedding_checkpoints
+    from collapse_kit.study.report import embedding_checkpoints
 
     data = _tiny_file(tmp_path)
     out = tmp_path / "out"
@@ -200,23 +201,25 @@ def test_table5_falls_back_to_the_official_run_when_the_strict_table_was_strippe
 
 
 def test_table4_puts_the_papers_row_of_each_dataset_beside_ours(tmp_path, monkeypatch):
-    import collapse_kit.experiments as exp
-    from collapse_kit.commands.reproduce import ablation_tables
+    import collapse_kit.study.paper as paper
+    from collapse_kit.study.report import ablation_tables
+    from collapse_kit.study.runs import Run
 
-    def fake_metrics(spec, out, stage=None):  # test HR@20 = 5 + seed, NDCG@20 = 2 + seed / 10
-        return {"strict": {"test": {"HR@20": 5.0 + spec.seed, "NDCG@20": 2.0 + spec.seed / 10}},
+    def fake_metrics(run, stage=None):  # test HR@20 = 5 + seed, NDCG@20 = 2 + seed / 10
+        return {"strict": {"test": {"HR@20": 5.0 + run.spec.seed,
+                                    "NDCG@20": 2.0 + run.spec.seed / 10}},
                 "trained_on": "CPU"}
 
-    monkeypatch.setattr(exp, "run_metrics", fake_metrics)
+    monkeypatch.setattr(Run, "metrics", fake_metrics)
     for dataset, want in (("baby", ["7.15 / 3.15", "6.75 / 2.95", "4.04 / 1.95"]),
                           ("ml-100k", ["22.07 / 9.00", "21.01 / 8.32", "13.29 / 5.34"]),
                           ("tiny", ["–", "–", "–"])):
         plan = plan_runs([dataset], ["adrec"], 2, protocols=["strict"], ablation_seeds=1,
                          ablations=["w/o warm-up", "w/o mse"])
-        [(name, table)] = ablation_tables(plan, tmp_path, {})
+        [(name, table)] = ablation_tables([Run(s, tmp_path) for s in plan], {})
         assert name == "table4"
         assert [r[0] for r in table.rows] == ["ADRec", "w/o warm-up", "w/o mse"]
         assert [r[3] for r in table.rows] == want
         assert table.rows[0][4] == "2" and table.rows[1][4] == "1"  # seeds per row
         assert table.rows[1][1].startswith("5.00") and table.rows[0][1].startswith("5.50")
-    assert exp.PAPER_TABLE4_ML100K is exp.PAPER_TABLE4["ml-100k"]
+    assert paper.PAPER_TABLE4_ML100K is paper.PAPER_TABLE4["ml-100k"]

@@ -148,10 +148,20 @@ def _labels_keys(labels) -> dict:
             "labels_occurring": [n for n, o in zip(labels.names, occurring) if o]}
 
 
+def probe_table(columns, fmt: str, notes) -> str:
+    """Table 6 (models across) as ``--format`` markdown or table (aligned plain text)."""
+    from collapse_kit.tables import Table
+    from probes.report import result_rows
+
+    header, rows = result_rows(columns)
+    table = Table(columns=header, rows=rows, notes=list(notes), align="l" + "r" * len(columns))
+    return table.render("text" if fmt == "table" else fmt)
+
+
 def run_probe(args) -> int:
     from probes.labels import load_item_labels
     from probes.linear import probe_with_baselines
-    from probes.report import BASELINE_NAMES, format_results, result_dict, settings_dict, table_notes
+    from probes.report import BASELINE_NAMES, result_dict, settings_dict, table_notes
 
     settings = _settings(args)
     table, meta = load_table(args.checkpoint, args)
@@ -173,14 +183,14 @@ def run_probe(args) -> int:
     n_occ = len(_labels_keys(labels)["labels_occurring"])
     notes = table_notes(settings, labels.source, int(labels.labelled.sum()), len(labels.names),
                         n_occ, list(results))
-    print(format_results(columns, args.format, notes))
+    print(probe_table(columns, args.format, notes))
     return 0
 
 
 def run_compare(args) -> int:
     from probes.labels import load_item_labels
     from probes.linear import all_zero_baseline, gaussian_features, linear_probe, popularity_features
-    from probes.report import BASELINE_NAMES, format_results, result_dict, settings_dict, table_notes
+    from probes.report import BASELINE_NAMES, result_dict, settings_dict, table_notes
 
     names = args.names or [Path(p).stem for p in args.checkpoints]
     if len(names) != len(args.checkpoints):
@@ -223,5 +233,5 @@ def run_compare(args) -> int:
     n_occ = len(_labels_keys(labels)["labels_occurring"])
     notes = table_notes(settings, labels.source, int(labels.labelled.sum()), len(labels.names), n_occ,
                         [k for k in baselines if k in BASELINE_NAMES])
-    print(format_results(columns, args.format, notes))
+    print(probe_table(columns, args.format, notes))
     return 0

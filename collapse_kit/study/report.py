@@ -1,0 +1,399 @@
+"""The paper's tables and figures from a study's run folders: Tables 2, 4, 5 and 6, the t-SNE
+grid, the spectra and the collapse trajectories, written as Markdown, CSV and LaTeX beside a
+``report.md`` that links them.
+
+Data flows one way: run folders -> :class:`~collapse_kit.study.runs.Run` (each checkpoint read
+once per report) -> arrays -> metric functions -> :class:`~collapse_kit.tables.Table` / figures
+-> files. Nothing here trains; ``study.schedule`` does.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from collapse_kit.study.paper import (METRICS, NAMES, PAPER_ORDER, PAPER_TABLE2, PAPER_TABLE4,
+                                      PAPER_TABLE5, PAPER_TABLE5_KEYS, TABLE5_PAPER_MODEL)
+from collapse_kit.study.runs import Run, RunSpec
+from collapse_kit.tables import Table, atomic_write, fmt_mean_sd
+
+ADREC_STAGES = (("stage1", "ADRec stage 1 (pre-train)"), ("stage2", "ADRec stage 2 (warm-up)"),
+                ("stage3", "ADRec stage 3"))
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def write_reports(plan: list[RunSpec], out: Path, *, preset: str, seeds: int, bootstrap: int,
+                  log=_stderr) -> list[Path]:
+    """Tables 2, 4, 5, 6 and the figures for every dataset of ``plan``; returns written files."""
+    from collapse_kit import __version__
+    from collapse_kit.tables import machine_description, utc_now
+
+    out = Path(out)
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    base_stamp = {"preset": preset, "seeds": ", ".join(str(s) for s in range(seeds)),
+                  "collapse-kit": __version__, "machine (report)": machine_description(),
+                  "date": utc_now()}
+    written, sections = [], []
+    for dataset in dict.fromkeys(s.dataset_key for s in plan):
+        runs = [Run(s, out) for s in plan if s.dataset_key == dataset]
+        log(f"{dataset}: accuracy tables")
+        tables = accuracy_tables(runs, base_stamp)
+        tables += ablation_tables(runs, base_stamp)
+        log(f"{dataset}: embedding metrics (Table 5, bootstrap {bootstrap})")
+        tables += embedding_tables(runs, base_stamp, bootstrap=bootstrap)
+        log(f"{dataset}: linear probe (Table 6)")
+        tables += probe_tables(runs, base_stamp)
+        log(f"{dataset}: figures (collapse trajectories, t-SNE, spectra)")
+        for key, table in tables:
+            for fmt, ext in (("markdown", "md"), ("csv", "csv"), ("latex", "tex")):
+                path = out / "tables" / f"{key}-{dataset}.{ext}"
+                atomic_write(path, table.render(fmt) + "\n")
+                written.append(path)
+            sections.append(table.render("markdown") + "\n")
+        for title, path in draw_figures(runs, out, dataset):
+            written.append(path)
+            sections.append(f"### {title}\n\n![{title}]({path.relative_to(out)})\n")
+    report = ["# collapse-kit report", "",
+              f"Made by `collapse-kit` {base_stamp['collapse-kit']} on {base_stamp['date']}.",
+              "Every number below comes from the runs in `runs/` (their folders hold the "
+              "checkpoints, JSON-lines logs and the exact `collapse-kit train` command output).",
+              ""] + sections
+    atomic_write(out / "report.md", "\n".join(report))
+    written.append(out / "report.md")
+    return written
+
+
+# -- Table 2 and Table 4: accuracy ------------------------------------------------------------
+
+def accuracy_tables(runs: list[Run], stamp: dict) -> list[tuple[str, Table]]:
+    """Table 2 per protocol: test metrics, mean ± sd over seeds, beside the paper's row."""
+    tables = []
+    dataset = runs[0].spec.dataset_key
+    for protocol in dict.fromkeys(r.spec.protocol for r in runs if not r.spec.variant):
+        rows, trained_on = [], set()
+        entries = [(m, None) for m in PAPER_ORDER if any(r.spec.model == m for r in runs)]
+        if ("adrec", None) in entries:  # ADRec's stage 1 is the `stage1` model on its own
+            entries.insert(entries.index(("adrec", None)), ("adrec", "stage1"))
+        for model, stage in entries:
+            ms = [r.metrics(stage) for r in runs
+                  if r.spec.model == model and not r.spec.variant and r.spec.protocol == protocol]
+            ms = [m for m in ms if m]
+            if not ms:
+                continue
+            cells = [fmt_mean_sd([m[protocol]["test"][k] for m in ms]) for k in METRICS]
+            paper = None if stage == "stage1" else PAPER_TABLE2.get(dataset, {}).get(model)
+            trained_on.update(m["trained_on"] for m in ms)
+            rows.append([NAMES[model] if stage is None else "stage1 (ADRec stage 1)", *cells,
+                         f"{paper[0]:.2f} / {paper[1]:.2f}" if paper else "–",
+                         fmt_mean_sd([m["wall_seconds"] for m in ms], 0), str(len(ms))])
+        if rows:
+            tables.append((f"table2-{protocol}", Table(
+                title=f"Table 2 ({dataset}, {protocol} protocol): test metrics in %, "
+                      "mean ± sd over seeds",
+                columns=["Model", *METRICS, "paper HR@20 / NDCG@20", "train+eval s", "seeds"],
+                rows=rows, stamp={"protocol": protocol,
+                                  "trained on": ", ".join(sorted(trained_on)), **stamp},
+                notes=["Selection and metrics follow the protocol (README: Evaluation). "
+                       "Time: the sum of training and validation seconds of all stages."])))
+    return tables
+
+
+def ablation_tables(runs: list[Run], stamp: dict) -> list[tuple[str, Table]]:
+    """Table 4: ADRec and its variants (strict protocol), beside the paper's rows."""
+    from adrec.config import ABLATIONS
+
+    variants = [v for v in ABLATIONS if any(r.spec.variant == v for r in runs)]
+    if not variants:
+        return []
+    dataset = runs[0].spec.dataset_key
+    rows, trained_on = [], set()
+    for name in ["ADRec", *variants]:
+        variant = "" if name == "ADRec" else name
+        ms = [r.metrics() for r in runs if r.spec.model == "adrec"
+              and r.spec.variant == variant and r.spec.protocol == "strict"]
+        ms = [m for m in ms if m]
+        if not ms:
+            continue
+        trained_on.update(m["trained_on"] for m in ms)
+        paper = PAPER_TABLE4.get(dataset, {}).get(name)
+        rows.append([name, fmt_mean_sd([m["strict"]["test"]["HR@20"] for m in ms]),
+                     fmt_mean_sd([m["strict"]["test"]["NDCG@20"] for m in ms]),
+                     f"{paper[0]:.2f} / {paper[1]:.2f}" if paper else "–", str(len(ms))])
+    return [("table4", Table(
+        title=f"Table 4 ({dataset}): ADRec ablations, test HR@20 / NDCG@20 in %, strict protocol",
+        columns=["Variant", "HR@20", "NDCG@20", "paper HR@20 / NDCG@20", "seeds"], rows=rows,
+        stamp={"protocol": "strict", "trained on": ", ".join(sorted(trained_on)), **stamp},
+        notes=["Variants start from the stage-1 checkpoint of the main ADRec run of the same "
+               "seed, except the end-to-end ones as the paper describes them: w/o pre-train "
+               "(no stages 1 and 2, E from N(0, 1)) and w/o mse (end-to-end and CE only)."]))]
+
+
+# -- the item tables analysed (Tables 5 and 6, the figures) -----------------------------------
+
+def item_tables(runs: list[Run]) -> list[tuple[str, Run, str | None]]:
+    """(name, run, stage) of the lowest seed's final tables, ADRec's stages included, from the
+    strict runs; a model whose strict table was stripped for transport (light checkpoints) or
+    that has no strict run falls back to the same seed's official-protocol run."""
+    found = []
+    seed0 = min(r.spec.seed for r in runs)
+    for model in PAPER_ORDER:
+        for protocol in ("strict", "official"):
+            run = next((r for r in runs if r.spec.model == model and not r.spec.variant
+                        and r.spec.protocol == protocol and r.spec.seed == seed0), None)
+            if run is None:
+                continue
+            got = []
+            if model == "adrec":
+                got = [(label, run, stage) for stage, label in ADREC_STAGES
+                       if run.has_table(stage)]
+                if not got and run.has_table():
+                    got.append(("ADRec", run, None))  # only the final table was kept
+            elif run.has_table():
+                got.append((NAMES[model], run, None))
+            if got:
+                found.extend(got)
+                break
+    return found
+
+
+def embedding_checkpoints(specs: list[RunSpec], out: Path) -> list[tuple[str, Path]]:
+    """(name, checkpoint path) of ``item_tables`` for run specs (notebooks, tests)."""
+    return [(name, run.path(stage))
+            for name, run, stage in item_tables([Run(s, out) for s in specs])]
+
+
+def embedding_tables(runs: list[Run], stamp: dict, *, bootstrap: int) -> list[tuple[str, Table]]:
+    """Table 5 (with the corrected metrics and a same-shape Gaussian row), Table 5 against the
+    paper's values, and bootstrap intervals when ``bootstrap`` >= 2."""
+    from collapse_kit.analyze import (COMPARE_COLUMNS, CORRECTED_COLUMNS, analyze,
+                                      comparison_cells, compare_metrics)
+    from collapse_kit.metrics import gaussian_table
+
+    found = item_tables(runs)
+    if not found:
+        return []
+    dataset = runs[0].spec.dataset_key
+    tables = {name: run.item_table(stage) for name, run, stage in found}
+    protocol_of = {name: run.spec.protocol for name, run, _ in found}
+    n, d = next(iter(tables.values())).shape
+    rows = [(name, compare_metrics(E, corrected=True)) for name, E in tables.items()]
+    rows.append(("Gaussian (same shape, seed 0)",
+                 compare_metrics(gaussian_table(n, d, random_state=0), corrected=True)))
+    protocols = sorted(set(protocol_of.values()))
+    table5 = Table(title=f"Table 5 ({dataset}): embedding metrics of the item tables (seed "
+                         f"{min(r.spec.seed for r in runs)}, {' and '.join(protocols)} runs)",
+                   columns=["Model"] + [t for _, t in COMPARE_COLUMNS + CORRECTED_COLUMNS],
+                   rows=[[name, *comparison_cells(m, corrected=True, bracket_top5=False)]
+                         for name, m in rows],
+                   stamp=stamp,
+                   notes=["Paper variants (top-5 SV ... silhouette) are the authors' formulas "
+                          "(docs/metrics.md); KL (log-det) and effective rank are corrected / "
+                          "added metrics. The Gaussian row is the same-shape reference."]
+                         + [f"{name}: from the official-protocol run (the strict run's table "
+                            "is not in this folder)." for name, p in protocol_of.items()
+                            if p == "official" and "strict" in protocols])
+    out_tables = [("table5", table5)]
+    paper_rows = table5_vs_paper(rows, dataset)
+    if paper_rows:
+        out_tables.append(("table5-paper", Table(
+            title=f"Table 5 against the paper ({dataset}): ours / paper's value, and whether "
+                  "the models are ordered as in the paper",
+            columns=["Model", "SV 1", "SV Variance", "SV Entropy", "Cov. Entropy", "Isotropy",
+                     "KL to Gaussian"],
+            rows=paper_rows, stamp=stamp,
+            notes=["SV 1 is the largest singular value (the first of Table 5's top 5). The "
+                   "last row compares, per metric, every pair of models the two tables share: "
+                   "a pair agrees when both tables order it the same way; a pair the paper "
+                   "prints as equal (its 2 decimals) orders nothing and is not counted. "
+                   "Magnitudes depend on the table's size and training; the Gaussian row "
+                   "(ours) is the same-shape reference the paper's DreamRec resembles."])))
+    if bootstrap >= 2:
+        keys = ("singular_value_entropy", "covariance_entropy", "isotropy",
+                "kl_to_gaussian_logdet", "effective_rank")
+        ci_rows = []
+        for name, E in tables.items():
+            r = analyze(E, bootstrap=bootstrap, null_draws=1, seed=0)
+            ci_rows.append([name] + [_interval_cell(r, k) for k in keys])
+        out_tables.append(("table5-intervals", Table(
+            title=f"Table 5 intervals ({dataset}): value [95% bootstrap interval over items, "
+                  f"{bootstrap} resamples] (G = same-shape Gaussian null)",
+            columns=["Model", *keys], rows=ci_rows, stamp=stamp)))
+    return out_tables
+
+
+def _table5_value(value, key: str):
+    """The compared number of one Table 5 cell: the largest singular value for the top 5."""
+    if value is None:
+        return None
+    return float(value[0]) if key == "top5_singular_values" else float(value)
+
+
+def order_agreement(ours: dict[str, float], paper: dict[str, float]) -> tuple[int, int, list[str]]:
+    """(agreeing pairs, compared pairs, disagreements) of two {model: value} orderings.
+
+    Every pair of models present in both with a defined value is compared, except pairs the
+    paper ties (equal printed values order nothing) or ours ties exactly. A disagreement reads
+    ``"A > B here, < in the paper"``.
+    """
+    names = [m for m in ours if m in paper and ours[m] is not None and paper[m] is not None]
+    agree, compared, wrong = 0, 0, []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if paper[a] == paper[b] or ours[a] == ours[b]:
+                continue
+            compared += 1
+            if (ours[a] > ours[b]) == (paper[a] > paper[b]):
+                agree += 1
+            else:
+                hi, lo = (a, b) if ours[a] > ours[b] else (b, a)
+                wrong.append(f"{hi} > {lo} here, < in the paper")
+    return agree, compared, wrong
+
+
+def table5_vs_paper(rows, dataset: str) -> list[list[str]]:
+    """Rows ``ours / paper`` per Table 5 metric for the models of ``rows`` that the paper's
+    Table 5 has on ``dataset``, the Gaussian reference row, and an order-agreement row.
+
+    ``rows``: (Table 5 row name, metrics dict of ``compare_metrics``). Empty when the paper has
+    no Table 5 for the dataset or shares no model with ``rows``.
+    """
+    from collapse_kit.analyze import UNDEFINED_SUFFIX, _fmt
+
+    paper = PAPER_TABLE5.get(dataset, {})
+    shared = [(name, m, TABLE5_PAPER_MODEL[name]) for name, m in rows
+              if TABLE5_PAPER_MODEL.get(name) in paper]
+    if not shared:
+        return []
+
+    def ours(m: dict, key: str):  # compared as printed, so float noise orders nothing
+        if key + UNDEFINED_SUFFIX in m or m.get(key) is None:
+            return None
+        return float(_fmt(_table5_value(m[key], key), key))
+
+    out = []
+    for name, m, model in shared:
+        cells = []
+        for j, key in enumerate(PAPER_TABLE5_KEYS):
+            v = ours(m, key)
+            cells.append(f"{'n/a' if v is None else _fmt(v, key)} / "
+                         f"{_fmt(_table5_value(paper[model][j], key), 'top5_singular_values')}")
+        out.append([f"{name} / {NAMES[model]}" if name != NAMES[model] else name, *cells])
+    for name, m in rows:
+        if name.startswith("Gaussian"):
+            out.append([name, *(f"{'n/a' if ours(m, k) is None else _fmt(ours(m, k), k)} / –"
+                                for k in PAPER_TABLE5_KEYS)])
+    verdicts = []
+    for j, key in enumerate(PAPER_TABLE5_KEYS):
+        agree, compared, wrong = order_agreement(
+            {NAMES[model]: ours(m, key) for _, m, model in shared},
+            {NAMES[model]: _table5_value(paper[model][j], key) for _, _, model in shared})
+        if not compared:
+            verdicts.append("– (no pair to compare)")
+        else:
+            verdicts.append(("yes" if agree == compared else "no") + f" ({agree}/{compared} pairs)"
+                            + (": " + "; ".join(wrong) if wrong else ""))
+    out.append(["same order as the paper", *verdicts])
+    return out
+
+
+def _interval_cell(r: dict, key: str) -> str:
+    """``value [low, high] (G gaussian)``; ``n/a (reason)`` for an undefined metric."""
+    if r.get(key) is None:
+        return f"n/a ({r.get(key + '_undefined', 'undefined')})"
+
+    def num(k):
+        return "n/a" if r.get(k) is None else f"{r[k]:.3f}"
+
+    return (f"{r[key]:.3f} [{num(key + '_ci_low')}, {num(key + '_ci_high')}] "
+            f"(G {num(key + '_gaussian')})")
+
+
+def probe_tables(runs: list[Run], stamp: dict) -> list[tuple[str, Table]]:
+    """Table 6: the ML-100K genre probe of every table, with the readable baselines."""
+    if runs[0].spec.dataset_key != "ml-100k":
+        return []
+    from probes.labels import load_item_labels, load_popularity
+    from probes.linear import ProbeSettings, probe_columns
+    from probes.report import result_rows
+
+    found = item_tables(runs)
+    if not found:
+        return []
+    tables = {name: run.item_table(stage) for name, run, stage in found}
+    n = next(iter(tables.values())).shape[0]
+    columns = probe_columns(tables, load_item_labels("ml-100k-genres", n).Y,
+                            settings=ProbeSettings(seeds=5),
+                            popularity=load_popularity("ml-100k", n))
+    header, rows = result_rows(columns)
+    return [("table6", Table(
+        title="Table 6 (ml-100k): linear genre probe of the item tables, held-out items, "
+              "% mean ± sd over 5 random 80/20 item splits",
+        columns=header, rows=rows, stamp=stamp,
+        notes=["BatchNorm1d + Linear on the frozen table, BCE, Adam lr 0.01, 20 epochs "
+               "(probes/). Micro averages are the paper's precision/recall/F1; macro averages "
+               "run over the 17 genres that occur."]))]
+
+
+# -- figures ------------------------------------------------------------------------------------
+
+def draw_figures(runs: list[Run], out: Path, dataset: str) -> list[tuple[str, Path]]:
+    """Collapse trajectories, the t-SNE grid (Figure 1 style) and the spectra of the tables."""
+    from collapse_kit.monitor import plot_trajectories
+
+    made = []
+    seed0 = min(r.spec.seed for r in runs)
+    trajs = {}
+    for model in PAPER_ORDER:
+        run = next((r for r in runs if r.spec.model == model and not r.spec.variant
+                    and r.spec.protocol == "strict" and r.spec.seed == seed0), None)
+        if run is not None and run.folder.exists():
+            try:
+                trajs[NAMES[model]] = run.trajectory()
+            except FileNotFoundError:
+                continue
+    if any(trajs.values()):
+        path = out / "figures" / f"collapse-trajectories-{dataset}.png"
+        _save_png(plot_trajectories(trajs), path)
+        made.append((f"Collapse statistics during training ({dataset}, seed {seed0}; dotted "
+                     "lines: stage boundaries; a stage starts from the previous stage's "
+                     "selected epoch, so a curve can step back there)", path))
+    found = item_tables(runs)
+    if not found:
+        return made
+    from collapse_kit.figures import save_figure, spectrum_figure, table_spectrum, tsne_figure
+    from collapse_kit.metrics import gaussian_table
+    from collapse_kit.tsne import TSNESettings, tsne_map
+
+    tables = {name: run.item_table(stage) for name, run, stage in found}
+    n, d = next(iter(tables.values())).shape
+    tables["Gaussian"] = gaussian_table(n, d, random_state=0)
+    settings = TSNESettings()
+    note = ""
+    if n <= 3 * settings.perplexity:  # a toy table: the default perplexity needs > 90 items
+        settings = TSNESettings(perplexity=max(2.0, (n - 1) // 3 - 1.0))
+        note = f"; perplexity {settings.perplexity:g} for a {n}-item table"
+    maps = [tsne_map(E, settings) for E in tables.values()]
+    fig = tsne_figure(maps, list(tables), reference="Gaussian", shared_scale=True,
+                      title=f"t-SNE of the item tables ({dataset}, seed {seed0})")
+    paths = save_figure(fig, out / "figures" / f"tsne-{dataset}")
+    made.append((f"t-SNE of the item tables ({dataset}; one shared scale, x k = radius "
+                 f"relative to the Gaussian panel{note})", paths[0]))
+    fig = spectrum_figure({k: table_spectrum(E) for k, E in tables.items()},
+                          reference="Gaussian", title=f"Singular-value spectra ({dataset})")
+    paths = save_figure(fig, out / "figures" / f"spectrum-{dataset}")
+    made.append((f"Normalised singular-value spectra of the centred tables ({dataset})",
+                 paths[0]))
+    return made
+
+
+def _save_png(fig, path: Path) -> None:
+    """The trajectory figure as the reports have always drawn it (150 dpi, tight box), written
+    atomically."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=150, bbox_inches="tight")
+    atomic_write(path, buf.getvalue())
