@@ -26,10 +26,7 @@ from collapse_kit.cli import main
 from collapse_kit.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
-AUTHORS_CKPT = REPO.parent / "shared/reference/checkpoints/official-ml-100k-pretrain.pth"
-GENRES = REPO.parent / "shared/data/ml-100k/item_genres.csv"
-needs_authors = pytest.mark.skipif(not AUTHORS_CKPT.exists(),
-                                   reason=f"authors' checkpoint not found at {AUTHORS_CKPT}")
+from tests.conftest import GENRES, OFFICIAL_CKPT as AUTHORS_CKPT  # noqa: E402
 
 
 def table(n=120, d=8, seed=0) -> np.ndarray:
@@ -178,7 +175,7 @@ def test_analyze_bootstrap_seed_and_samples_from_the_cli(ckpt, capsys):
     assert r["silhouette_sample_size"] == 50 and r["uniformity_sample_size"] == 120
 
 
-@needs_authors
+@pytest.mark.guards_readme
 def test_analyze_authors_checkpoint_states_tensor_and_padding(capsys):
     assert main(["analyze", str(AUTHORS_CKPT), "--json", "--null-draws", "0"]) == 0
     r = json.loads(capsys.readouterr().out)
@@ -188,7 +185,6 @@ def test_analyze_authors_checkpoint_states_tensor_and_padding(capsys):
     assert round(r["silhouette"], 3) == 0.013 and r["silhouette_sample_size"] == 1008
 
 
-@pytest.mark.skipif(not (AUTHORS_CKPT.exists() and GENRES.exists()), reason="shared data absent")
 def test_analyze_with_genre_labels(capsys):
     assert main(["analyze", str(AUTHORS_CKPT), "--json", "--null-draws", "0",
                  "--labels", str(GENRES)]) == 0
@@ -268,7 +264,7 @@ def test_compare_names_must_match(tmp_path, capsys):
     assert "--names got 2 name(s) for 1 checkpoints" in capsys.readouterr().err
 
 
-@needs_authors
+@pytest.mark.guards_readme
 def test_compare_reproduces_the_section5_row(capsys):
     assert main(["compare", str(AUTHORS_CKPT), "--names", "SASRec (shipped)"]) == 0
     row = capsys.readouterr().out.strip().splitlines()[2]

@@ -20,10 +20,7 @@ from collapse_kit.errors import UserError
 from collapse_kit.io import load_embeddings, load_labels
 
 REPO = Path(__file__).resolve().parents[1]
-AUTHORS_CKPT = REPO.parent / "shared/reference/checkpoints/official-ml-100k-pretrain.pth"
-GENRES = REPO.parent / "shared/data/ml-100k/item_genres.csv"
-needs_authors = pytest.mark.skipif(not AUTHORS_CKPT.exists(),
-                                   reason=f"authors' checkpoint not found at {AUTHORS_CKPT}")
+from tests.conftest import GENRES, OFFICIAL_CKPT as AUTHORS_CKPT  # noqa: E402
 
 
 def project_checkpoint(table: torch.Tensor, **overrides) -> dict:
@@ -103,7 +100,6 @@ def test_project_checkpoint_without_its_table_is_refused(tmp_path):
 
 # -- the authors' checkpoint and other codebases ------------------------------------------------
 
-@needs_authors
 def test_authors_checkpoint_loads_as_is_and_drops_padding_row():
     E, meta = load_embeddings(AUTHORS_CKPT)
     raw = torch.load(AUTHORS_CKPT, weights_only=True, map_location="cpu")["item_embedding.weight"]
@@ -328,7 +324,6 @@ def test_load_labels_single_column_and_bad_ids(tmp_path):
         load_labels(tmp_path / "l.csv", 2)
 
 
-@pytest.mark.skipif(not GENRES.exists(), reason=f"genre file not found at {GENRES}")
 def test_ml100k_genres_load():
     labels, classes = load_labels(GENRES, 1008)
     assert len(classes) == 26 and (labels >= 0).sum() == 428  # items with exactly one genre
@@ -545,3 +540,17 @@ def test_regression_label_csv_with_an_excel_bom_reads_like_without(tmp_path):
     bom.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
     (la, ca), (lb, cb) = load_labels(plain, 3), load_labels(bom, 3)
     assert ca == cb == ["a", "b"] and la.tolist() == lb.tolist() == [0, 1, -1]
+
+
+def test_the_shipped_authors_checkpoint_is_the_authors_file():
+    """The fixture is the released file (sha256 of github.com/Nemo-1024/ADRec's
+    src/saved/pretrain/ml-100k/pretrain.pth as ../shared holds it), and the copy in ../shared
+    where a checkout has one."""
+    import hashlib
+
+    from tests.conftest import SHARED_OFFICIAL_CKPT
+
+    digest = hashlib.sha256(AUTHORS_CKPT.read_bytes()).hexdigest()
+    assert digest == "d6d5beef3ecea1d0f117bd6f5f6a41ce7f57067b372fac390f036e82a4876785"
+    if SHARED_OFFICIAL_CKPT.exists():
+        assert SHARED_OFFICIAL_CKPT.read_bytes() == AUTHORS_CKPT.read_bytes()

@@ -18,9 +18,9 @@ from collapse_kit.metrics import (
     singular_value_entropy, singular_value_variance, spectra, top_singular_values)
 
 REPO = Path(__file__).resolve().parents[1]
-AUTHORS_CKPT = REPO.parent / "shared/reference/checkpoints/official-ml-100k-pretrain.pth"
-needs_authors = pytest.mark.skipif(not AUTHORS_CKPT.exists(),
-                                   reason=f"authors' checkpoint not found at {AUTHORS_CKPT}")
+from tests.conftest import OFFICIAL_CKPT as AUTHORS_CKPT  # noqa: E402
+
+pytestmark = pytest.mark.guards_readme  # README: the authors' checkpoint's numbers
 
 
 def notebook_z(X):
@@ -56,14 +56,11 @@ def anisotropic(n, d, seed, decay=1.0):
 
 @pytest.fixture(scope="module")
 def authors_table():
-    if not AUTHORS_CKPT.exists():
-        pytest.skip(f"authors' checkpoint not found at {AUTHORS_CKPT}")
     from collapse_kit.io import load_embeddings
 
     return load_embeddings(AUTHORS_CKPT).table
 
 
-@needs_authors
 def test_reproduces_section5_row_of_authors_ml100k_checkpoint(authors_table):
     # official-implementation.md section 5: 80.66 71.78 62.04 57.02 45.48 / 4.814 / 82.59 /
     # 0.055 / 9.779 / 4.656 / 0.013, to the digits shown.
@@ -77,13 +74,11 @@ def test_reproduces_section5_row_of_authors_ml100k_checkpoint(authors_table):
     assert round(silhouette(authors_table), 3) == 0.013
 
 
-@needs_authors
 def test_corrected_kl_on_authors_checkpoint_is_994(authors_table):
     # Section 5: "a corrected version uses slogdet with no floor ... changes 9.78 to 9.94".
     assert round(kl_to_gaussian_logdet(authors_table), 2) == 9.94
 
 
-@needs_authors
 def test_kmeans_n_init_10_would_not_reproduce_the_paper(authors_table):
     # Regression: sklearn < 1.4's default n_init=10 gives 0.0122 (-> 0.012), not the 0.013 shown.
     assert round(silhouette(authors_table, n_init=10), 3) == 0.012

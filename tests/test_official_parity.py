@@ -5,6 +5,8 @@ import pytest
 
 from collapse_kit.cli import main
 
+pytestmark = pytest.mark.guards_readme  # README: the authors' checkpoint's numbers
+
 
 def _evaluate(capsys, ckpt, *extra):
     assert main(["evaluate", str(ckpt), "--model", "stage1", "--dataset", "ml-100k", "--json",

@@ -513,3 +513,21 @@ def test_foreign_files_given_as_checkpoints_say_what_they_are(tmp_path, capsys, 
     assert main(["evaluate", str(path)]) == 2
     line = _one_line(capsys)
     assert needle in line and "pickled" not in line
+
+
+def test_a_test_guarding_a_readme_number_fails_the_run_when_it_skips(tmp_path):
+    """CI may not pass while a README number goes unchecked: tests/conftest.py turns the skip
+    of a ``guards_readme`` test into a failure (an unmarked skip stays a skip)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "test_guard.py").write_text(
+        "import pytest\n\n@pytest.mark.guards_readme\ndef test_marked():\n"
+        "    pytest.skip('data absent')\n\ndef test_plain():\n    pytest.skip('optional')\n")
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "tests.conftest",
+                           "--rootdir", str(tmp_path), str(tmp_path / "test_guard.py")],
+                          cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "guards a README number and may not skip (skipped: data absent)" in done.stdout
+    assert "1 failed, 1 skipped" in done.stdout
