@@ -26,7 +26,6 @@ then the 5-core filter):
 """
 from __future__ import annotations
 
-import csv
 import gzip
 import hashlib
 import io

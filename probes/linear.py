@@ -398,12 +398,3 @@ def probe_columns(tables: Mapping[str, np.ndarray], Y, *, settings: ProbeSetting
         columns.append(("popularity only", base["popularity"]))
     columns.append(("all-zero", base["all_zero"]))
     return columns
-
-
-def headline(result: ProbeResult) -> Mapping[str, float]:
-    """The paper's three numbers (micro averages) with their sds: precision, precision_sd, ..."""
-    out = {}
-    for name, key in HEADLINE.items():
-        out[name] = result.mean[key]
-        out[f"{name}_sd"] = result.sd[key]
-    return out
