@@ -11,14 +11,29 @@ model              registry name ("sasrec", "stage1", "adrec", ...)
 model_args         the model's Args dataclass as a dict
 config             the resolved TrainConfig as a dict
 dataset            {"name", "n_items", "n_users", "fingerprint"}
-stage              "stage1" | "stage2" | "stage3" | "best" | "final"
+stage              the stage that wrote it: "stage1" | "stage2" | "stage3" (ADRec's stages),
+                   "best" (ADRec's best.pt: the stage-3 model, with "stages" in its metrics),
+                   or the model name for a one-stage model ("sasrec", "diffurec", ...)
 parent             None or {"path", "stage", "sha256"} of the checkpoint this one started from
-metrics            {"valid": {...}, "test": {...}} in percent, with "protocol"
+metrics            {"selection_protocol", "best_epoch", "strict": {"valid", "test"},
+                   "official": {"valid", "test"}, "train_seconds", "eval_seconds",
+                   "world_size"}; each "valid"/"test" maps HR@k / NDCG@k (k = 5, 10, 20) to
+                   percent; best.pt adds "stages": {stage: {"epochs", "train_seconds",
+                   "eval_seconds", ...}}
 epoch              epochs trained in this stage
-trained_on         the device, e.g. "NVIDIA H200" or "CPU (2 cores, x86_64)"; torch_version
+trained_on         the device, e.g. "NVIDIA H200" or "CPU (2 cores, x86_64)"
+torch_version      the torch that wrote it
 item_embeddings    float32 (n_items, D), the item table WITHOUT the padding row
 state_dict         the model's state dict (uncompiled module names)
+weights_stripped   optional, True: ``state_dict`` emptied for transport (``strip_weights``);
+                   metrics and table usable, the model cannot be evaluated again
+table_stripped     optional, True: ``item_embeddings`` replaced by an empty (0, D) tensor
+                   (``scripts/pack_runs.py``); readers must refuse to analyse it
 =================  ======================================================================
+
+``collapse_kit.io`` reads this format without importing ``adrec`` (it keeps its own copies of
+``FORMAT``, ``FORMAT_VERSION`` and the table key; ``tests/test_checkpoint.py`` checks that they
+equal these, and that this table lists exactly the keys ``make_checkpoint`` writes).
 
 Writes are atomic: a temporary file in the same folder, fsync, then ``os.replace``.
 """
@@ -38,6 +53,8 @@ from adrec import __version__
 
 FORMAT = "collapse-kit-checkpoint"
 FORMAT_VERSION = 1
+TABLE_KEY = "item_embeddings"
+OPTIONAL = ("weights_stripped", "table_stripped")
 REQUIRED = ("format", "format_version", "model", "model_args", "dataset", "state_dict",
             "item_embeddings")
 
@@ -133,7 +150,7 @@ def make_checkpoint(model, *, dataset: dict, config, stage: str, epoch: int,
         "epoch": int(epoch),
         "trained_on": trained_on or device_description(_model_device(model)),
         "torch_version": str(torch.__version__),
-        "item_embeddings": model.item_embeddings().detach().cpu().float().contiguous(),
+        TABLE_KEY: model.item_embeddings().detach().cpu().float().contiguous(),
         "state_dict": state,
     }
 

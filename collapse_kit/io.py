@@ -2,7 +2,9 @@
 
 Supported inputs, recognised by their content (the file name does not matter):
 
-* this project's checkpoints (``"format": "collapse-kit-checkpoint"``): ``item_embeddings``;
+* this project's checkpoints (``"format": "collapse-kit-checkpoint"``; the format is documented
+  once, in ``adrec/checkpoint.py``): ``item_embeddings``; a light checkpoint whose table was
+  stripped (``table_stripped``) is refused with a message saying so;
 * a PyTorch file holding a state dict (possibly nested) or a single tensor, from any codebase:
   the item table is auto-detected by name (``item_embedding.weight`` in the ADRec authors' code
   and RecBole, ``item_emb.weight``, ...) or chosen with ``key=``;

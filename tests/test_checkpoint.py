@@ -96,3 +96,27 @@ def test_trained_on_follows_the_model_device(tmp_path):
     ck = make_checkpoint(m, dataset={"name": "x", "n_items": 5, "n_users": 1}, config={},
                          stage="best", epoch=1, trained_on="NVIDIA H200")
     assert ck["trained_on"] == "NVIDIA H200"
+
+
+def test_the_format_table_lists_exactly_what_is_written(tmp_path):
+    """adrec/checkpoint.py's docstring is the one description of the format: its table names
+    every key make_checkpoint writes plus the optional stripped flags, and nothing else."""
+    import re
+
+    import adrec.checkpoint as ck
+    from adrec.checkpoint import strip_weights
+
+    documented = re.findall(r"^([a-z_]+)\s{2,}\S", ck.__doc__, flags=re.M)
+    written = load_checkpoint(_ckpt(tmp_path)[1])
+    assert set(documented) == set(written) | set(ck.OPTIONAL)
+    assert set(ck.REQUIRED) <= set(written) and ck.TABLE_KEY in ck.REQUIRED
+    assert strip_weights(written)["weights_stripped"] is True  # an optional key really written
+
+
+def test_collapse_kit_io_reads_the_same_format_constants():
+    """collapse_kit.io may not import adrec, so it keeps copies; they must equal adrec's."""
+    import adrec.checkpoint as ck
+    import collapse_kit.io as io
+
+    assert (io.PROJECT_FORMAT, io.PROJECT_FORMAT_VERSION, io.PROJECT_TABLE_KEY) == \
+        (ck.FORMAT, ck.FORMAT_VERSION, ck.TABLE_KEY)

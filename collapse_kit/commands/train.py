@@ -104,7 +104,7 @@ def _parse_sets(pairs, *configs):
 def cmd_evaluate(args) -> int:
     import torch
 
-    from adrec.checkpoint import check_has_weights, load_checkpoint, load_weights, safe_load
+    from adrec.checkpoint import FORMAT, check_has_weights, load_checkpoint, load_weights, safe_load
     from adrec.data import load_dataset
     from adrec.evaluate import evaluate
     from adrec.models import build_model
@@ -114,7 +114,7 @@ def cmd_evaluate(args) -> int:
     overrides = {}
     if args.attention_mask:
         overrides["attention_mask"] = args.attention_mask
-    if isinstance(raw, dict) and raw.get("format") == "collapse-kit-checkpoint":
+    if isinstance(raw, dict) and raw.get("format") == FORMAT:
         ckpt = load_checkpoint(args.checkpoint)
         check_has_weights(ckpt, args.checkpoint)
         name = args.model or ckpt["model"]
