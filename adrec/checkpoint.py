@@ -10,7 +10,8 @@ package_version    version of collapse-kit that wrote it
 model              registry name ("sasrec", "stage1", "adrec", ...)
 model_args         the model's Args dataclass as a dict
 config             the resolved TrainConfig as a dict
-dataset            {"name", "n_items", "n_users", "fingerprint"}
+dataset            {"name", "n_items", "n_users", "fingerprint"}, and "item_ids" (the raw
+                   log's id of item i at index i - 1) for data built from an interaction log
 stage              the stage that wrote it: "stage1" | "stage2" | "stage3" (ADRec's stages),
                    "best" (ADRec's best.pt: the stage-3 model, with "stages" in its metrics),
                    or the model name for a one-stage model ("sasrec", "diffurec", ...)

@@ -21,7 +21,8 @@ then the 5-core filter):
    is left (k = 5 by default);
 4. order each user's interactions by timestamp; ties are broken by the row order in the file
    (a stable sort), so the result is deterministic for a given file;
-5. re-index items 1..N in order of first appearance over users sorted by original id, users 0..U-1;
+5. re-index items 1..N in order of first appearance over users sorted by original id, users 0..U-1
+   (the dataset keeps the raw id of every item, ``item_ids``, and checkpoints record it);
 6. leave-one-out: last item = test, second-to-last = valid, the rest = train (users need >= 3).
 """
 from __future__ import annotations
@@ -55,6 +56,9 @@ class SequenceDataset:
     test: np.ndarray
     source: str = ""
     fingerprint: str = field(default="", repr=False)
+    # The raw log's id of each item (index i - 1 holds item i's id), for datasets built from an
+    # interaction log; None for the bundled sequences, whose ids 1..n_items are their own.
+    item_ids: list | None = field(default=None, repr=False)
 
     @property
     def n_users(self) -> int:
@@ -72,8 +76,12 @@ class SequenceDataset:
         }
 
     def describe(self) -> dict:
-        return {"name": self.name, "n_items": self.n_items, "n_users": self.n_users,
-                "fingerprint": self.fingerprint}
+        """What a checkpoint records about its data (``item_ids`` only when there is a map)."""
+        out = {"name": self.name, "n_items": self.n_items, "n_users": self.n_users,
+               "fingerprint": self.fingerprint}
+        if self.item_ids is not None:
+            out["item_ids"] = list(self.item_ids)
+        return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -282,7 +290,13 @@ def build_from_interactions(df, *, name: str = "custom", rating_threshold: float
     return SequenceDataset(name=name, n_items=len(item_ids), train=train,
                            valid=np.array(valid, dtype=np.int64),
                            test=np.array(test, dtype=np.int64), source=source,
-                           fingerprint=digest)
+                           fingerprint=digest, item_ids=[_plain(i) for i in item_ids])
+
+
+def _plain(value):
+    """A raw id as a plain int or str (numpy scalars do not load with weights_only=True)."""
+    value = value.item() if hasattr(value, "item") else value
+    return value if isinstance(value, (int, str)) else str(value)
 
 
 # --------------------------------------------------------------------------------------------

@@ -133,22 +133,50 @@ def latex_escape(text: str) -> str:
 
 
 def atomic_write(path: str | Path, data: str | bytes) -> Path:
-    """Write ``data`` (text, or bytes such as a rendered PNG) to ``path`` through a temporary
-    file beside it and a rename, so a reader (or a crash) never sees half a file; the file gets
-    the usual permissions (0666 less the umask) and is fsynced before the rename."""
+    """Write ``data`` (text, or bytes such as a rendered PNG) to ``path`` (its folder created
+    if needed) through a temporary file beside it and a rename, so a reader (or a crash) never
+    sees half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    return write_together({path: data})[0]
+
+
+def write_together(files: dict[Path, str | bytes]) -> list[Path]:
+    """Write several files as one step: each to a temporary beside it (fsynced, with the usual
+    permissions, 0666 less the umask), then all renamed into place. On any failure the
+    temporaries are removed and every target is as it was: a target already renamed is
+    removed again, or restored from a hard link kept while the renames run. Their folders
+    must exist."""
+    temps, backups, renamed = [], [], []
     try:
-        with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
-            f.write(data)
-            f.flush()
-            mask = os.umask(0)
-            os.umask(mask)
-            os.fchmod(f.fileno(), 0o666 & ~mask)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        for path, data in files.items():
+            path = Path(path)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            temps.append((tmp, path))
+            with os.fdopen(fd, "wb") as f:
+                f.write(data.encode() if isinstance(data, str) else data)
+                f.flush()
+                mask = os.umask(0)
+                os.umask(mask)
+                os.fchmod(f.fileno(), 0o666 & ~mask)
+                os.fsync(f.fileno())
+        for tmp, path in temps:
+            backup = None
+            if len(temps) > 1 and path.exists():
+                backup = path.with_name(f".{path.name}.{os.getpid()}.bak")
+                os.link(path, backup)
+                backups.append(backup)
+            os.replace(tmp, path)
+            renamed.append((path, backup))
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        for path, backup in reversed(renamed):
+            if backup is not None:
+                os.replace(backup, path)
+            else:
+                path.unlink(missing_ok=True)
+        for leftover in [*(Path(t) for t, _ in temps), *backups]:
+            leftover.unlink(missing_ok=True)
         raise
-    return path
+    for backup in backups:
+        backup.unlink()
+    return [Path(p) for p in files]

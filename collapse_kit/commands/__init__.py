@@ -12,4 +12,5 @@ COMMAND_MODULES = [
     "collapse_kit.commands.probe",      # probe, probe-compare
     "collapse_kit.commands.figures",    # tsne, plot-spectrum
     "collapse_kit.commands.reproduce",  # quickstart, reproduce
+    "collapse_kit.commands.export",     # export
 ]
