@@ -1,8 +1,10 @@
 """The collapse monitor: cheap collapse statistics of the item table during training.
 
-``CollapseMonitor`` is a trainer callback (``adrec.train.train_stage(callbacks=[...])``): at every
-evaluation it reads ``model.item_embeddings()`` and returns a ``"collapse"`` record that the
-trainer writes into that epoch's line of the run log (``<stage>.log.jsonl``):
+``CollapseMonitor`` works in any PyTorch training loop (``monitor.step(epoch)``, a table given
+as a callable), in PyTorch Lightning (``lightning_callback``) and as collapse-kit's trainer
+callback (``adrec.train.train_stage(callbacks=[...])``): at every evaluation it reads
+``model.item_embeddings()`` and returns a ``"collapse"`` record that the trainer writes into
+that epoch's line of the run log (``<stage>.log.jsonl``). The statistics:
 
 * ``sv_entropy``: singular-value entropy of the column-standardised table (nats; max ln d),
   the paper's Table 5 definition (``collapse_kit.metrics.singular_value_entropy``);
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from collapse_kit.errors import UserError
 from collapse_kit.metrics import (effective_rank, row_norm_stats, singular_value_entropy,
                                   spectra, top_singular_values)
 
@@ -42,14 +45,90 @@ def collapse_stats(E) -> dict[str, float]:
 
 
 class CollapseMonitor:
-    """Trainer callback recording :func:`collapse_stats` at every evaluation."""
+    """Cheap collapse statistics of an item table during training, for any training loop.
+
+    In a plain PyTorch loop::
+
+        monitor = CollapseMonitor(lambda: model.item_emb.weight, every=5)
+        for epoch in range(epochs):
+            ...                                  # one epoch of training
+            stats = monitor.step(epoch)          # dict, or None between the `every` epochs
+        monitor.history                          # [{"epoch": 0, "sv_entropy": ..., ...}, ...]
+
+    ``table`` is a callable returning the current table (a tensor, with or without grad, on any
+    device, or an array), read without touching autograd. ``extras`` adds statistics of your
+    own, ``{name: fn(E) -> float}`` on the float64 numpy table, e.g. ``knn_label_agreement``
+    against item labels. Cost per call: one blocked QR of the (n_items, d) table (``spectra``)
+    and small d x d SVDs, plus the copy to
+    the CPU; measured on the 2-core dev CPU while it was busy (load 3.3-3.8, 2026-12-05):
+    18-32 ms for 1,008 x 128 (ML-100K) and 0.6-1.0 s for 64,669 x 128 (``seconds`` in every
+    record says what a call took).
+
+    It is also collapse-kit's trainer callback (``on_evaluate``; ``table`` None reads
+    ``model.item_embeddings()``), and ``lightning_callback`` adapts it to PyTorch Lightning.
+    """
+
+    def __init__(self, table=None, *, every: int = 1, extras: dict | None = None):
+        if table is not None and not callable(table):
+            raise UserError("CollapseMonitor(table=...) takes a callable returning the table, "
+                            "e.g. lambda: model.item_emb.weight")
+        if not isinstance(every, int) or every < 1:
+            raise UserError(f"every must be a positive integer (epochs); got {every!r}")
+        self.table, self.every, self.extras = table, every, dict(extras or {})
+        self.history: list[dict] = []
+
+    def step(self, epoch: int) -> dict | None:
+        """Record the statistics at ``epoch`` when it is a multiple of ``every``."""
+        if self.table is None:
+            raise UserError("this monitor has no table to read; create it with "
+                            "CollapseMonitor(lambda: <the item table>)")
+        if epoch % self.every:
+            return None
+        return self._record(self.table(), epoch=epoch)
 
     def on_evaluate(self, *, model, stage: str, epoch: int) -> dict:
+        """collapse-kit's trainer: the record goes into that epoch's log line."""
+        read = self.table or model.item_embeddings
+        return {"collapse": self._record(read(), epoch=epoch, stage=stage)}
+
+    def _record(self, table, **where) -> dict:
         t0 = time.perf_counter()
-        E = model.item_embeddings().detach().float().cpu().numpy()
+        E = _as_numpy(table)
         stats = collapse_stats(E)
+        for name, fn in self.extras.items():
+            stats[name] = float(fn(E))
         stats["seconds"] = round(time.perf_counter() - t0, 5)
-        return {"collapse": stats}
+        self.history.append({**where, **stats})
+        return stats
+
+
+def _as_numpy(table) -> np.ndarray:
+    if hasattr(table, "detach"):  # a torch tensor, on any device
+        table = table.detach().float().cpu().numpy()
+    return np.asarray(table, dtype=np.float64)
+
+
+def lightning_callback(monitor: CollapseMonitor, *, log: bool = True):
+    """A PyTorch Lightning ``Callback`` that calls ``monitor.step(trainer.current_epoch)`` at
+    the end of every training epoch and, with ``log``, logs the statistics through the module
+    (``collapse/<stat>``). Needs ``lightning`` (or ``pytorch_lightning``) installed."""
+    try:
+        from lightning.pytorch import Callback
+    except ImportError:
+        try:
+            from pytorch_lightning import Callback
+        except ImportError:
+            raise UserError("lightning_callback needs PyTorch Lightning; install it with "
+                            "pip install lightning") from None
+
+    class CollapseMonitorCallback(Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            stats = monitor.step(trainer.current_epoch)
+            if stats and log:
+                for name, value in stats.items():
+                    pl_module.log(f"collapse/{name}", value)
+
+    return CollapseMonitorCallback()
 
 
 def read_trajectory(run_dir: str | Path, stages: list[str] | None = None) -> list[dict]:

@@ -147,3 +147,55 @@ def silhouette_labels(E, labels, *, sample_size: int | None = DEFAULT_SAMPLE_SIZ
         raise UserError(f"labels must have shape ({X.shape[0]},), one per row of E; got {labels.shape}")
     sample_size = check_optional_sample(sample_size, "sample_size")
     return _silhouette(X, labels, sample_size, random_state)
+
+
+def knn_label_agreement(E, labels, *, k: int = 10) -> float:
+    """Mean share of each labelled item's ``k`` nearest neighbours (cosine similarity of the
+    rows, the item itself excluded) that share a label with it, in [0, 1].
+
+    ``labels``: (n_items,) class per row (-1 = unlabelled, neither scored nor counted as a
+    neighbour), or (n_items, L) 0/1 multi-hot (e.g. genres; neighbours agree when they share at
+    least one label; rows without a label are left out). A collapsed table scores what its
+    label frequencies give by chance; a table whose neighbourhoods follow the labels scores
+    near 1. Exact (every pair of labelled rows, in blocks of 1,024 rows). Undefined
+    (UndefinedMetric) with fewer than k + 1 labelled rows or a zero row among them (no
+    direction, so no cosine).
+    """
+    X = as_table(E)
+    k = check_positive_int(k, "k")
+    Y = np.asarray(labels)
+    if Y.ndim == 1:
+        if Y.shape != (X.shape[0],):
+            raise UserError(f"labels must have shape ({X.shape[0]},) or ({X.shape[0]}, L); "
+                            f"got {Y.shape}")
+        keep = Y != -1
+        onehot = None
+    elif Y.ndim == 2 and Y.shape[0] == X.shape[0]:
+        if not np.isin(Y, (0, 1)).all():
+            raise UserError("multi-hot labels must hold 0 or 1")
+        keep = Y.any(axis=1)
+        onehot = Y[keep].astype(np.float64)
+    else:
+        raise UserError(f"labels must have shape ({X.shape[0]},) or ({X.shape[0]}, L); got {Y.shape}")
+    X = X[keep]
+    m = X.shape[0]
+    if m < k + 1:
+        raise UndefinedMetric(f"needs at least k + 1 = {k + 1} labelled rows; got {m}")
+    norms = np.linalg.norm(X, axis=1)
+    if (norms == 0).any():
+        raise UndefinedMetric("a labelled row is all zeros: it has no direction, so no cosine "
+                              "neighbours")
+    U = X / norms[:, None]
+    y = Y[keep] if onehot is None else None
+    total = 0.0
+    for start in range(0, m, 1024):
+        sims = U[start:start + 1024] @ U.T                     # (b, m)
+        rows = np.arange(start, start + sims.shape[0])
+        sims[np.arange(sims.shape[0]), rows] = -np.inf          # not its own neighbour
+        nn = np.argpartition(-sims, k - 1, axis=1)[:, :k]        # (b, k), any order
+        if onehot is None:
+            agree = y[nn] == y[rows][:, None]
+        else:
+            agree = np.einsum("bl,bkl->bk", onehot[rows], onehot[nn]) > 0
+        total += float(agree.mean(axis=1).sum())
+    return total / m
