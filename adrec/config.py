@@ -2,7 +2,10 @@
 
 Model hyper-parameters live in each model's own ``Args`` dataclass (adrec/models/*.py); the
 training loop's live here. ``apply_overrides`` routes each ``key=value`` to whichever of the two
-declares ``key`` and converts the value to the field's type; unknown keys are errors.
+declares ``key`` and converts the value to the field's type; unknown keys are errors. A config
+file (``--config FILE``, YAML) holds the same settings as ``key: value`` lines, read with the same
+checks (``read_config_file``, ``file_settings``); ``config_yaml`` writes a run's settings in that
+form.
 """
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 CHOICES = {
@@ -142,32 +146,35 @@ def matmul_precision(precision: str):
         torch.set_float32_matmul_precision(before)
 
 
-def _convert(value: str, target_type, key: str):
+def _convert(value: str, target_type, key: str, *, label: str | None = None):
+    """``value`` (text) as ``target_type``; errors start with ``label`` (default
+    ``--set key=value``; a config file passes ``FILE:LINE: key=value``)."""
+    label = label or f"--set {key}={value}"
     if target_type is bool or isinstance(target_type, bool):
         low = value.lower()
         if low in ("1", "true", "yes", "on"):
             return True
         if low in ("0", "false", "no", "off"):
             return False
-        raise TypeError(f"--set {key}={value}: expected true or false")
+        raise TypeError(f"{label}: expected true or false")
     if target_type is int:
         try:
             return int(value)
         except ValueError:
-            raise TypeError(f"--set {key}={value}: expected an integer") from None
+            raise TypeError(f"{label}: expected an integer") from None
     if target_type is float:
         try:
             number = float(value)
         except ValueError:
-            raise TypeError(f"--set {key}={value}: expected a number") from None
+            raise TypeError(f"{label}: expected a number") from None
         if not math.isfinite(number):
-            raise ValueError(f"--set {key}={value}: expected a finite number")
+            raise ValueError(f"{label}: expected a finite number")
         return number
     if target_type is str:
         if key in CHOICES and value not in CHOICES[key]:
-            raise ValueError(f"--set {key}={value}: choose one of {', '.join(CHOICES[key])}")
+            raise ValueError(f"{label}: choose one of {', '.join(CHOICES[key])}")
         return value
-    raise TypeError(f"--set {key}: unsupported field type {target_type}")
+    raise TypeError(f"{label}: unsupported field type {target_type}")
 
 
 def _field_types(obj_or_cls) -> dict[str, Any]:
@@ -201,6 +208,189 @@ def parse_overrides(pairs: list[str] | None, *configs) -> list[dict[str, Any]]:
             known = sorted(set().union(*types))
             raise ValueError(f"unknown --set key {key!r}; valid keys: {', '.join(known)}")
     return out
+
+
+# -------------------------------------------------------------------------------------------
+# Config files: the ``--set`` settings as a YAML mapping, one ``key: value`` per line. The file is
+# only composed into YAML nodes (PyYAML's safe loader; no object is ever constructed), so every
+# value keeps its line and its text, and converts exactly as ``--set key=TEXT`` would.
+
+_YAML = "tag:yaml.org,2002:"
+_PLAIN_TAGS = tuple(_YAML + t for t in ("null", "bool", "int", "float", "str"))
+_TAGS = _PLAIN_TAGS + (_YAML + "seq", _YAML + "map")
+_EXPECTED = {bool: "true or false", int: "an integer", float: "a number"}
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One ``key: value`` of a config file: the key, its value as a YAML node (not yet
+    converted), the file and the key's line (1-based)."""
+    key: str
+    node: Any
+    path: str
+    line: int
+
+    @property
+    def where(self) -> str:
+        return f"{self.path}:{self.line}"
+
+
+def read_config_file(path: str | Path) -> dict[str, FileEntry]:
+    """The top-level ``key: value`` entries of the YAML file ``path``, in file order (an empty
+    file has none).
+
+    Raises ValueError naming the file, and the line where there is one, for a missing or
+    unreadable file, text that is not UTF-8, malformed YAML, a document that is not a mapping,
+    a key that is not a name, and a key given twice.
+    """
+    import yaml
+
+    path = str(path)
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            text = f.read()
+    except OSError as exc:
+        raise ValueError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"config file {path} is not UTF-8 text") from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else path
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ValueError(f"{where}: not valid YAML ({' '.join(problem.split())})") from None
+    if root is None:
+        return {}
+    if not isinstance(root, yaml.MappingNode):
+        raise ValueError(f"{path}:{root.start_mark.line + 1}: expected `key: value` lines (a "
+                         f"YAML mapping), got {_node_kind(root)}")
+    return _entries(root, path)
+
+
+def _entries(node, path: str) -> dict[str, FileEntry]:
+    """The entries of the YAML mapping ``node`` (keys must be names, each given once)."""
+    import yaml
+
+    entries: dict[str, FileEntry] = {}
+    for key_node, value_node in node.value:
+        line = key_node.start_mark.line + 1
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _YAML + "str":
+            raise ValueError(f"{path}:{line}: a key must be a setting's name, got "
+                             f"{_node_kind(key_node)}")
+        key = key_node.value
+        if key in entries:
+            raise ValueError(f"{path}:{line}: {key!r} is given twice (first on line "
+                             f"{entries[key].line})")
+        entries[key] = FileEntry(key, value_node, path, line)
+    return entries
+
+
+def _node_kind(node) -> str:
+    import yaml
+
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    return repr(node.value)
+
+
+def file_value(entry: FileEntry, target_type, *, node=None):
+    """The value of ``entry`` (or ``node``, one item of its list) as ``target_type`` (bool, int,
+    float or str), with the checks and conversions of ``--set key=TEXT``; a quoted value of a
+    bool or number field is an error. Errors start with ``FILE:LINE: key``."""
+    import yaml
+
+    where = entry.where if node is None else f"{entry.path}:{node.start_mark.line + 1}"
+    node = _plain(entry, entry.node if node is None else node, where)
+    if not isinstance(node, yaml.ScalarNode):
+        raise TypeError(f"{where}: {entry.key}: expected one value, got {_node_kind(node)}")
+    if node.tag == _YAML + "null" and node.style is None:
+        raise TypeError(f"{where}: {entry.key}: no value given")
+    label = f"{where}: {entry.key}={node.value}"
+    if node.style in ("'", '"') and target_type in _EXPECTED:
+        raise TypeError(f"{label}: expected {_EXPECTED[target_type]}, got quoted text (drop "
+                        "the quotes)")
+    return _convert(node.value, target_type, entry.key, label=label)
+
+
+def _plain(entry: FileEntry, node, where: str):
+    """``node``, refused when it has a tag other than YAML's plain ones (``!!python/...``)."""
+    if node.tag not in _TAGS:
+        raise TypeError(f"{where}: {entry.key}: unsupported YAML tag {node.tag}; give a plain "
+                        "value")
+    return node
+
+
+def file_values(entry: FileEntry, item_type) -> list:
+    """The value of ``entry`` as a list of ``item_type``: a YAML list, or one value."""
+    import yaml
+
+    if isinstance(_plain(entry, entry.node, entry.where), yaml.SequenceNode):
+        return [file_value(entry, item_type, node=n) for n in entry.node.value]
+    return [file_value(entry, item_type)]
+
+
+def file_mapping(entry: FileEntry) -> dict[str, FileEntry]:
+    """The value of ``entry`` as nested ``key: value`` entries (an empty value has none)."""
+    import yaml
+
+    if isinstance(_plain(entry, entry.node, entry.where), yaml.MappingNode):
+        return _entries(entry.node, entry.path)
+    if isinstance(entry.node, yaml.ScalarNode) and entry.node.tag == _YAML + "null":
+        return {}
+    raise TypeError(f"{entry.where}: {entry.key}: expected indented `key: value` lines, got "
+                    f"{_node_kind(entry.node)}")
+
+
+def file_settings(entries, *configs, context: str = "") -> list[dict[str, Any]]:
+    """``parse_overrides`` for config-file entries: one dict per dataclass type of ``configs``;
+    a key goes to every config that declares it. Unknown keys and values of the wrong type are
+    errors naming the key, the file and the line (``context`` follows the key in the unknown-key
+    error, e.g. " (in set:, for model sasrec)")."""
+    out: list[dict[str, Any]] = [{} for _ in configs]
+    types = [_field_types(c) for c in configs]
+    for entry in entries:
+        owners = [i for i, t in enumerate(types) if entry.key in t]
+        if not owners:
+            known = sorted(set().union(*types))
+            raise ValueError(f"{entry.where}: unknown key {entry.key!r}{context}; valid keys: "
+                             f"{', '.join(known)}")
+        for i in owners:
+            out[i][entry.key] = file_value(entry, types[i][entry.key])
+    return out
+
+
+def config_yaml(model: str, dataset: str, cfg: TrainConfig, args, *,
+                stage1: str | None = None) -> str:
+    """A run's settings as the config file ``collapse-kit train --config`` reads back to the
+    same ``model``, ``dataset`` (and ``stage1`` checkpoint), ``cfg`` and model ``args``.
+
+    Every field is written, defaults included, so a later change of a default does not change
+    a repeated run: the TrainConfig fields, then the model's Args fields; a key both declare
+    (``max_len``) once, as ``--set`` gives both the same value (ValueError if they differ).
+    """
+    import yaml
+
+    train, model_args = dataclasses.asdict(cfg), dataclasses.asdict(args)
+    differ = sorted(k for k in set(train) & set(model_args) if train[k] != model_args[k])
+    if differ:
+        raise ValueError(f"the trainer and the model disagree on {', '.join(differ)}; a config "
+                         "file gives both one value")
+    run = {"model": model, "dataset": str(dataset)}
+    if stage1 is not None:
+        run["stage1"] = str(stage1)
+
+    def block(values: dict) -> str:
+        return yaml.safe_dump(values, sort_keys=False, default_flow_style=False,
+                              allow_unicode=True, width=1000)
+
+    return ("# `collapse-kit train --config THIS_FILE --out NEW_FOLDER` repeats this run; "
+            "--set KEY=VALUE overrides a line\n"
+            + block(run) + "# training: adrec.config.TrainConfig\n" + block(train)
+            + f"# model: {type(args).__name__}\n"
+            + block({k: v for k, v in model_args.items() if k not in train}))
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:

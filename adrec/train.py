@@ -353,7 +353,8 @@ def evaluate_and_select(model, dataset: SequenceDataset, cfg: TrainConfig, state
     items = {"valid": valid, "eval_seconds": round(time.perf_counter() - t1, 4)}
     state.eval_seconds += time.perf_counter() - t1
     for cb in callbacks:
-        items.update(cb.on_evaluate(model=model, stage=stage, epoch=state.epoch) or {})
+        if hasattr(cb, "on_evaluate"):
+            items.update(cb.on_evaluate(model=model, stage=stage, epoch=state.epoch) or {})
     if not select or improved(valid, state.running, cfg.protocol):
         state.best_state = None if not select else copy.deepcopy(
             {k: v.detach().cpu() for k, v in model.state_dict().items()})
@@ -445,8 +446,10 @@ def train_stage(model, dataset: SequenceDataset, cfg: TrainConfig, out_dir: str 
         epoch's model is kept.
     optimizer_params: optional explicit parameter list (overrides the freeze logic), used for
         parity options that need the authors' behaviour.
-    callbacks: objects with ``on_evaluate(model=, stage=, epoch=) -> dict | None``; the returned
-        items are added to that epoch's log record.
+    callbacks: objects with either hook or both. ``on_evaluate(model=, stage=, epoch=) -> dict |
+        None``: the returned items are added to that epoch's log record. ``on_log(record)`` gets
+        every epoch's record as written to the log (main process only), e.g. to mirror it to
+        TensorBoard or W&B (``collapse_kit.loggers``).
     """
     cfg = validate(cfg)
     paths = StagePaths.of(out_dir, stage)
@@ -490,6 +493,9 @@ def train_stage(model, dataset: SequenceDataset, cfg: TrainConfig, out_dir: str 
                                 ndcg20=f"{record['valid']['NDCG@20']:.2f}")
             if info.is_main:
                 append_log_line(paths.log, record)
+                for cb in callbacks:
+                    if hasattr(cb, "on_log"):
+                        cb.on_log(record)
                 if time.perf_counter() - last_write >= cfg.resume_seconds:
                     save_resume(paths.resume, state, **resuming)
                     last_write = time.perf_counter()

@@ -42,13 +42,13 @@ def run_export(args) -> int:
                        required=args.dataset is not None)
     if saved and "item_ids" in saved:
         ids, kind = saved["item_ids"], "original"
-    elif dataset is not None and dataset.item_ids is not None:
-        ids, kind = dataset.item_ids, "original"
-    elif saved is not None or dataset is not None:
+    elif dataset is not None:
+        ids, kind = dataset_ids(dataset, table.shape[0])
+    elif saved is not None:
         ids, kind = list(range(1, table.shape[0] + 1)), "contiguous"
     else:
         ids, kind = list(range(table.shape[0])), "row"
-    metadata = _metadata(dataset, table.shape[0]) if args.format in ("tsv", "parquet") else {}
+    metadata = item_metadata(dataset, table.shape[0]) if args.format in ("tsv", "parquet") else {}
     paths = export_table(table, ids, args.out, args.format, id_kind=kind, metadata=metadata)
     print(f"export: {args.checkpoint}: tensor {meta['key']} {table.shape[0]}x{table.shape[1]}; "
           f"ids: {kind}: {ID_KINDS[kind]}", file=sys.stderr)
@@ -83,7 +83,15 @@ def _dataset(spec: str | None, n_items: int, *, required: bool):
     return dataset
 
 
-def _metadata(dataset, n_items: int) -> dict[str, list]:
+def dataset_ids(dataset, n_items: int) -> tuple[list, str]:
+    """The item ids of ``dataset``'s rows and their kind: the raw log's ids when it was
+    imported from one, else the contiguous ids 1..n."""
+    if dataset.item_ids is not None:
+        return list(dataset.item_ids), "original"
+    return list(range(1, n_items + 1)), "contiguous"
+
+
+def item_metadata(dataset, n_items: int) -> dict[str, list]:
     """Per-item columns for tsv / parquet: popularity (interactions in train + valid + test)
     and, for ML-100K, the genres."""
     import numpy as np

@@ -22,25 +22,33 @@ def register(sub) -> None:
 
     p = sub.add_parser("reproduce", help="train what is missing, then write the paper's tables "
                                          "and figures")
-    p.add_argument("--datasets", nargs="+", default=["ml-100k"], metavar="NAME")
-    p.add_argument("--models", nargs="+", default=list(MODELS), metavar="MODEL",
-                   help=f"any of {' '.join(MODELS)}")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="YAML study file: any of the options below as `key: value` lines "
+                        "(datasets, models, seeds, ablations, ablation_seeds, preset, "
+                        "protocols, bootstrap, out) and a `set:` mapping of training settings; "
+                        "flags given and --set override it")
+    p.add_argument("--datasets", nargs="+", default=None, metavar="NAME",
+                   help="default ml-100k")
+    p.add_argument("--models", nargs="+", default=None, metavar="MODEL",
+                   help=f"any of {' '.join(MODELS)} (default all)")
     p.add_argument("--ablations", nargs="*", default=None, metavar="VARIANT",
                    help="also ADRec's Table 4 variants: all of them, or only those named "
                         "(paper names such as 'w/o warm-up', or folder names such as "
                         "no-warm-up)")
-    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
-    p.add_argument("--ablation-seeds", type=int, default=1,
+    p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default 3)")
+    p.add_argument("--ablation-seeds", type=int, default=None,
                    help="seeds of each ablation variant (default 1, as in the paper)")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="paper")
-    p.add_argument("--protocols", nargs="+", choices=("strict", "official"),
-                   default=["strict", "official"])
-    p.add_argument("--out", required=True, help="output folder (runs, tables, figures)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="training schedule (default paper)")
+    p.add_argument("--protocols", nargs="+", choices=("strict", "official"), default=None,
+                   help="default both")
+    p.add_argument("--out", default=None,
+                   help="output folder (runs, tables, figures); required, here or in --config")
     p.add_argument("--jobs", type=int, default=1, help="training runs at a time (subprocesses)")
     p.add_argument("--train-only", action="store_true", help="stop after training")
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: write the tables and figures from the runs in --out")
-    p.add_argument("--bootstrap", type=int, default=200,
+    p.add_argument("--bootstrap", type=int, default=None,
                    help="bootstrap resamples for Table 5 intervals (0 = none)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="extra training setting for every run, e.g. --set device=cpu")
@@ -60,29 +68,33 @@ def _log(msg: str) -> None:
 
 def cmd_reproduce(args) -> int:
     from collapse_kit.study.report import write_reports
-    from collapse_kit.study.runs import plan_study
+    from collapse_kit.study.runs import STUDY_DEFAULTS, plan_study, study_options
     from collapse_kit.study.schedule import run_plan
 
     if args.jobs < 1:
         raise UserError(f"--jobs must be >= 1, got {args.jobs}")
-    if args.bootstrap < 0:
-        raise UserError(f"--bootstrap must be >= 0 (0 = no intervals), got {args.bootstrap}")
     if args.train_only and args.report_only:
         raise UserError("--train-only and --report-only exclude each other")
-    out = Path(args.out)
-    plan, extra = plan_study(args.datasets, args.models, args.seeds, out=out, preset=args.preset,
-                             sets=args.overrides, ablations=args.ablations,
-                             ablation_seeds=args.ablation_seeds, protocols=args.protocols,
+    o = study_options({**{key: getattr(args, key) for key in STUDY_DEFAULTS},
+                       "sets": args.overrides}, args.config)
+    if o["bootstrap"] < 0:
+        raise UserError(f"--bootstrap must be >= 0 (0 = no intervals), got {o['bootstrap']}")
+    if o["out"] is None:
+        raise UserError("give --out FOLDER (or an out: line in --config FILE)")
+    out = Path(o["out"])
+    plan, extra = plan_study(o["datasets"], o["models"], o["seeds"], out=out, preset=o["preset"],
+                             sets=o["sets"], ablations=o["ablations"],
+                             ablation_seeds=o["ablation_seeds"], protocols=o["protocols"],
                              finished_only=args.report_only)
     status = {} if args.report_only else run_plan(
-        plan, out, args.preset, jobs=args.jobs, extra_sets=extra, log=_log,
+        plan, out, o["preset"], jobs=args.jobs, extra_sets=extra, log=_log,
         progress=args.jobs == 1)
     failed = {k: v for k, v in status.items() if v.startswith("failed")}
     if args.train_only:
         print(out)
         return 1 if failed else 0
-    for f in write_reports(plan, out, preset=args.preset, seeds=args.seeds,
-                           bootstrap=args.bootstrap, log=_log):
+    for f in write_reports(plan, out, preset=o["preset"], seeds=o["seeds"],
+                           bootstrap=o["bootstrap"], log=_log):
         _log(f"wrote {f}")
     print(out / "report.md")
     if failed:

@@ -10,8 +10,16 @@ from collapse_kit.errors import UserError
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train a model (all stages for adrec) and save checkpoints")
-    p.add_argument("--model", required=True, help="sasrec | stage1 | adrec | diffurec | dreamrec")
-    p.add_argument("--dataset", required=True, help="bundled name (ml-100k, beauty, ...) or path")
+    p.add_argument("--model", default=None,
+                   help="sasrec | stage1 | adrec | diffurec | dreamrec (required, here or in "
+                        "--config)")
+    p.add_argument("--dataset", default=None,
+                   help="bundled name (ml-100k, beauty, ...) or path (required, here or in "
+                        "--config)")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="YAML file of `key: value` settings (model, dataset, stage1 and any "
+                        "--set key), e.g. a run folder's config.yaml; flags and --set override "
+                        "it")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     p.add_argument("--out", default=None, help="output folder (default runs/MODEL-DATASET-sSEED)")
     p.add_argument("--epochs", type=int, default=None, help="cap on the epochs of each stage")
@@ -24,6 +32,11 @@ def register(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--no-monitor", action="store_true",
                    help="do not record collapse statistics of the item table at evaluations")
+    p.add_argument("--logger", choices=("none", "tensorboard", "wandb"), default="none",
+                   help="also send losses, valid metrics and collapse statistics per epoch to "
+                        "TensorBoard (OUT/tensorboard, with the final item table in its "
+                        "projector) or W&B (offline unless configured); default none: the "
+                        "JSON-lines logs in OUT are always written")
     p.add_argument("--json", action="store_true",
                    help='last stdout line: {"valid": {...}, "test": {...}, "checkpoint": PATH}')
     p.set_defaults(func=cmd_train)
@@ -53,14 +66,17 @@ def register(sub) -> None:
 
 
 def cmd_train(args) -> int:
-    from adrec.config import TrainConfig
+    from adrec.config import TrainConfig, file_settings
     from adrec.data import load_dataset
     from adrec.models import model_class
     from adrec.pipeline import train_model
     from adrec.train import retain_freed_memory
 
+    entries = _read_config(args)
     cls = model_class(args.model)
+    file_train, file_model = file_settings(entries, TrainConfig, cls.Args)
     train_over, model_over = _parse_sets(args.overrides, TrainConfig, cls.Args)
+    train_over, model_over = {**file_train, **train_over}, {**file_model, **model_over}
     if args.seed is not None:
         train_over["seed"] = args.seed
     if args.epochs is not None:
@@ -75,18 +91,33 @@ def cmd_train(args) -> int:
         if args.model != "adrec":
             raise UserError("--stage1 applies only to --model adrec")
         options["stage1"] = args.stage1
+    config_text = _config_text(args, cfg, cls.Args(**model_over))  # checked before training
     from collapse_kit.monitor import CollapseMonitor
 
     callbacks = [] if args.no_monitor else [CollapseMonitor()]
+    is_main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 reports
+    logger = _logger(args, out, dataset, cfg, model_over) if is_main else None
+    if logger is not None:
+        callbacks.append(logger)
     # the command's process trains and ends: keep freed heap memory for reuse (process-wide and
     # irreversible, so the library leaves the choice to its caller; numbers are unchanged)
     retain_freed_memory()
-    result = train_model(args.model, dataset, cfg, out, model_args=model_over,
-                         resume=args.resume, progress=not args.no_progress, callbacks=callbacks,
-                         **options)
+    try:
+        result = train_model(args.model, dataset, cfg, out, model_args=model_over,
+                             resume=args.resume, progress=not args.no_progress,
+                             callbacks=callbacks, **options)
+    except BaseException:
+        if logger is not None:
+            logger.finish()
+        raise
     summary = result.summary(cfg.protocol)
-    if int(os.environ.get("RANK", "0")) != 0:
-        return 0  # under torchrun only rank 0 reports
+    if logger is not None:
+        _finish_logger(logger, summary, dataset)
+    if not is_main:
+        return 0
+    from collapse_kit.tables import atomic_write
+
+    atomic_write(out / "config.yaml", config_text)  # what --config reads back
     if args.json:
         print(json.dumps(summary))
     else:
@@ -95,10 +126,63 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _logger(args, out: Path, dataset, cfg, model_over: dict):
+    """The --logger backend (None for none), created before training so that a missing package
+    is an error before any epoch runs."""
+    import dataclasses
+
+    from adrec.config import validate
+    from collapse_kit.loggers import make_logger
+
+    validate(cfg)  # a bad setting is reported before the logger writes anything
+
+    config = {"model": args.model, "dataset": dataset.name, **dataclasses.asdict(cfg),
+              **{f"model.{k}": v for k, v in model_over.items()}}
+    return make_logger(args.logger, out, name=out.name, config=config)
+
+
+def _finish_logger(logger, summary: dict, dataset) -> None:
+    """Test metrics and the final item table (with the items' ids and metadata) to the logger."""
+    from collapse_kit.commands.export import dataset_ids, item_metadata
+    from collapse_kit.io import load_embeddings
+
+    table = load_embeddings(summary["checkpoint"]).table
+    ids, _ = dataset_ids(dataset, table.shape[0])
+    logger.finish(summary.get("test"), table=table, ids=ids,
+                  metadata=item_metadata(dataset, table.shape[0]))
+
+
 def _parse_sets(pairs, *configs):
     from adrec.config import parse_overrides
 
     return parse_overrides(pairs, *configs)
+
+
+RUN_KEYS = ("model", "dataset", "stage1")  # what a train config file holds besides settings
+
+
+def _read_config(args) -> list:
+    """The settings entries of ``--config`` (none without it); its ``model``, ``dataset`` and
+    ``stage1`` fill the flags not given (a flag overrides the file)."""
+    from adrec.config import file_value, read_config_file
+
+    entries = read_config_file(args.config) if args.config else {}
+    for key in RUN_KEYS:
+        entry = entries.pop(key, None)
+        if entry is not None and getattr(args, key) is None:
+            setattr(args, key, file_value(entry, str))
+    missing = [key for key in ("model", "dataset") if getattr(args, key) is None]
+    if missing:
+        lines = " and ".join(f"{key}:" for key in missing)
+        raise UserError(f"give --{' and --'.join(missing)} (or {lines} in --config FILE)")
+    return list(entries.values())
+
+
+def _config_text(args, cfg, model_args) -> str:
+    """The run's settings as the text of its ``config.yaml``, which ``--config`` reads back."""
+    from adrec.config import config_yaml
+
+    return config_yaml(args.model, args.dataset, cfg, model_args, stage1=args.stage1)
 
 
 def cmd_evaluate(args) -> int:

@@ -216,6 +216,83 @@ def plan_study(datasets, models, seeds: int, *, out: Path, preset: str, sets=(),
     return plan, extra
 
 
+# The options of a study, as `collapse-kit reproduce` takes them, and their defaults. A study file
+# (``reproduce --config FILE``, YAML) may hold any of them and a ``set:`` mapping of settings.
+STUDY_DEFAULTS = {"datasets": ["ml-100k"], "models": list(MODELS), "seeds": 3, "ablations": None,
+                  "ablation_seeds": 1, "preset": "paper", "protocols": list(PROTOCOLS),
+                  "bootstrap": 200, "out": None}
+_STUDY_LISTS = {"datasets": None, "models": MODELS, "protocols": PROTOCOLS}
+
+
+def study_options(given: dict, config: str | Path | None = None) -> dict:
+    """The options of a study (the keys of ``STUDY_DEFAULTS``, and ``sets``).
+
+    Each option is ``given``'s (the flags; None = not given), else the study file ``config``'s,
+    else the default. ``sets``: the file's ``set:`` settings as ``key=value`` pairs, then
+    ``given["sets"]`` (a later pair of the same key wins, so ``--set`` overrides the file).
+    Unknown keys and values of the wrong type are errors naming the key, the file and the line;
+    each ``set:`` key is checked against every model of the study, as ``--set`` is.
+    """
+    from adrec.config import read_config_file
+
+    entries = read_config_file(config) if config is not None else {}
+    set_entry = entries.pop("set", None)
+    from_file = {key: _study_value(entry) for key, entry in entries.items()}
+    options = {key: given[key] if given.get(key) is not None else from_file.get(key, default)
+               for key, default in STUDY_DEFAULTS.items()}
+    file_sets = [] if set_entry is None else _study_sets(set_entry, options["models"])
+    options["sets"] = file_sets + list(given.get("sets") or [])
+    return options
+
+
+def _study_value(entry):
+    """The typed value of one study-file entry (UserError naming key, file and line)."""
+    from adrec.config import file_value, file_values
+
+    key, where = entry.key, entry.where
+    if key not in STUDY_DEFAULTS:
+        raise UserError(f"{where}: unknown key {key!r}; a study file holds "
+                        f"{', '.join([*STUDY_DEFAULTS, 'set'])} (training settings go under "
+                        "set:)")
+    if key in _STUDY_LISTS:
+        values, choices = file_values(entry, str), _STUDY_LISTS[key]
+        bad = [v for v in values if choices is not None and v not in choices]
+        if bad:
+            raise UserError(f"{where}: {key}: unknown {bad[0]!r}; choose from "
+                            f"{', '.join(choices)}")
+        return values
+    if key == "ablations":  # true (all of them), false (none) or a list of variant names
+        if getattr(entry.node, "tag", "").endswith(":bool"):
+            return [] if file_value(entry, bool) else None
+        names = file_values(entry, str)  # [] = all of them, as a bare --ablations
+        try:
+            ablation_variants(names)
+        except ValueError as exc:
+            raise UserError(f"{where}: {exc}") from None
+        return names
+    if key in ("preset", "out"):
+        value = file_value(entry, str)
+        if key == "preset" and value not in PRESETS:
+            raise UserError(f"{where}: preset: unknown {value!r}; choose from "
+                            f"{', '.join(PRESETS)}")
+        return value
+    return file_value(entry, int)  # seeds, ablation_seeds, bootstrap
+
+
+def _study_sets(entry, models) -> list[str]:
+    """The ``set:`` mapping as ``key=value`` pairs, each checked against ``TrainConfig`` and the
+    Args of every model of the study (unknown models are left to ``plan_runs``)."""
+    from adrec.config import TrainConfig, file_mapping, file_settings
+    from adrec.models import model_class
+
+    items = list(file_mapping(entry).values())
+    for model in [m for m in models if m in MODELS]:
+        file_settings(items, TrainConfig, model_class(model).Args,
+                      context=f" (in set:, for model {model})")
+    # each value's text, as the same --set pair gives it (its type is checked above)
+    return [f"{e.key}={e.node.value}" for e in items]
+
+
 class Run:
     """One finished (or partly finished) run folder, read once.
 
