@@ -194,19 +194,30 @@ def parse_overrides(pairs: list[str] | None, *configs) -> list[dict[str, Any]]:
     and the size of a model's position table). Raises on malformed pairs, unknown keys and values
     of the wrong type or non-finite numbers.
     """
+    def settings():
+        for pair in pairs or []:
+            if "=" not in pair:
+                raise ValueError(f"--set expects key=value, got {pair!r}")
+            key, value = (part.strip() for part in pair.split("=", 1))
+            yield (key, lambda t, key=key, value=value: _convert(value, t, key),
+                   f"unknown --set key {key!r}")
+
+    return _route(settings(), configs)
+
+
+def _route(settings, configs) -> list[dict[str, Any]]:
+    """One dict per dataclass type of ``configs``: each ``(key, convert, unknown)`` of
+    ``settings`` goes, as ``convert(field type)``, to every config that declares ``key``; a key
+    no config declares raises ValueError ``unknown`` + the valid keys."""
     out: list[dict[str, Any]] = [{} for _ in configs]
     types = [_field_types(c) for c in configs]
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise ValueError(f"--set expects key=value, got {pair!r}")
-        key, value = pair.split("=", 1)
-        key = key.strip()
+    for key, convert, unknown in settings:
         owners = [i for i, t in enumerate(types) if key in t]
-        for i in owners:
-            out[i][key] = _convert(value.strip(), types[i][key], key)
         if not owners:
             known = sorted(set().union(*types))
-            raise ValueError(f"unknown --set key {key!r}; valid keys: {', '.join(known)}")
+            raise ValueError(f"{unknown}; valid keys: {', '.join(known)}")
+        for i in owners:
+            out[i][key] = convert(types[i][key])
     return out
 
 
@@ -349,17 +360,8 @@ def file_settings(entries, *configs, context: str = "") -> list[dict[str, Any]]:
     a key goes to every config that declares it. Unknown keys and values of the wrong type are
     errors naming the key, the file and the line (``context`` follows the key in the unknown-key
     error, e.g. " (in set:, for model sasrec)")."""
-    out: list[dict[str, Any]] = [{} for _ in configs]
-    types = [_field_types(c) for c in configs]
-    for entry in entries:
-        owners = [i for i, t in enumerate(types) if entry.key in t]
-        if not owners:
-            known = sorted(set().union(*types))
-            raise ValueError(f"{entry.where}: unknown key {entry.key!r}{context}; valid keys: "
-                             f"{', '.join(known)}")
-        for i in owners:
-            out[i][entry.key] = file_value(entry, types[i][entry.key])
-    return out
+    return _route(((e.key, lambda t, e=e: file_value(e, t),
+                    f"{e.where}: unknown key {e.key!r}{context}") for e in entries), configs)
 
 
 def config_yaml(model: str, dataset: str, cfg: TrainConfig, args, *,
