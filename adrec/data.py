@@ -59,6 +59,9 @@ class SequenceDataset:
     # The raw log's id of each item (index i - 1 holds item i's id), for datasets built from an
     # interaction log; None for the bundled sequences, whose ids 1..n_items are their own.
     item_ids: list | None = field(default=None, repr=False)
+    # The raw log's id of each user (index u holds user u's id), likewise; None for bundled data,
+    # whose users are known by their index 0..n_users-1 only.
+    user_ids: list | None = field(default=None, repr=False)
 
     @property
     def n_users(self) -> int:
@@ -280,8 +283,9 @@ def build_from_interactions(df, *, name: str = "custom", rating_threshold: float
     # stable chronological order per user: timestamp, then original row order
     df = df.sort_values(["user", "timestamp", "_row"], kind="stable")
     item_ids: dict = {}
-    train, valid, test = [], [], []
-    for _, items in df.groupby("user", sort=True)["item"]:
+    train, valid, test, user_ids = [], [], [], []
+    for user, items in df.groupby("user", sort=True)["item"]:
+        user_ids.append(_plain(user))
         ids = [item_ids.setdefault(i, len(item_ids) + 1) for i in items]
         train.append(np.array(ids[:-2], dtype=np.int64))
         valid.append(ids[-2])
@@ -290,7 +294,8 @@ def build_from_interactions(df, *, name: str = "custom", rating_threshold: float
     return SequenceDataset(name=name, n_items=len(item_ids), train=train,
                            valid=np.array(valid, dtype=np.int64),
                            test=np.array(test, dtype=np.int64), source=source,
-                           fingerprint=digest, item_ids=[_plain(i) for i in item_ids])
+                           fingerprint=digest, item_ids=[_plain(i) for i in item_ids],
+                           user_ids=user_ids)
 
 
 def _plain(value):

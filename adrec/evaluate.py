@@ -139,33 +139,62 @@ def compute_ranks_all(model, dataset: SequenceDataset, split: str, *,
     computed with full float32 matrix products, whatever the training precision."""
     for protocol in protocols:
         check_protocol(protocol)
+    ranks = {p: np.empty(len(dataset.train), dtype=np.int64) for p in protocols}
+    generator = torch.Generator(device=device).manual_seed(seed)  # one stream for the pass
+    for idx, h, tgt in _eval_chunks(model, dataset, split, max_len=max_len, device=device,
+                                    score_budget=score_budget):
+        scores = model.score_all(h, generator=generator)
+        if scores.shape != (len(idx), dataset.n_items + 1):
+            raise ValueError(f"model scored {tuple(scores.shape)}, expected "
+                             f"({len(idx)}, {dataset.n_items + 1}): checkpoint and dataset "
+                             "do not match")
+        for p in protocols:
+            r = target_ranks(scores, tgt, exclude_padding=(p == "strict"))
+            ranks[p][idx] = r.cpu().numpy()
+    return ranks
+
+
+@torch.no_grad()
+@matmul_precision("highest")
+def user_representations(model, dataset: SequenceDataset, split: str = "test", *,
+                         max_len: int = 50, device: str | torch.device = "cpu", seed: int = 0,
+                         score_budget: int = 1 << 24) -> np.ndarray:
+    """The sequence representation of every user (user order), (U, D) float32: the vectors
+    :func:`compute_ranks_all` ranks the items with (``model.represent``), computed in the same
+    chunks with the same seeded noise, so ``representations @ E.T`` reproduces the ranks of
+    an evaluation with the same ``seed`` and ``score_budget``."""
+    out = None
+    generator = torch.Generator(device=device).manual_seed(seed)  # as in compute_ranks_all
+    for idx, h, _ in _eval_chunks(model, dataset, split, max_len=max_len, device=device,
+                                  score_budget=score_budget):
+        rep = model.represent(h, generator=generator)
+        if out is None:
+            out = np.empty((len(dataset.train), rep.shape[1]), dtype=np.float32)
+        out[idx] = rep.float().cpu().numpy()
+    return out
+
+
+def _eval_chunks(model, dataset: SequenceDataset, split: str, *, max_len: int, device,
+                 score_budget: int):
+    """(user indices, left-padded histories, targets) of one evaluation pass, in chunks of at
+    most ``score_budget`` scores, users in length order so short histories are not padded to
+    ``max_len`` (unless the model needs full width). The model is in eval mode meanwhile."""
     hists, targets = eval_histories(dataset, split, max_len)
     n = len(hists)
     lengths = np.array([min(len(h), max_len) for h in hists])
     order = np.argsort(lengths, kind="stable")
     chunk = max(1, min(OFFICIAL_BATCH, score_budget // (dataset.n_items + 1)))
     full_width = bool(getattr(model, "needs_full_width", False))
-    generator = torch.Generator(device=device).manual_seed(seed)
     was_training = model.training
     model.eval()
-    ranks = {p: np.empty(n, dtype=np.int64) for p in protocols}
     try:
         for i in range(0, n, chunk):
             idx = order[i:i + chunk]
             width = max_len if full_width else int(lengths[idx].max())
             h = left_pad([hists[j] for j in idx], max_len, width).to(device)
-            scores = model.score_all(h, generator=generator)
-            if scores.shape != (len(idx), dataset.n_items + 1):
-                raise ValueError(f"model scored {tuple(scores.shape)}, expected "
-                                 f"({len(idx)}, {dataset.n_items + 1}): checkpoint and dataset "
-                                 "do not match")
-            tgt = torch.as_tensor(targets[idx], device=device)
-            for p in protocols:
-                r = target_ranks(scores, tgt, exclude_padding=(p == "strict"))
-                ranks[p][idx] = r.cpu().numpy()
+            yield idx, h, torch.as_tensor(targets[idx], device=device)
     finally:
         model.train(was_training)
-    return ranks
 
 
 def evaluate(model, dataset: SequenceDataset, split: str, *, protocol: str = "strict",

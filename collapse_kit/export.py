@@ -1,5 +1,6 @@
 """Write an item table with its id map, for other tools: ``.npy`` (+ ids), safetensors, Parquet,
-or the TensorBoard / Embedding Projector pair ``vectors.tsv`` + ``metadata.tsv``.
+or the TensorBoard / Embedding Projector pair ``vectors.tsv`` + ``metadata.tsv``; or, the same
+way, the sequence representations of a split's users (``what="users"``).
 
 Every format carries the id of each row and says what kind of id it is (``id_kind``): the raw
 log's original item ids, the dataset's contiguous ids (row + 1), or the row index when nothing
@@ -22,6 +23,12 @@ ID_KINDS = {
     "original": "the raw interaction log's item ids",
     "contiguous": "the dataset's item ids 1..n (row + 1; bundled data has no other ids)",
     "row": "row indices 0..n-1 (the file holds no id map)",
+    "user-original": "the raw interaction log's user ids",
+    "user-index": "the dataset's user indices 0..n_users-1 (bundled data has no other user ids)",
+}
+WHAT = {  # what a table's rows are: (id column, tensor name)
+    "items": ("item_id", "item_embeddings"),
+    "users": ("user_id", "user_representations"),
 }
 
 
@@ -41,11 +48,12 @@ def export_paths(out: str | Path, fmt: str) -> list[Path]:
 
 
 def export_table(table, ids, out: str | Path, fmt: str, *, id_kind: str,
-                 metadata: dict[str, list] | None = None) -> list[Path]:
+                 metadata: dict[str, list] | None = None, what: str = "items") -> list[Path]:
     """Write ``table`` (n, d) and its row ids ``ids`` (n ints or strings) as ``fmt``.
 
     ``metadata``: extra per-row columns (e.g. popularity, genres) for the ``tsv`` and
-    ``parquet`` formats. Returns the written paths.
+    ``parquet`` formats. ``what``: ``items`` (an item table) or ``users`` (user
+    representations): names the id column and the safetensors tensor. Returns the written paths.
     """
     table = np.ascontiguousarray(table, dtype=np.float32)
     if table.ndim != 2:
@@ -55,13 +63,15 @@ def export_table(table, ids, out: str | Path, fmt: str, *, id_kind: str,
                         "belong to this table")
     if id_kind not in ID_KINDS:
         raise ValueError(f"id_kind must be one of {', '.join(ID_KINDS)}; got {id_kind!r}")
+    if what not in WHAT:
+        raise ValueError(f"what must be one of {', '.join(WHAT)}; got {what!r}")
     metadata = dict(metadata or {})
     for name, column in metadata.items():
         if len(column) != table.shape[0]:
             raise UserError(f"metadata column {name!r} has {len(column)} values for "
                             f"{table.shape[0]} rows")
     paths = export_paths(out, fmt)
-    contents = _CONTENTS[fmt](table, [_plain(i) for i in ids], id_kind, metadata)
+    contents = _CONTENTS[fmt](table, [_plain(i) for i in ids], id_kind, metadata, *WHAT[what])
     folder = paths[0].parent
     must_exist = folder.parent if fmt == "tsv" else folder
     if not must_exist.is_dir():
@@ -86,23 +96,23 @@ def _plain(value):
     return value if isinstance(value, (int, str)) else str(value)
 
 
-def _npy(table, ids, id_kind, metadata) -> list[bytes]:
+def _npy(table, ids, id_kind, metadata, id_column, tensor) -> list[bytes]:
     buf = io.BytesIO()
     np.save(buf, table, allow_pickle=False)
-    lines = [f"# id_kind: {id_kind}: {ID_KINDS[id_kind]}", "row\titem_id"]
+    lines = [f"# id_kind: {id_kind}: {ID_KINDS[id_kind]}", f"row\t{id_column}"]
     lines += [f"{r}\t{_tsv_cell(i)}" for r, i in enumerate(ids)]
     return [buf.getvalue(), ("\n".join(lines) + "\n").encode()]
 
 
-def _safetensors(table, ids, id_kind, metadata) -> list[bytes]:
+def _safetensors(table, ids, id_kind, metadata, id_column, tensor) -> list[bytes]:
     import torch
     from safetensors.torch import save
 
-    meta = {"item_ids": json.dumps(ids), "id_kind": id_kind, "format": "collapse-kit export"}
-    return [save({"item_embeddings": torch.from_numpy(table)}, metadata=meta)]
+    meta = {f"{id_column}s": json.dumps(ids), "id_kind": id_kind, "format": "collapse-kit export"}
+    return [save({tensor: torch.from_numpy(table)}, metadata=meta)]
 
 
-def _parquet(table, ids, id_kind, metadata) -> list[bytes]:
+def _parquet(table, ids, id_kind, metadata, id_column, tensor) -> list[bytes]:
     try:
         import pyarrow  # noqa: F401
     except ImportError:
@@ -112,7 +122,7 @@ def _parquet(table, ids, id_kind, metadata) -> list[bytes]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    frame = pd.concat([pd.DataFrame({"item_id": ids, **metadata}),
+    frame = pd.concat([pd.DataFrame({id_column: ids, **metadata}),
                        pd.DataFrame(table, columns=[f"e{j}" for j in range(table.shape[1])])],
                       axis=1)
     t = pa.Table.from_pandas(frame, preserve_index=False)
@@ -122,9 +132,9 @@ def _parquet(table, ids, id_kind, metadata) -> list[bytes]:
     return [buf.getvalue()]
 
 
-def _tsv(table, ids, id_kind, metadata) -> list[bytes]:
+def _tsv(table, ids, id_kind, metadata, id_column, tensor) -> list[bytes]:
     vectors = "\n".join("\t".join(f"{v:.7g}" for v in row) for row in table) + "\n"
-    header = ["item_id", *metadata]
+    header = [id_column, *metadata]
     rows = ["\t".join(header)]
     rows += ["\t".join(_tsv_cell(v) for v in [i, *(col[r] for col in metadata.values())])
              for r, i in enumerate(ids)]

@@ -398,3 +398,38 @@ def probe_columns(tables: Mapping[str, np.ndarray], Y, *, settings: ProbeSetting
         columns.append(("popularity only", base["popularity"]))
     columns.append(("all-zero", base["all_zero"]))
     return columns
+
+
+MONITOR_PROBE = ProbeSettings(seeds=1)  # one held-out split per call: the monitor's budget
+
+
+def probe_statistic(labels, *, metric: str = "micro_f1",
+                    settings: ProbeSettings = MONITOR_PROBE, labelled=None):
+    """A ready-made extra for ``collapse_kit.monitor.CollapseMonitor``: ``fn(E) -> float``, the
+    linear probe's held-out ``metric`` (one of ``METRICS``; mean over ``settings.seeds``
+    splits) of the table at that moment, e.g.::
+
+        from probes.labels import load_item_labels
+        genres = load_item_labels("ml-100k-genres", 1008)
+        monitor = CollapseMonitor(lambda: model.item_emb.weight,
+                                  extras={"genre_f1": probe_statistic(genres)})
+
+    ``labels``: an ``ItemLabels`` (its ``labelled`` mask is used) or a 0/1 array (n_items,
+    n_labels). The value equals ``linear_probe(E, Y, settings=settings).mean[metric]``. Cost per
+    call: one probe fit, 20 epochs of Adam on the labelled items (35-45 ms for ML-100K's
+    1,008 x 128, one split, on the 2-core dev CPU at load 1.6, 2026-12-06), on top of the monitor's
+    statistics; raise ``every`` or keep the default single split on large tables.
+    """
+    if metric not in METRICS:
+        raise UserError(f"unknown probe metric {metric!r}; choose one of {', '.join(METRICS)}")
+    settings = settings.validate()
+    Y = getattr(labels, "Y", labels)
+    if labelled is None:
+        labelled = getattr(labels, "labelled", None)
+    Y = np.asarray(Y)
+
+    def statistic(E) -> float:
+        return linear_probe(E, Y, settings=settings, labelled=labelled).mean[metric]
+
+    statistic.__name__ = f"probe_{metric}"
+    return statistic

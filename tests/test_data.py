@@ -1,6 +1,5 @@
 """Data loading, bundled statistics, raw-log import and leave-one-out properties."""
 import gzip
-import io
 
 import numpy as np
 import pandas as pd
@@ -9,7 +8,6 @@ import torch
 
 from adrec.data import (BatchIterator, build_from_interactions, eval_histories, left_pad,
                         load_dataset, read_interactions, training_pairs)
-from tests.conftest import SHARED
 
 # ../shared/data/README.md, the paper's Table 7 for the bundled sets
 TABLE = {

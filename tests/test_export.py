@@ -180,3 +180,101 @@ def test_export_table_checks_its_inputs(tmp_path):
         export_table(np.ones((3, 2)), [1, 2, 3], tmp_path / "a", "tsv", id_kind="row",
                      metadata={"pop": [1]})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_users_are_the_vectors_behind_the_evaluation(tmp_path, capsys):
+    """--what users: the test users' representations; with the item table they give back the
+    ranks, hence the metrics, that `collapse-kit evaluate` prints (the authors' stage-1 model)."""
+    import torch
+
+    from adrec.evaluate import aggregate, ranking_metrics, target_ranks
+
+    common = ["--what", "users", "--model", "stage1", "--dataset", "ml-100k"]
+    assert main(["evaluate", str(OFFICIAL_CKPT), "--model", "stage1", "--dataset", "ml-100k",
+                 "--json"]) == 0
+    want = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main(["export", str(OFFICIAL_CKPT), "-o", str(tmp_path / "u"), *common]) == 0
+    out = capsys.readouterr()
+    assert out.out.split() == [str(tmp_path / "u.npy"), str(tmp_path / "u.ids.tsv")]
+    assert "representations of the 938 test users (938x128" in out.err
+    assert "ids: user-index" in out.err
+    reps = np.load(tmp_path / "u.npy")
+    table = load_embeddings(OFFICIAL_CKPT, padding="keep").table  # row 0 = padding
+    from adrec.data import load_dataset
+
+    ds = load_dataset("ml-100k")
+    ranks = target_ranks(torch.from_numpy(reps) @ torch.from_numpy(table).T,
+                         torch.as_tensor(ds.test), exclude_padding=True).numpy()
+    got = aggregate(ranking_metrics(ranks), "strict")
+    for metric, value in want["test"].items():
+        assert got[metric] == pytest.approx(value, abs=1e-9), metric
+    lines = (tmp_path / "u.ids.tsv").read_text().splitlines()
+    assert lines[0].startswith("# id_kind: user-index") and lines[1] == "row\tuser_id"
+    assert lines[2:] == [f"{u}\t{u}" for u in range(938)]
+    # the valid users: history = train only, target = the valid item
+    assert main(["export", str(OFFICIAL_CKPT), "-o", str(tmp_path / "v"), "--format", "tsv",
+                 "--split", "valid", *common]) == 0
+    rows = [line.split("\t") for line in (tmp_path / "v" / "metadata.tsv").read_text().split("\n")
+            if line]
+    assert rows[0] == ["user_id", "history_length", "valid_item"]
+    assert rows[1:4] == [[str(u), str(len(ds.train[u])), str(ds.valid[u])] for u in range(3)]
+
+
+def test_users_of_a_raw_log_keep_their_original_ids_and_a_diffusion_seed(tmp_path, capsys):
+    import pandas as pd
+    import torch
+    from safetensors import safe_open
+
+    from adrec.config import TrainConfig
+    from adrec.data import load_dataset
+    from adrec.evaluate import user_representations
+    from adrec.pipeline import train_model
+
+    log = _raw_log(tmp_path)
+    ds = load_dataset(log, k_core=2)
+    result = train_model("diffurec", ds, TrainConfig(epochs=1, batch_size=16), tmp_path / "run",
+                         model_args={"hidden": 8, "n_heads": 1, "n_blocks": 1, "steps": 4},
+                         progress=False)
+    ckpt = str(result.checkpoint)
+    assert main(["export", ckpt, "-o", str(tmp_path / "u"), "--what", "users", "--dataset",
+                 str(log), "--format", "parquet", "--seed", "3"]) == 0
+    assert "ids: user-original" in capsys.readouterr().err
+    frame = pd.read_parquet(tmp_path / "u.parquet")
+    raw = pd.read_csv(log).sort_values(["user_id", "timestamp"], kind="stable")
+    last = raw.groupby("user_id", sort=True)["item_id"].last()
+    assert frame["user_id"].tolist() == sorted(raw["user_id"].unique()) == ds.user_ids
+    assert frame["test_item"].tolist() == last.tolist()  # the raw id of each user's last item
+    from adrec.checkpoint import load_checkpoint, model_from_checkpoint
+
+    model = model_from_checkpoint(load_checkpoint(ckpt))
+    want = user_representations(model, ds, "test", seed=3)
+    np.testing.assert_array_equal(frame[[f"e{j}" for j in range(8)]].to_numpy(), want)
+    assert main(["export", ckpt, "-o", str(tmp_path / "s"), "--what", "users", "--dataset",
+                 str(log), "--format", "safetensors"]) == 0  # seed 0: other noise, other x0
+    capsys.readouterr()
+    with safe_open(str(tmp_path / "s.safetensors"), framework="pt") as f:
+        assert json.loads(f.metadata()["user_ids"]) == ds.user_ids
+        seed0 = f.get_tensor("user_representations").numpy()
+    np.testing.assert_array_equal(seed0, user_representations(model, ds, "test", seed=0))
+    assert not np.allclose(seed0, want)
+    assert torch.isfinite(torch.from_numpy(seed0)).all()
+
+
+def test_user_export_errors_are_one_line_and_write_nothing(tmp_path, capsys):
+    stripped = ROOT / "results/ml-100k-cpu-shuffled/runs/ml-100k/adrec/s0-strict/best.pt"
+    cases = [
+        ([str(stripped), "--what", "users"], "carries no model weights"),
+        ([str(OFFICIAL_CKPT), "--what", "users"], "name the model and data"),
+        ([str(OFFICIAL_CKPT), "--what", "users", "--model", "adrec", "--dataset", "ml-100k"],
+         "load into --model stage1 or sasrec"),
+        ([str(OFFICIAL_CKPT), "--what", "users", "--model", "stage1", "--dataset", "baby"],
+         "has 1008 items but baby has 4731"),
+        ([str(OFFICIAL_CKPT), "--what", "users", "--model", "stage1", "--dataset", "ml-100k",
+          "--key", "item_embedding.weight"], "--what users computes the representations"),
+        ([str(OFFICIAL_CKPT), "--model", "stage1"], "--model applies to --what users only"),
+    ]
+    for argv, message in cases:
+        assert main(["export", *argv, "-o", str(tmp_path / "x")]) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, (argv, err)
+    assert list(tmp_path.iterdir()) == []

@@ -266,3 +266,17 @@ def test_model_files_import_no_trainer_checkpoint_or_pipeline():
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             for name in names:
                 assert not name.startswith(forbidden), f"{path.name} imports {name}"
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_scores_are_the_representation_against_the_item_table(name, tiny):
+    """score_all = represent @ table.T: the user vectors `export --what users` writes are the
+    ones that rank the items."""
+    model = make_model(name)
+    model.eval()
+    h = histories(tiny)
+    with torch.no_grad():
+        rep = model.represent(h, generator=torch.Generator().manual_seed(7))
+    assert rep.shape == (8, 32)
+    table = model.embedding_parameters()[0].detach()
+    assert torch.allclose(scores(model, h, seed=7), rep @ table.T, atol=1e-6, rtol=1e-6)

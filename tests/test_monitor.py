@@ -210,3 +210,31 @@ def test_readme_monitor_example_runs_as_written():
                                 "mean_row_norm", "knn", "seconds"}
     assert 0.0 <= history[-1]["knn"] <= 1.0
     assert scope["stats"] is None  # epoch 5 is between the every=2 steps
+
+
+def test_the_genre_probe_extra_is_the_linear_probe_of_the_table_at_that_step():
+    """probes.linear.probe_statistic: the monitor's ready-made probe extra returns exactly the
+    probe's held-out micro F1 (one split); a table that encodes the genres reads them back, a
+    random one does not."""
+    from collapse_kit.errors import UserError
+    from probes.labels import load_item_labels
+    from probes.linear import ProbeSettings, linear_probe, probe_statistic
+
+    genres = load_item_labels("ml-100k-genres", 1008)
+    rng = np.random.default_rng(0)
+    planted = torch.tensor(np.hstack([genres.Y * 3.0, rng.normal(size=(1008, 8))]),
+                           dtype=torch.float32)
+    table = {"E": planted}
+    monitor = CollapseMonitor(lambda: table["E"], extras={"genre_f1": probe_statistic(genres)})
+    high = monitor.step(0)["genre_f1"]
+    want = linear_probe(planted.numpy().astype(np.float64), genres.Y,
+                        settings=ProbeSettings(seeds=1)).mean["micro_f1"]
+    assert high == pytest.approx(want, abs=1e-12) and high > 0.9
+    table["E"] = torch.randn(1008, 34, generator=torch.Generator().manual_seed(1))
+    low = monitor.step(1)["genre_f1"]
+    assert low < high - 0.3
+    assert [r["genre_f1"] for r in monitor.history] == [high, low]
+    mean_ap = probe_statistic(genres.Y, metric="mean_average_precision")(planted.numpy())
+    assert 0.9 < mean_ap <= 1.0
+    with pytest.raises(UserError, match="unknown probe metric 'f1'"):
+        probe_statistic(genres, metric="f1")

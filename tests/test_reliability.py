@@ -7,7 +7,6 @@ loader cases live beside their modules (test_io.py, test_analyze_cli.py, ...).
 from __future__ import annotations
 
 import gzip
-import json
 import math
 import os
 import signal
@@ -16,11 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-import adrec.train as train_mod
 from adrec.checkpoint import atomic_save, load_checkpoint, safe_load
 from adrec.config import TrainConfig, parse_overrides, validate
 from adrec.evaluate import evaluate, target_ranks

@@ -246,8 +246,13 @@ class ADRec(Recommender):
         computes the CAM and the history positions of the ADM once (the default);
         ``cache=False`` re-runs the whole ADM at every step (reference path, same numbers).
         """
-        x0_last = self.sample_last(history, generator, cache=cache)  # (B, D)
-        return x0_last @ self.item_embedding.weight.T
+        return self.represent(history, generator, cache=cache) @ self.item_embedding.weight.T
+
+    @torch.no_grad()
+    def represent(self, history: torch.Tensor, generator: torch.Generator | None = None, *,
+                  cache: bool = True) -> torch.Tensor:
+        """The last position's denoised x0, (B, L) -> (B, D): ``sample_last``."""
+        return self.sample_last(history, generator, cache=cache)
 
     def sample_last(self, history: torch.Tensor, generator: torch.Generator | None = None, *,
                     cache: bool = True) -> torch.Tensor:

@@ -5,9 +5,13 @@ implements:
 
 * ``loss(batch) -> dict[str, Tensor]``: scalar losses; ``"loss"`` is the one back-propagated,
   the others (e.g. ``"ce"``, ``"mse"``) are logged.
+* ``represent(history, generator=None) -> Tensor (B, D)``: the sequence representation of each
+  history, the vector whose dot product with the item table ranks the next item (SASRec: the
+  last position's hidden state; diffusion models: the sampled x_0). ``generator`` seeds any
+  sampling noise (diffusion models), so evaluation is reproducible.
 * ``score_all(history, generator=None) -> Tensor (B, n_items + 1)``: a score for every embedding
-  row, padding row 0 included (the evaluation protocol decides whether row 0 competes).
-  ``generator`` seeds any sampling noise (diffusion models), so evaluation is reproducible.
+  row, padding row 0 included (the evaluation protocol decides whether row 0 competes); by
+  default ``represent(history, generator) @ item_embedding.weight.T``.
 * ``item_embeddings() -> Tensor (n_items, D)``: the item table without the padding row.
 * ``embedding_parameters()``: the parameters that make up the item table (for freezing).
 
@@ -45,9 +49,13 @@ class Recommender(nn.Module):
         """``loss(batch)``: the call DistributedDataParallel wraps (it hooks ``forward``)."""
         return self.loss(batch)
 
-    def score_all(self, history: torch.Tensor, generator: torch.Generator | None = None
+    def represent(self, history: torch.Tensor, generator: torch.Generator | None = None
                   ) -> torch.Tensor:
         raise NotImplementedError
+
+    def score_all(self, history: torch.Tensor, generator: torch.Generator | None = None
+                  ) -> torch.Tensor:
+        return self.represent(history, generator) @ self.item_embedding.weight.T  # (B, N+1)
 
     def item_embeddings(self) -> torch.Tensor:
         return self.item_embedding.weight[1:].detach()

@@ -171,6 +171,6 @@ class DiffuRec(Recommender):
                                     generator=generator, device=history.device,
                                     noise_at_zero=True)
 
-    def score_all(self, history: torch.Tensor, generator: torch.Generator | None = None
+    def represent(self, history: torch.Tensor, generator: torch.Generator | None = None
                   ) -> torch.Tensor:
-        return self.sample(history, generator) @ self.item_embedding.weight.T  # (B, N+1)
+        return self.sample(history, generator)  # (B, D)

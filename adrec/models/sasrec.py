@@ -71,11 +71,11 @@ class SASRec(Recommender):
         ce = F.cross_entropy(logits, batch.target[keep], reduction="sum") / batch.n_tokens
         return {"loss": ce, "ce": ce}
 
-    def score_all(self, history: torch.Tensor, generator: torch.Generator | None = None
+    def represent(self, history: torch.Tensor, generator: torch.Generator | None = None
                   ) -> torch.Tensor:
+        """The last position's hidden state, (B, L) -> (B, D)."""
         offset = self.args.max_len - history.shape[1]
-        h = self.encode(history, offset)[:, -1]  # (B, D)
-        return h @ self.item_embedding.weight.T  # (B, N+1)
+        return self.encode(history, offset)[:, -1]
 
 
 _OFFICIAL_KEYS = [

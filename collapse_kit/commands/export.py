@@ -29,6 +29,21 @@ def register(subparsers) -> None:
                    help="the data the table was trained on (bundled name or file): gives the ids "
                         "of a foreign checkpoint and the popularity (and ML-100K's genres) "
                         "columns of tsv / parquet")
+    p.add_argument("--what", choices=("items", "users"), default="items",
+                   help="items: the item table (default); users: the sequence representation "
+                        "of every user of --split, the vector the model ranks items with "
+                        "(the SASRec-style last hidden state, a diffusion model's sampled x0; "
+                        "needs a model: a collapse-kit checkpoint or, with --model, the "
+                        "authors' state dict)")
+    p.add_argument("--split", choices=("test", "valid"), default="test",
+                   help="--what users: whose representations: the test users (history = train "
+                        "+ valid, default) or the valid ones (history = train)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="--what users: seed of a diffusion model's sampling noise, as in "
+                        "`collapse-kit evaluate --seed` (the vectors behind its ranks)")
+    p.add_argument("--model", default=None,
+                   help="--what users: the model to load a foreign state dict into (e.g. "
+                        "stage1 for the authors' pretrain.pth)")
     add_loading_args(p)
     p.set_defaults(func=run_export)
 
@@ -36,6 +51,12 @@ def register(subparsers) -> None:
 def run_export(args) -> int:
     from collapse_kit.export import ID_KINDS, export_table
 
+    if args.what == "users":
+        return _export_users(args)
+    for flag, value in (("--model", args.model), ("--seed", args.seed or None)):
+        if value is not None:
+            raise UserError(f"{flag} applies to --what users only; drop it to export the item "
+                            "table")
     table, meta = load_table(args.checkpoint, args)
     saved = _saved_dataset(args.checkpoint, meta)
     dataset = _dataset(args.dataset or (saved or {}).get("name"), table.shape[0],
@@ -51,6 +72,45 @@ def run_export(args) -> int:
     metadata = item_metadata(dataset, table.shape[0]) if args.format in ("tsv", "parquet") else {}
     paths = export_table(table, ids, args.out, args.format, id_kind=kind, metadata=metadata)
     print(f"export: {args.checkpoint}: tensor {meta['key']} {table.shape[0]}x{table.shape[1]}; "
+          f"ids: {kind}: {ID_KINDS[kind]}", file=sys.stderr)
+    for path in paths:
+        print(path)
+    return 0
+
+
+def _export_users(args) -> int:
+    """``--what users``: the representations of ``--split``'s users, with their ids."""
+    import torch
+
+    from adrec.data import eval_histories
+    from adrec.evaluate import user_representations
+    from collapse_kit.commands.train import load_model
+    from collapse_kit.export import ID_KINDS, export_table
+
+    if args.key is not None or args.padding != "auto" or args.trust_pickle:
+        raise UserError("--key, --padding and --trust-pickle choose an item table; --what users "
+                        "computes the representations with the checkpoint's model, drop them")
+    model, dataset, max_len = load_model(args.checkpoint, model=args.model, dataset=args.dataset)
+    from adrec.models.base import Recommender
+
+    if type(model).represent is Recommender.represent:
+        raise UserError(f"the {model.name!r} model has no sequence representation to export")
+    reps = user_representations(model, dataset, args.split, max_len=max_len,
+                                device=torch.device("cpu"), seed=args.seed)
+    if dataset.user_ids is not None:
+        ids, kind = list(dataset.user_ids), "user-original"
+    else:
+        ids, kind = list(range(dataset.n_users)), "user-index"
+    metadata = {}
+    if args.format in ("tsv", "parquet"):
+        hists, targets = eval_histories(dataset, args.split, max_len)
+        item_ids, _ = dataset_ids(dataset, dataset.n_items)
+        metadata = {"history_length": [len(h) for h in hists],
+                    f"{args.split}_item": [item_ids[t - 1] for t in targets]}
+    paths = export_table(reps, ids, args.out, args.format, id_kind=kind, metadata=metadata,
+                         what="users")
+    print(f"export: {args.checkpoint}: {model.name} representations of the {dataset.n_users} "
+          f"{args.split} users ({reps.shape[0]}x{reps.shape[1]}, noise seed {args.seed}); "
           f"ids: {kind}: {ID_KINDS[kind]}", file=sys.stderr)
     for path in paths:
         print(path)

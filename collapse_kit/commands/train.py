@@ -188,50 +188,10 @@ def _config_text(args, cfg, model_args) -> str:
 def cmd_evaluate(args) -> int:
     import torch
 
-    from adrec.checkpoint import FORMAT, check_has_weights, load_checkpoint, load_weights, safe_load
-    from adrec.data import load_dataset
     from adrec.evaluate import evaluate
-    from adrec.models import build_model
-    from adrec.models.sasrec import convert_official_state_dict, is_official_state_dict
 
-    raw = safe_load(args.checkpoint)
-    overrides = {}
-    if args.attention_mask:
-        overrides["attention_mask"] = args.attention_mask
-    if isinstance(raw, dict) and raw.get("format") == FORMAT:
-        ckpt = load_checkpoint(args.checkpoint)
-        check_has_weights(ckpt, args.checkpoint)
-        name = args.model or ckpt["model"]
-        if name != ckpt["model"]:
-            raise UserError(f"{args.checkpoint} holds a {ckpt['model']!r} model, not {name!r}; "
-                            "drop --model")
-        dataset = load_dataset(args.dataset or ckpt["dataset"]["name"])
-        if dataset.n_items != ckpt["dataset"]["n_items"]:
-            raise UserError(f"{args.checkpoint} was trained on {ckpt['dataset']['n_items']} items "
-                            f"but {dataset.name} has {dataset.n_items}; pass the right --dataset")
-        _check_finite(ckpt["state_dict"], args.checkpoint)
-        model = build_model(name, dataset.n_items, {**ckpt["model_args"], **overrides})
-        load_weights(model, ckpt["state_dict"])
-        max_len = ckpt.get("config", {}).get("max_len", 50)
-    elif isinstance(raw, dict) and is_official_state_dict(raw):
-        if not args.model or not args.dataset:
-            raise UserError("this is a foreign state dict: name the model and data, e.g. "
-                            "--model stage1 --dataset ml-100k")
-        if args.model not in ("stage1", "sasrec"):
-            raise UserError(f"the authors' SASRec/pretrain weights load into --model stage1 or "
-                            f"sasrec, not {args.model!r}")
-        dataset = load_dataset(args.dataset)
-        rows = raw["item_embedding.weight"].shape[0]
-        if rows != dataset.n_items + 1:
-            raise UserError(f"{args.checkpoint} has {rows - 1} items but {dataset.name} has "
-                            f"{dataset.n_items}; pass the dataset it was trained on")
-        _check_finite(raw, args.checkpoint)
-        model = build_model(args.model, dataset.n_items, overrides)
-        load_weights(model, convert_official_state_dict(raw, positions=model.args.positions))
-        max_len = 50
-    else:
-        raise UserError(f"{args.checkpoint} is neither a collapse-kit checkpoint nor a known "
-                        "state dict (expected item_embedding.weight and trm_encoder.* keys)")
+    model, dataset, max_len = load_model(args.checkpoint, model=args.model, dataset=args.dataset,
+                                         attention_mask=args.attention_mask)
     device = torch.device("cpu")
     result = {split: evaluate(model, dataset, split, protocol=args.protocol, max_len=max_len,
                               device=device, seed=args.seed) for split in ("valid", "test")}
@@ -240,6 +200,54 @@ def cmd_evaluate(args) -> int:
     else:
         _print_metrics(result, args.protocol)
     return 0
+
+
+def load_model(path: str, *, model: str | None = None, dataset: str | None = None,
+               attention_mask: str | None = None):
+    """(model, dataset, max_len) of a checkpoint that can rank items: a collapse-kit checkpoint
+    (its model, data and max_len unless ``model`` / ``dataset`` say otherwise) or the authors'
+    SASRec / pretrain state dict (``model`` and ``dataset`` required). Anything else, a model
+    that does not match its data, or non-finite weights: one UserError naming the fix."""
+    from adrec.checkpoint import FORMAT, check_has_weights, load_checkpoint, load_weights, safe_load
+    from adrec.data import load_dataset
+    from adrec.models import build_model
+    from adrec.models.sasrec import convert_official_state_dict, is_official_state_dict
+
+    raw = safe_load(path)
+    overrides = {"attention_mask": attention_mask} if attention_mask else {}
+    if isinstance(raw, dict) and raw.get("format") == FORMAT:
+        ckpt = load_checkpoint(path)
+        check_has_weights(ckpt, path)
+        name = model or ckpt["model"]
+        if name != ckpt["model"]:
+            raise UserError(f"{path} holds a {ckpt['model']!r} model, not {name!r}; "
+                            "drop --model")
+        data = load_dataset(dataset or ckpt["dataset"]["name"])
+        if data.n_items != ckpt["dataset"]["n_items"]:
+            raise UserError(f"{path} was trained on {ckpt['dataset']['n_items']} items "
+                            f"but {data.name} has {data.n_items}; pass the right --dataset")
+        _check_finite(ckpt["state_dict"], path)
+        net = build_model(name, data.n_items, {**ckpt["model_args"], **overrides})
+        load_weights(net, ckpt["state_dict"])
+        return net, data, ckpt.get("config", {}).get("max_len", 50)
+    if isinstance(raw, dict) and is_official_state_dict(raw):
+        if not model or not dataset:
+            raise UserError("this is a foreign state dict: name the model and data, e.g. "
+                            "--model stage1 --dataset ml-100k")
+        if model not in ("stage1", "sasrec"):
+            raise UserError(f"the authors' SASRec/pretrain weights load into --model stage1 or "
+                            f"sasrec, not {model!r}")
+        data = load_dataset(dataset)
+        rows = raw["item_embedding.weight"].shape[0]
+        if rows != data.n_items + 1:
+            raise UserError(f"{path} has {rows - 1} items but {data.name} has "
+                            f"{data.n_items}; pass the dataset it was trained on")
+        _check_finite(raw, path)
+        net = build_model(model, data.n_items, overrides)
+        load_weights(net, convert_official_state_dict(raw, positions=net.args.positions))
+        return net, data, 50
+    raise UserError(f"{path} is neither a collapse-kit checkpoint nor a known "
+                    "state dict (expected item_embedding.weight and trm_encoder.* keys)")
 
 
 def _check_finite(state_dict: dict, path) -> None:
