@@ -22,8 +22,8 @@ from collapse_kit.errors import UndefinedMetric, UserError
 from collapse_kit.metrics import (
     bootstrap_ci, covariance_entropy, effective_rank, gaussian_null, information_abundance,
     isotropy, kl_to_gaussian, kl_to_gaussian_logdet, mean_cosine_similarity, numerical_rank,
-    power_law_decay, row_norm_stats, silhouette, silhouette_labels, singular_value_entropy,
-    singular_value_variance, spectra, top_singular_values, uniformity)
+    participation_ratio, power_law_decay, row_norm_stats, silhouette, silhouette_labels, singular_value_entropy,
+    singular_value_variance, spectra, stable_rank, top_singular_values, uniformity)
 from collapse_kit.metrics._threads import thread_limit
 from collapse_kit.metrics._validation import as_table, check_optional_sample, check_positive_int
 from collapse_kit.tables import Table
@@ -34,7 +34,8 @@ from collapse_kit.metrics.cluster import (
 PAPER_KEYS = ("top5_singular_values", "singular_value_variance", "singular_value_entropy",
               "covariance_entropy", "isotropy", "kl_to_gaussian", "silhouette")
 CORRECTED_KEYS = ("kl_to_gaussian_logdet", "silhouette_labels")
-BEYOND_KEYS = ("effective_rank", "information_abundance", "power_law_alpha", "power_law_r2",
+BEYOND_KEYS = ("effective_rank", "information_abundance", "stable_rank", "participation_ratio",
+               "power_law_alpha", "power_law_r2",
                "numerical_rank", "uniformity", "mean_cosine_similarity", "row_norm_mean",
                "row_norm_std", "row_norm_min", "row_norm_max")
 GROUPS = {"paper": PAPER_KEYS, "corrected": CORRECTED_KEYS, "beyond": BEYOND_KEYS}
@@ -110,6 +111,8 @@ def _compute(X, labels, groups, n_clusters, kmeans_seed, kmeans_n_init, silhouet
     if "beyond" in groups:
         put(("effective_rank",), effective_rank, sp)
         put(("information_abundance",), information_abundance, sp)
+        put(("stable_rank",), stable_rank, sp)
+        put(("participation_ratio",), participation_ratio, sp)
         put(("power_law_alpha", "power_law_r2"), power_law_decay, sp)
         put(("numerical_rank",), numerical_rank, sp)
         put(("uniformity",), uniformity, X, t=uniformity_t, sample_size=uniformity_sample,

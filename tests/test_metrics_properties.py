@@ -221,9 +221,10 @@ def test_regression_table_of_identical_rows_known_answers(value):
 def test_analyze_reports_undefined_metrics_as_none_with_the_reason():
     values = compute_metrics(np.ones((30, 4)))
     undefined = {k for k, v in values.items() if v is None}
-    assert undefined == {"silhouette", "power_law_alpha", "power_law_r2"}
+    assert undefined == {"silhouette", "power_law_alpha", "power_law_r2", "participation_ratio"}
     assert all(isinstance(values[k + "_undefined"], str) for k in undefined)
     assert values["effective_rank"] == pytest.approx(1.0)
+    assert values["stable_rank"] == pytest.approx(1.0)
 
 
 # -- validation ---------------------------------------------------------------------------------

@@ -145,3 +145,36 @@ def test_spectra_equal_direct_svds(monkeypatch, shape, block):
         want = scipy.linalg.svdvals(matrix)[:k]
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-10 * want[0])
     assert numerical_rank(sp) == np.linalg.matrix_rank(X)
+
+
+def _planted(s, n=50, d=6, seed=0, centre=True):
+    """A table with singular values s (of the centred table when ``centre``, which then has
+    column means 0: its columns are orthogonal to the ones vector)."""
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((n, len(s)))
+    if centre:
+        A -= A.mean(axis=0)
+    U, _ = np.linalg.qr(A)
+    V, _ = np.linalg.qr(rng.standard_normal((d, len(s))))
+    return U @ np.diag(s) @ V.T
+
+
+def test_stable_rank_and_participation_ratio_known_answers():
+    from collapse_kit.errors import UndefinedMetric
+    from collapse_kit.metrics import participation_ratio, stable_rank
+
+    E = _planted([3.0, 2.0, 1.0])
+    assert stable_rank(E) == pytest.approx(14 / 9, rel=1e-12)           # (9 + 4 + 1) / 9
+    assert participation_ratio(E) == pytest.approx(14**2 / 98, rel=1e-12)  # (sum s^2)^2 / sum s^4
+    flat = _planted([1.0] * 6)
+    assert stable_rank(flat) == pytest.approx(6, rel=1e-12)
+    assert participation_ratio(flat) == pytest.approx(6, rel=1e-12)
+    # an offset shared by every row is one strong direction of E, but no variance
+    shifted = flat + 10.0
+    assert stable_rank(shifted) < 1.1 and participation_ratio(shifted) == pytest.approx(6, rel=1e-9)
+    assert stable_rank(7.5 * E) == pytest.approx(stable_rank(E), rel=1e-12)  # scale-free
+    assert stable_rank(np.ones((10, 4))) == pytest.approx(1.0)
+    with pytest.raises(UndefinedMetric, match="same point"):
+        participation_ratio(np.ones((10, 4)))
+    with pytest.raises(UserError, match="all zeros"):  # no table to measure: an input error
+        stable_rank(np.zeros((10, 4)))

@@ -248,3 +248,37 @@ def power_law_decay(E) -> tuple[float, float]:
     ss_tot = ((y - y.mean()) ** 2).sum()
     r2 = 1.0 - (resid**2).sum() / ss_tot if ss_tot > 0 else 1.0
     return float(-slope), float(r2)
+
+
+def stable_rank(E) -> float:
+    """Stable rank ||E||_F^2 / sigma_1^2 = sum(s_i^2) / s_1^2, s the singular values of E as it is.
+
+    Range [1, min(n_items, d)]: 1 for a rank-one table (complete collapse, or one dominant
+    direction), min(n_items, d) for a flat spectrum. Unlike the numerical rank it does not jump
+    with tiny singular values; it weighs directions by their energy, so one strong direction
+    (e.g. popularity) pulls it towards 1. Scale-free, rotation- and permutation-invariant.
+    (An all-zero table is refused as input, like everywhere in ``collapse_kit.metrics``.)
+    Reference: Rudelson & Vershynin, "Sampling from large matrices" (J. ACM 2007).
+    """
+    s = as_spectra(E).raw
+    if s[0] == 0:
+        raise UndefinedMetric("stable_rank is undefined for an all-zero table (sigma_1 = 0)")
+    return float((s**2).sum() / s[0] ** 2)
+
+
+def participation_ratio(E) -> float:
+    """Participation ratio (sum lambda_i)^2 / sum lambda_i^2 of the covariance eigenvalues.
+
+    lambda_i are the eigenvalues of cov(E) (the centred table's s_i^2 / (n_items - 1)). Range
+    [1, min(n_items - 1, d)]: 1 when one direction carries all the variance, d for isotropic
+    variance. The usual "effective dimensionality" of neural representations; like the stable
+    rank but of the centred table, so a shared offset does not count. Scale-free.
+    Undefined when every row is the same point (zero covariance).
+    Reference: Gao et al., "A theory of multineuronal dimensionality..." (bioRxiv 2017);
+    Recanatesi et al., "Dimensionality compression and expansion in deep neural networks" (2019).
+    """
+    lam = as_spectra(E).centered ** 2
+    if lam.sum() == 0:
+        raise UndefinedMetric("participation_ratio is undefined when every row is the same "
+                              "point: the covariance is zero")
+    return float(lam.sum() ** 2 / (lam**2).sum())
