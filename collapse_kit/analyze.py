@@ -227,6 +227,8 @@ def _settings(n, n_labelled, silhouette_sample, uniformity_sample, uniformity_t,
 def to_jsonable(result: dict) -> dict:
     """``result`` with numpy scalars as Python numbers and +/-inf or NaN as None (strict JSON)."""
     def plain(v):
+        if isinstance(v, dict):  # a block of keys (e.g. the popularity groups head/torso/tail)
+            return {k: plain(x) for k, x in v.items()}
         if isinstance(v, (list, tuple, np.ndarray)):
             return [plain(x) for x in v]
         if isinstance(v, (np.integer,)):
@@ -320,7 +322,13 @@ def format_analysis(result: dict, fmt: str = "table") -> str:
         return json.dumps(to_jsonable(result), indent=2, allow_nan=False)
     if fmt == "csv":
         pairs = []
-        for key, value in to_jsonable(result).items():
+        flat = {}
+        for key, value in to_jsonable(result).items():  # blocks as "block.key" rows
+            if isinstance(value, dict):
+                flat.update({f"{key}.{k}": v for k, v in value.items()})
+            else:
+                flat[key] = value
+        for key, value in flat.items():
             if isinstance(value, list):
                 value = " ".join(repr(v) for v in value)
             pairs.append([key, "" if value is None else value])

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from collapse_kit.commands.popularity_args import (add_popularity_args, popularity_for,
+                                                   popularity_settings, wants_popularity)
 from collapse_kit.errors import UserError
 
 DEFAULT_SAMPLE = 10_000
@@ -31,6 +33,7 @@ def register(subparsers) -> None:
                    help="item labels (header item_id,...; one class column or 0/1 columns, "
                         "e.g. ml-100k/item_genres.csv) for the silhouette_labels metric")
     _add_metric_args(p)
+    add_popularity_args(p)
     p.set_defaults(func=run_analyze)
 
     c = subparsers.add_parser(
@@ -45,6 +48,10 @@ def register(subparsers) -> None:
                    help="add the log-det KL and the effective rank after the paper's columns")
     _add_loading_args(c)
     _add_metric_args(c)
+    add_popularity_args(c)
+    c.add_argument("--popularity-figure", metavar="FILE",
+                   help="with --dataset or --popularity: also draw popularity vs row norm and vs "
+                        "the popularity direction, one column per checkpoint (FILE.png + FILE.pdf)")
     c.set_defaults(func=run_compare)
 
 
@@ -115,7 +122,9 @@ def run_analyze(args) -> int:
     from collapse_kit.analyze import analyze, format_analysis
     from collapse_kit.io import load_labels
 
+    pop = wants_popularity(args)
     table, meta = _load(args.checkpoint, args)
+    popularity = popularity_for(args, table.shape[0]) if pop else None
     labels = None
     if args.labels:
         labels, _classes = load_labels(args.labels, table.shape[0])
@@ -123,7 +132,16 @@ def run_analyze(args) -> int:
     result.update(analyze(table, labels=labels, null_draws=args.null_draws,
                           bootstrap=args.bootstrap, confidence=args.confidence,
                           **_metric_settings(args)))
+    if popularity is not None:
+        from collapse_kit.popularity import format_popularity, popularity_analysis
+
+        result["popularity_source"] = popularity[1]
+        result.update(popularity_analysis(table, popularity[0], bootstrap=args.bootstrap,
+                                          confidence=args.confidence, null_draws=args.null_draws,
+                                          **popularity_settings(args), **_metric_settings(args)))
     print(format_analysis(result, args.format))
+    if popularity is not None and args.format in ("table", "markdown"):
+        print(format_popularity(result))
     return 0
 
 
@@ -136,9 +154,27 @@ def run_compare(args) -> int:
         raise UserError(f"--names got {len(names)} name(s) for {len(args.checkpoints)} checkpoints; "
                         "give one name per checkpoint")
     settings = _metric_settings(args)
-    rows, shapes = [], []
+    pop = wants_popularity(args)
+    if args.popularity_figure and not pop:
+        raise UserError("--popularity-figure needs --dataset or --popularity")
+    if args.popularity_figure:
+        from collapse_kit.figures import output_paths
+
+        output_paths(args.popularity_figure)  # a bad path fails before any work
+    rows, shapes, pop_rows, panels, datasets = [], [], [], [], {}
     for name, path in zip(names, args.checkpoints):
         table, meta = _load(path, args)
+        if pop:
+            from collapse_kit.metrics import participation_ratio, stable_rank
+            from collapse_kit.popularity import popularity_analysis
+
+            counts, _source = popularity_for(args, table.shape[0], cache=datasets)
+            res = popularity_analysis(table, counts, groups=False, null_draws=0,
+                                      **popularity_settings(args))
+            res.update(stable_rank=stable_rank(table), participation_ratio=_defined(
+                participation_ratio, table))
+            pop_rows.append((name, res))
+            panels.append((name, table, counts))
         pad = "padding row dropped" if meta["padding_row_dropped"] else "no padding row dropped"
         print(f"{name}: {path}: tensor {meta['key']} {table.shape[0]}x{table.shape[1]}, {pad}",
               file=sys.stderr)
@@ -153,7 +189,26 @@ def run_compare(args) -> int:
         for key, why in undefined_reasons(metrics).items():
             print(f"{name}: {key} is n/a: {why}", file=sys.stderr)
     print(format_comparison(rows, args.format, corrected=args.corrected))
+    if pop:
+        from collapse_kit.popularity import format_popularity_comparison, plot_popularity
+
+        print(f"\nCollapse and popularity ({_source}):")
+        print(format_popularity_comparison(pop_rows, args.format))
+        if args.popularity_figure:
+            from collapse_kit.figures import save_figure
+
+            for written in save_figure(plot_popularity(panels), args.popularity_figure):
+                print(f"wrote {written}", file=sys.stderr)
     return 0
+
+
+def _defined(fn, table):
+    from collapse_kit.errors import UndefinedMetric
+
+    try:
+        return fn(table)
+    except UndefinedMetric:
+        return None
 
 
 def _default_name(path: str) -> str:

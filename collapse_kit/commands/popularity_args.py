@@ -1,0 +1,81 @@
+"""The popularity options of `analyze` and `compare` (--dataset, --popularity, --popularity-split,
+--directions) and the per-item popularity they name."""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from collapse_kit.errors import UserError
+
+
+def add_popularity_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("collapse and popularity (docs/metrics.md)")
+    g.add_argument("--dataset", metavar="NAME|PATH",
+                   help="the data the table was trained on (bundled name or file): each item's "
+                        "popularity is its number of interactions in the training sequences; "
+                        "adds the popularity correlations and the head / torso / tail blocks")
+    g.add_argument("--popularity", metavar="CSV",
+                   help="per-item popularity from a counts file (header item_id,count; ids "
+                        "1..n_items, one row per item) instead of --dataset")
+    g.add_argument("--popularity-split", type=_split, default=None, metavar="A,B",
+                   help="head / torso / tail: the most popular share A of the items, the next "
+                        "up to B, the rest (default terciles: 0.333,0.667)")
+    g.add_argument("--directions", type=int, default=10, metavar="K",
+                   help="top singular directions searched for the popularity direction (10)")
+
+
+def _split(text: str) -> tuple[float, float]:
+    try:
+        a, b = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two item shares A,B with 0 < A < B < 1, "
+                                         f"e.g. 0.2,0.5; got {text!r}") from None
+    if not 0 < a < b < 1:
+        raise argparse.ArgumentTypeError(f"expected 0 < A < B < 1; got {text!r}")
+    return a, b
+
+
+def wants_popularity(args) -> bool:
+    if args.dataset and args.popularity:
+        raise UserError("give --dataset or --popularity, not both (both say how popular each "
+                        "item is)")
+    if (args.popularity_split is not None) and not (args.dataset or args.popularity):
+        raise UserError("--popularity-split needs --dataset or --popularity (the popularity to "
+                        "split the items by)")
+    if args.directions < 1:
+        raise UserError(f"--directions must be >= 1; got {args.directions}")
+    return bool(args.dataset or args.popularity)
+
+
+def training_popularity(dataset) -> np.ndarray:
+    """Interactions of each item 1..n_items in the training sequences (valid and test targets
+    held out), float64 (n_items,)."""
+    seqs = [np.asarray(s, dtype=np.int64) for s in dataset.train]
+    flat = np.concatenate(seqs) if seqs else np.zeros(0, dtype=np.int64)
+    return np.bincount(flat, minlength=dataset.n_items + 1)[1:].astype(np.float64)
+
+
+def popularity_for(args, n_items: int, *, cache: dict | None = None) -> tuple[np.ndarray, str]:
+    """(popularity (n_items,), a description of its source) for a table of ``n_items`` rows."""
+    if args.popularity:
+        from probes.labels import load_popularity
+
+        return load_popularity(args.popularity, n_items), f"counts file {args.popularity}"
+    from adrec.data import load_dataset
+
+    cache = {} if cache is None else cache
+    if args.dataset not in cache:
+        cache[args.dataset] = load_dataset(args.dataset)
+    dataset = cache[args.dataset]
+    if dataset.n_items != n_items:
+        raise UserError(f"the dataset {args.dataset!r} has {dataset.n_items} items but the table "
+                        f"has {n_items} rows; give the data the table was trained on")
+    return (training_popularity(dataset),
+            f"training interactions of {dataset.name} ({dataset.n_users} users)")
+
+
+def popularity_settings(args) -> dict:
+    from collapse_kit.metrics.popularity import TERCILES
+
+    return {"k": args.directions, "split": args.popularity_split or TERCILES}
