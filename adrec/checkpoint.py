@@ -30,6 +30,10 @@ weights_stripped   optional, True: ``state_dict`` emptied for transport (``strip
                    metrics and table usable, the model cannot be evaluated again
 table_stripped     optional, True: ``item_embeddings`` replaced by an empty (0, D) tensor
                    (``scripts/pack_runs.py``); readers must refuse to analyse it
+test_ranks         optional (written by the trainer since 2026-12-06): int32 (n_users,), the
+                   strict rank of each test user's target at the saved weights (noise seed =
+                   config seed); kept by ``strip_weights``, so light runs can still be compared
+                   user by user (``collapse_kit.paired``)
 =================  ======================================================================
 
 ``collapse_kit.io`` reads this format without importing ``adrec`` (it keeps its own copies of
@@ -55,7 +59,7 @@ from adrec import __version__
 FORMAT = "collapse-kit-checkpoint"
 FORMAT_VERSION = 1
 TABLE_KEY = "item_embeddings"
-OPTIONAL = ("weights_stripped", "table_stripped")
+OPTIONAL = ("weights_stripped", "table_stripped", "test_ranks")
 REQUIRED = ("format", "format_version", "model", "model_args", "dataset", "state_dict",
             "item_embeddings")
 
@@ -135,9 +139,12 @@ def _model_device(model):
 
 def make_checkpoint(model, *, dataset: dict, config, stage: str, epoch: int,
                     metrics: dict | None = None, parent: dict | None = None,
-                    trained_on: str | None = None) -> dict:
+                    trained_on: str | None = None, test_ranks=None) -> dict:
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    extra = {} if test_ranks is None else {
+        "test_ranks": torch.as_tensor(test_ranks, dtype=torch.int32).contiguous()}
     return {
+        **extra,
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "package_version": __version__,

@@ -493,6 +493,14 @@ class BatchIterator:
             yield Batch(h, t, offset=self.max_len - width, totals=self.totals)
 
 
+def training_counts(dataset: SequenceDataset) -> np.ndarray:
+    """Each item's interactions in the training sequences (valid and test targets held out):
+    float64 (n_items,), item i at index i - 1; the items' popularity for the analyses."""
+    seqs = [np.asarray(s, dtype=np.int64) for s in dataset.train]
+    flat = np.concatenate(seqs) if seqs else np.zeros(0, dtype=np.int64)
+    return np.bincount(flat, minlength=dataset.n_items + 1)[1:].astype(np.float64)
+
+
 def eval_histories(dataset: SequenceDataset, split: str, max_len: int
                    ) -> tuple[list[np.ndarray], np.ndarray]:
     """Evaluation inputs: valid uses history = train, test uses history = train + valid."""

@@ -15,6 +15,8 @@ Protocols (official-implementation.md section 1.5):
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 
@@ -127,8 +129,6 @@ def compute_ranks(model, dataset: SequenceDataset, split: str, *, protocol: str 
                              device=device, seed=seed, score_budget=score_budget)[protocol]
 
 
-@torch.no_grad()
-@matmul_precision("highest")
 def compute_ranks_all(model, dataset: SequenceDataset, split: str, *,
                       protocols: tuple[str, ...] = PROTOCOLS, max_len: int = 50,
                       device: str | torch.device = "cpu", seed: int = 0,
@@ -137,9 +137,30 @@ def compute_ranks_all(model, dataset: SequenceDataset, split: str, *,
     only in whether the padding row competes, so the scores (and a diffusion model's seeded
     samples) are computed once; each protocol's ranks equal a pass of its own. Scores are
     computed with full float32 matrix products, whatever the training precision."""
+    return scoring_pass(model, dataset, split, protocols=protocols, max_len=max_len,
+                        device=device, seed=seed, score_budget=score_budget).ranks
+
+
+class ScoringPass(NamedTuple):
+    ranks: dict[str, np.ndarray]   # protocol -> rank of each user's target (user order)
+    top: np.ndarray | None         # (U, topk) the top-k items of each user (padding excluded)
+
+
+@torch.no_grad()
+@matmul_precision("highest")
+def scoring_pass(model, dataset: SequenceDataset, split: str, *,
+                 protocols: tuple[str, ...] = PROTOCOLS, topk: int = 0, max_len: int = 50,
+                 device: str | torch.device = "cpu", seed: int = 0,
+                 score_budget: int = 1 << 24) -> ScoringPass:
+    """One pass over ``split``'s users: the target ranks under each protocol and, with
+    ``topk`` > 0, each user's ``topk`` highest-scored items (ids 1..n; the padding row never
+    competes; ties by lower id), best first."""
     for protocol in protocols:
         check_protocol(protocol)
-    ranks = {p: np.empty(len(dataset.train), dtype=np.int64) for p in protocols}
+    n_users = len(dataset.train)
+    ranks = {p: np.empty(n_users, dtype=np.int64) for p in protocols}
+    k = min(int(topk), dataset.n_items)
+    top = np.empty((n_users, k), dtype=np.int64) if k > 0 else None
     generator = torch.Generator(device=device).manual_seed(seed)  # one stream for the pass
     for idx, h, tgt in _eval_chunks(model, dataset, split, max_len=max_len, device=device,
                                     score_budget=score_budget):
@@ -151,7 +172,44 @@ def compute_ranks_all(model, dataset: SequenceDataset, split: str, *,
         for p in protocols:
             r = target_ranks(scores, tgt, exclude_padding=(p == "strict"))
             ranks[p][idx] = r.cpu().numpy()
-    return ranks
+        if top is not None:
+            top[idx] = _top_items(scores, k).cpu().numpy()
+    return ScoringPass(ranks, top)
+
+
+def _top_items(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k`` best item ids (1..n) per row of ``scores`` (B, n + 1), padding row 0 excluded;
+    equal scores: the lower id first (a stable sort, so the result does not depend on the
+    top-k kernel)."""
+    items = scores[:, 1:]
+    order = torch.sort(items, dim=1, descending=True, stable=True).indices[:, :k]
+    return order + 1
+
+
+def recommendation_popularity(top: np.ndarray, popularity: np.ndarray, ks=KS, *,
+                              head_fraction: float = 0.2) -> dict[str, float]:
+    """Popularity of what a model recommends, from each user's top items ``top`` (U, >= max ks;
+    ids 1..n) and each item's popularity (n,), e.g. its training interactions:
+
+    * ``coverage@K``: share of the catalogue (%) that appears in any user's top K;
+    * ``avg_popularity@K``: mean popularity of the recommended items, over users and slots;
+    * ``head_share@K``: share (%) of the top-K slots taken by the ``head_fraction`` (20 %) most
+      popular items (ranked by popularity, ties by lower id; ceil(0.2 n) items).
+    """
+    popularity = np.asarray(popularity, dtype=np.float64)
+    n = popularity.size
+    if top.ndim != 2 or top.shape[1] < max(ks):
+        raise ValueError(f"need each user's top {max(ks)} items; got shape {top.shape}")
+    n_head = int(np.ceil(head_fraction * n))
+    head = np.zeros(n + 1, dtype=bool)
+    head[np.argsort(-popularity, kind="stable")[:n_head] + 1] = True
+    out = {}
+    for k in ks:
+        items = top[:, :k]
+        out[f"coverage@{k}"] = 100.0 * np.unique(items).size / n
+        out[f"avg_popularity@{k}"] = float(popularity[items - 1].mean())
+        out[f"head_share@{k}"] = 100.0 * float(head[items].mean())
+    return out
 
 
 @torch.no_grad()

@@ -145,7 +145,8 @@ def train_adrec(dataset: SequenceDataset, cfg: TrainConfig, out_dir: str | Path,
     metrics = {**r3.metrics, "stages": timings}
     best = make_checkpoint(model, dataset=dataset.describe(), config=cfg, stage="best",
                            epoch=r3.epochs, metrics=metrics,
-                           parent=parent_record(r3.checkpoint, "stage3"))
+                           parent=parent_record(r3.checkpoint, "stage3"),
+                           test_ranks=ckpt3.get("test_ranks"))
     atomic_save(best, best_path)
     return StageResult("best", best_path, metrics, r3.epochs, r3.train_seconds, r3.eval_seconds,
                        r3.history)

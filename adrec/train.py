@@ -37,7 +37,8 @@ from adrec.checkpoint import (atomic_save, device_description, file_sha256, load
 from adrec import distributed
 from adrec.config import TrainConfig, matmul_precision, resolve_matmul_precision, validate
 from adrec.data import BatchIterator, SequenceDataset, training_pairs
-from adrec.evaluate import PROTOCOLS, best_of, evaluate, evaluate_all, improved
+from adrec.evaluate import (PROTOCOLS, aggregate, best_of, compute_ranks_all, evaluate,
+                            improved, ranking_metrics)
 
 log = logging.getLogger(__name__)
 
@@ -412,10 +413,11 @@ def finish_stage(model, dataset: SequenceDataset, cfg: TrainConfig, state: Stage
     t1 = time.perf_counter()
     metrics = {"selection_protocol": cfg.protocol, "best_epoch": state.best_epoch}
     for split in ("valid", "test"):  # both protocols from one scoring pass per split
-        both = evaluate_all(model, dataset, split, max_len=cfg.max_len, device=device,
-                            seed=cfg.seed)
+        ranks = compute_ranks_all(model, dataset, split, max_len=cfg.max_len, device=device,
+                                  seed=cfg.seed)
         for p in PROTOCOLS:
-            metrics.setdefault(p, {})[split] = both[p]
+            metrics.setdefault(p, {})[split] = aggregate(ranking_metrics(ranks[p]), p)
+    test_ranks = ranks["strict"]  # saved: light runs stay comparable user by user
     state.eval_seconds += time.perf_counter() - t1
     metrics["train_seconds"] = round(state.train_seconds, 3)
     metrics["eval_seconds"] = round(state.eval_seconds, 3)
@@ -425,7 +427,7 @@ def finish_stage(model, dataset: SequenceDataset, cfg: TrainConfig, state: Stage
             p.requires_grad_(True)
     ckpt = make_checkpoint(model, dataset=dataset.describe(), config=cfg, stage=stage,
                            epoch=state.epoch, metrics=metrics, parent=parent,
-                           trained_on=device_description(device))
+                           trained_on=device_description(device), test_ranks=test_ranks)
     if info.is_main:
         atomic_save(ckpt, paths.final)
         paths.resume.unlink(missing_ok=True)

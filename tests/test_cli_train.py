@@ -28,7 +28,8 @@ def test_train_json_then_evaluate(tmp_path, capsys):
     assert set(line["test"]) == {"HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20"}
     assert main(["evaluate", line["checkpoint"], "--json"]) == 0
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert again["test"] == pytest.approx(line["test"])
+    assert {m: again["test"][m] for m in line["test"]} == pytest.approx(line["test"])
+    assert {"coverage@20", "avg_popularity@20", "head_share@20"} <= set(again["test"])
     cfg = torch.load(line["checkpoint"], weights_only=True)["config"]
     assert cfg["epochs"] == 2 and cfg["batch_size"] == 256
 

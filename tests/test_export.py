@@ -206,8 +206,8 @@ def test_users_are_the_vectors_behind_the_evaluation(tmp_path, capsys):
     ranks = target_ranks(torch.from_numpy(reps) @ torch.from_numpy(table).T,
                          torch.as_tensor(ds.test), exclude_padding=True).numpy()
     got = aggregate(ranking_metrics(ranks), "strict")
-    for metric, value in want["test"].items():
-        assert got[metric] == pytest.approx(value, abs=1e-9), metric
+    for metric, value in got.items():
+        assert want["test"][metric] == pytest.approx(value, abs=1e-9), metric
     lines = (tmp_path / "u.ids.tsv").read_text().splitlines()
     assert lines[0].startswith("# id_kind: user-index") and lines[1] == "row\tuser_id"
     assert lines[2:] == [f"{u}\t{u}" for u in range(938)]

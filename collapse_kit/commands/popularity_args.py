@@ -48,14 +48,6 @@ def wants_popularity(args) -> bool:
     return bool(args.dataset or args.popularity)
 
 
-def training_popularity(dataset) -> np.ndarray:
-    """Interactions of each item 1..n_items in the training sequences (valid and test targets
-    held out), float64 (n_items,)."""
-    seqs = [np.asarray(s, dtype=np.int64) for s in dataset.train]
-    flat = np.concatenate(seqs) if seqs else np.zeros(0, dtype=np.int64)
-    return np.bincount(flat, minlength=dataset.n_items + 1)[1:].astype(np.float64)
-
-
 def popularity_for(args, n_items: int, *, cache: dict | None = None) -> tuple[np.ndarray, str]:
     """(popularity (n_items,), a description of its source) for a table of ``n_items`` rows."""
     if args.popularity:
@@ -71,7 +63,9 @@ def popularity_for(args, n_items: int, *, cache: dict | None = None) -> tuple[np
     if dataset.n_items != n_items:
         raise UserError(f"the dataset {args.dataset!r} has {dataset.n_items} items but the table "
                         f"has {n_items} rows; give the data the table was trained on")
-    return (training_popularity(dataset),
+    from adrec.data import training_counts
+
+    return (training_counts(dataset),
             f"training interactions of {dataset.name} ({dataset.n_users} users)")
 
 

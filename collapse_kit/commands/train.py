@@ -41,8 +41,24 @@ def register(sub) -> None:
                    help='last stdout line: {"valid": {...}, "test": {...}, "checkpoint": PATH}')
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="full-ranking HR/NDCG@5/10/20 of a checkpoint")
-    p.add_argument("checkpoint", metavar="CKPT")
+    p = sub.add_parser(
+        "evaluate", help="full-ranking HR/NDCG@5/10/20 of a checkpoint (and the popularity of "
+                         "what it recommends), or a paired comparison with --against",
+        description="Full-ranking HR@K / NDCG@K (K = 5, 10, 20, in %) of a checkpoint on its "
+                    "valid and test users, with the popularity of what it recommends: "
+                    "coverage@K (%% of the catalogue in any top K), avg_popularity@K (mean "
+                    "training interactions of the recommended items), head_share@K (%% of the "
+                    "top-K slots taken by the 20%% most popular items). With --against: a paired "
+                    "per-user comparison of two models on the same users.")
+    p.add_argument("checkpoint", metavar="CKPT", nargs="+",
+                   help="checkpoint; several (e.g. one per seed) only with --against")
+    p.add_argument("--against", nargs="+", metavar="CKPT", default=None,
+                   help="paired comparison: the difference CKPT - AGAINST in every metric on the "
+                        "same users, with a paired bootstrap 95%% interval over users and a "
+                        "Wilcoxon signed-rank p-value; give one AGAINST per CKPT (seed i against "
+                        "seed i): each user's differences are averaged over the pairs")
+    p.add_argument("--bootstrap", type=int, default=2000, metavar="N",
+                   help="--against: user resamples for the interval (default 2000)")
     p.add_argument("--dataset", default=None, help="dataset (default: the checkpoint's own)")
     p.add_argument("--model", default=None,
                    help="model to load a foreign state dict into (e.g. stage1 for the authors' "
@@ -188,18 +204,93 @@ def _config_text(args, cfg, model_args) -> str:
 def cmd_evaluate(args) -> int:
     import torch
 
-    from adrec.evaluate import evaluate
+    from adrec.data import training_counts
+    from adrec.evaluate import (KS, aggregate, ranking_metrics, recommendation_popularity,
+                                scoring_pass)
 
-    model, dataset, max_len = load_model(args.checkpoint, model=args.model, dataset=args.dataset,
-                                         attention_mask=args.attention_mask)
-    device = torch.device("cpu")
-    result = {split: evaluate(model, dataset, split, protocol=args.protocol, max_len=max_len,
-                              device=device, seed=args.seed) for split in ("valid", "test")}
+    if args.against is not None:
+        return _cmd_paired(args)
+    if len(args.checkpoint) > 1:
+        raise UserError(f"evaluate takes one checkpoint ({len(args.checkpoint)} given); several "
+                        "are for a paired comparison with --against")
+    model, dataset, max_len = load_model(args.checkpoint[0], model=args.model,
+                                         dataset=args.dataset, attention_mask=args.attention_mask)
+    popularity = training_counts(dataset)
+    result = {}
+    for split in ("valid", "test"):
+        run = scoring_pass(model, dataset, split, protocols=(args.protocol,), topk=max(KS),
+                           max_len=max_len, device=torch.device("cpu"), seed=args.seed)
+        result[split] = aggregate(ranking_metrics(run.ranks[args.protocol]), args.protocol)
+        result[split].update(recommendation_popularity(run.top, popularity))
     if args.json:
         print(json.dumps(result))
     else:
         _print_metrics(result, args.protocol)
     return 0
+
+
+def _cmd_paired(args) -> int:
+    """``evaluate A [A2 ...] --against B [B2 ...]``: paired per-user differences."""
+    import torch
+
+    from adrec.evaluate import METRIC_NAMES, compute_ranks_all, ranking_metrics
+    from collapse_kit.paired import paired_comparison
+
+    if len(args.against) != len(args.checkpoint):
+        raise UserError(f"--against needs one checkpoint per CKPT (pairs seed by seed); got "
+                        f"{len(args.checkpoint)} and {len(args.against)}")
+    if args.bootstrap < 100:
+        raise UserError(f"--bootstrap must be at least 100 user resamples; got {args.bootstrap}")
+    per_user = {"a": {}, "b": {}}
+    reference = None
+    for side, paths in (("a", args.checkpoint), ("b", args.against)):
+        for path in paths:
+            model, dataset, max_len = load_model(path, model=args.model, dataset=args.dataset,
+                                                 attention_mask=args.attention_mask)
+            key = (dataset.name, dataset.n_items, dataset.n_users, dataset.fingerprint)
+            if reference is None:
+                reference = (key, path)
+            elif key != reference[0]:
+                raise UserError(f"{path} was trained on other data ({dataset.name}, "
+                                f"{dataset.n_items} items) than {reference[1]}: a paired "
+                                "comparison needs the same users")
+            for split in ("valid", "test"):
+                ranks = compute_ranks_all(model, dataset, split, protocols=(args.protocol,),
+                                          max_len=max_len, device=torch.device("cpu"),
+                                          seed=args.seed)[args.protocol]
+                per_user[side].setdefault(split, []).append(ranking_metrics(ranks))
+    result = {"protocol": args.protocol, "pairs": len(args.checkpoint),
+              "n_users": int(reference[0][2]), "bootstrap": args.bootstrap, "seed": args.seed}
+    for split in ("valid", "test"):
+        result[split] = {m: paired_comparison(
+            [r[m] * 100.0 for r in per_user["a"][split]],
+            [r[m] * 100.0 for r in per_user["b"][split]],
+            n_resamples=args.bootstrap, random_state=args.seed) for m in METRIC_NAMES}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        _print_paired(result, args)
+    return 0
+
+
+def _print_paired(result: dict, args) -> None:
+    from adrec.evaluate import METRIC_NAMES
+
+    a = " ".join(args.checkpoint)
+    b = " ".join(args.against)
+    print(f"A: {a}\nB: {b}")
+    print(f"paired over {result['n_users']} users x {result['pairs']} pair(s), protocol "
+          f"{result['protocol']}; metrics in %, delta = A - B, 95% paired bootstrap interval "
+          f"over users ({result['bootstrap']} resamples, seed {result['seed']}), Wilcoxon "
+          "signed-rank p")
+    for split in ("valid", "test"):
+        print(f"{split}")
+        print(f"  {'metric':<9}{'A':>9}{'B':>9}{'delta':>9}   {'95% CI':<19}{'p':>10}")
+        for m in METRIC_NAMES:
+            r = result[split][m]
+            p = "n/a" if r["p_wilcoxon"] is None else f"{r['p_wilcoxon']:.3g}"
+            ci = f"[{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}]"
+            print(f"  {m:<9}{r['a']:9.3f}{r['b']:9.3f}{r['delta']:+9.3f}   {ci:<19}{p:>10}")
 
 
 def load_model(path: str, *, model: str | None = None, dataset: str | None = None,
@@ -261,12 +352,20 @@ def _check_finite(state_dict: dict, path) -> None:
 
 
 def _print_metrics(result: dict, protocol: str) -> None:
-    from adrec.evaluate import METRIC_NAMES
+    from adrec.evaluate import KS, METRIC_NAMES
 
     print(f"protocol: {protocol} (metrics in %)")
     print(f"{'split':<6}" + "".join(f"{m:>9}" for m in METRIC_NAMES))
     for split in ("valid", "test"):
         print(f"{split:<6}" + "".join(f"{result[split][m]:9.3f}" for m in METRIC_NAMES))
+    if "coverage@5" not in result["valid"]:
+        return
+    names = [f"{m}@{k}" for m in ("coverage", "head_share", "avg_popularity") for k in KS]
+    print("popularity of the recommendations (coverage, head share in %; avg popularity in "
+          "training interactions; head = the 20% most popular items)")
+    print(f"{'split':<6}" + "".join(f"{m:>18}" for m in names))
+    for split in ("valid", "test"):
+        print(f"{split:<6}" + "".join(f"{result[split][m]:18.3f}" for m in names))
 
 
 def cmd_data_stats(args) -> int:
