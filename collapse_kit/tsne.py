@@ -321,3 +321,86 @@ def robust_extent(Y, *, coverage: float = 0.99) -> tuple[np.ndarray, float]:
     if np.max(hi - lo) == 0:
         lo, hi = Y.min(axis=0), Y.max(axis=0)
     return (lo + hi) / 2, float(np.max(hi - lo) / 2)
+
+
+# -- huge tables: a sample of the rows, and placing other tables in a map -------------------------
+
+MAP_SAMPLE_DEFAULT = 100_000  # tables up to this many rows are mapped whole by default
+POPULARITY_STRATA = 10
+
+
+def sample_for_map(n_items: int, sample: int | None = MAP_SAMPLE_DEFAULT, *, popularity=None,
+                   seed: int = 0) -> tuple[np.ndarray, str]:
+    """The rows a t-SNE map of an ``n_items``-row table draws, and a sentence saying which.
+
+    ``sample`` None or >= n_items: every row. Otherwise ``sample`` rows without replacement,
+    seeded: stratified by popularity when ``popularity`` (n_items,) is given (the items ranked
+    by popularity and cut into 10 equal strata, each sampled in proportion to its size, so the
+    head and the tail keep their shares), uniform otherwise. Returns sorted row indices.
+    """
+    if sample is None or sample >= n_items:
+        return np.arange(n_items), f"all {n_items:,} items"
+    if isinstance(sample, bool) or not isinstance(sample, int) or sample < 2:
+        raise UserError(f"a t-SNE sample needs at least 2 rows; got {sample!r}")
+    rng = np.random.default_rng(seed)
+    if popularity is None:
+        rows = rng.choice(n_items, size=sample, replace=False)
+        return np.sort(rows), f"a uniform sample of {sample:,} of {n_items:,} items (seed {seed})"
+    popularity = np.asarray(popularity, dtype=np.float64)
+    if popularity.shape != (n_items,):
+        raise UserError(f"popularity has {popularity.size} values for {n_items} items")
+    order = np.argsort(-popularity, kind="stable")
+    strata = np.array_split(order, POPULARITY_STRATA)
+    # largest-remainder apportionment: the strata's shares of the sample sum to ``sample``
+    quota = np.array([len(s) for s in strata], dtype=np.float64) * sample / n_items
+    take = np.floor(quota).astype(int)
+    for j in np.argsort(-(quota - take), kind="stable")[: sample - take.sum()]:
+        take[j] += 1
+    rows = np.concatenate([rng.choice(s, size=t, replace=False) for s, t in zip(strata, take)])
+    return np.sort(rows), (f"a sample of {sample:,} of {n_items:,} items stratified by "
+                           f"popularity ({POPULARITY_STRATA} strata, seed {seed})")
+
+
+def tsne_map_and_place(E, others, settings: TSNESettings = TSNESettings()):
+    """The t-SNE map of E and the rows of each table in ``others`` placed in that map
+    (openTSNE's ``transform``: each new point is optimised against the fixed map, from the
+    median position of its nearest reference rows). The other tables are standardised with
+    E's column statistics (``settings.standardize``), so they must live in E's space, e.g. the
+    same model at another stage. Returns (Y of E, [Y of each other table])."""
+    from openTSNE import TSNE, affinity, initialization
+
+    settings = settings.validate()
+    X = as_table(E)
+    d = X.shape[1]
+    rest = [as_table(O, name="the placed table") for O in others]
+    for O in rest:
+        if O.shape[1] != d:
+            raise UserError(f"a table of width {O.shape[1]} cannot be placed in the map of a "
+                            f"width-{d} table; placing needs tables of the same space")
+    if settings.standardize:
+        mean, std = X.mean(axis=0), X.std(axis=0) + 1e-9
+        prep = [((T - mean) / std).astype(np.float32) for T in (X, *rest)]
+    else:
+        scale = 2.0 ** -power_of_two_scaled(X)[1]
+        prep = [(T * scale).astype(np.float32) for T in (X, *rest)]
+    n = X.shape[0]
+    k = int(3 * settings.perplexity)
+    if n <= k:
+        raise UserError(f"t-SNE with perplexity {settings.perplexity:g} needs more than {k} items; "
+                        f"the table has {n}")
+    if _same_point(prep[0]):
+        raise UserError("every row of the reference table is the same point; there is no map "
+                        "to place other tables in")
+    n_jobs = settings.threads_for(n)
+    method = "exact" if settings.neighbors_for(n) == "exact" else "annoy"
+    P = affinity.PerplexityBasedNN(prep[0], perplexity=settings.perplexity, method=method,
+                                   n_jobs=n_jobs, random_state=settings.random_state)
+    init = initialization.pca(prep[0], random_state=settings.random_state)
+    tsne = TSNE(n_components=2, perplexity=settings.perplexity,
+                early_exaggeration_iter=settings.early_exaggeration_iter,
+                n_iter=settings.iterations_for(n),
+                negative_gradient_method=settings.method_for(n), n_jobs=n_jobs,
+                random_state=settings.random_state)
+    embedding = tsne.fit(affinities=P, initialization=init)
+    placed = [np.asarray(embedding.transform(T), dtype=np.float64) for T in prep[1:]]
+    return np.asarray(embedding, dtype=np.float64), placed

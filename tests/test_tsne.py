@@ -3,6 +3,7 @@ map shape, determinism for a seed, cluster separation, settings validation."""
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -177,3 +178,69 @@ def test_robust_extent_of_a_map_with_almost_every_point_at_one_place():
     np.testing.assert_allclose(center, [2.0, 1.0])
     assert half == 2.0
     assert robust_extent(np.zeros((5, 2)))[1] == 0.0
+
+
+# -- huge tables: --sample, and --transform (placing a table in another's map) ---------------------
+
+def test_sample_for_map_uniform_and_stratified_by_popularity():
+    from collapse_kit.tsne import sample_for_map
+
+    rows, text = sample_for_map(1000, None)
+    assert (rows == np.arange(1000)).all() and text == "all 1,000 items"
+    assert sample_for_map(50, 100)[0].size == 50  # a table smaller than the sample: all of it
+    rows, text = sample_for_map(1000, 120, seed=3)
+    assert rows.size == 120 == np.unique(rows).size and (np.diff(rows) > 0).all()
+    assert "uniform sample of 120 of 1,000" in text
+    assert (sample_for_map(1000, 120, seed=3)[0] == rows).all()
+    assert not (sample_for_map(1000, 120, seed=4)[0] == rows).all()
+    # stratified: each popularity decile gives exactly its share (popularity = reversed index,
+    # so decile j holds rows 100 j .. 100 j + 99)
+    pop = np.arange(1000.0)[::-1]
+    rows, text = sample_for_map(1000, 200, popularity=pop, seed=0)
+    assert np.histogram(rows, bins=10, range=(0, 1000))[0].tolist() == [20] * 10
+    assert "stratified by popularity" in text
+    rows, _ = sample_for_map(1003, 101, popularity=np.arange(1003.0), seed=0)
+    assert rows.size == 101 == np.unique(rows).size
+    with pytest.raises(UserError, match="at least 2 rows"):
+        sample_for_map(100, 1)
+
+
+def test_placing_a_table_in_another_map_puts_items_by_their_clusters():
+    from collapse_kit.tsne import tsne_map_and_place
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 16)) * 6
+    ref_labels, new_labels = rng.integers(0, 4, 500), rng.integers(0, 4, 150)
+    E = centres[ref_labels] + rng.normal(size=(500, 16))
+    F = centres[new_labels] + rng.normal(size=(150, 16))
+    Y, (Z,) = tsne_map_and_place(E, [F], TSNESettings(n_iter=150))
+    assert Y.shape == (500, 2) and Z.shape == (150, 2)
+    centroids = np.array([Y[ref_labels == c].mean(axis=0) for c in range(4)])
+    nearest = np.argmin(((Z[:, None] - centroids[None]) ** 2).sum(-1), axis=1)
+    assert (nearest == new_labels).mean() > 0.95
+    with pytest.raises(UserError, match="same space"):
+        tsne_map_and_place(E, [F[:, :8]], TSNESettings(n_iter=10))
+
+
+def test_tsne_command_samples_and_transforms(tmp_path, capsys):
+    from collapse_kit.cli import main
+
+    root = Path(__file__).resolve().parents[1] / "results/ml-100k-cpu-shuffled/runs/ml-100k"
+    sasrec = str(root / "sasrec/s0-strict/sasrec.pt")
+    assert main(["tsne", sasrec, "-o", str(tmp_path / "s"), "--sample", "200",
+                 "--iterations", "50"]) == 0
+    err = capsys.readouterr().err
+    assert "a sample of 200 of 1,008 items stratified by popularity" in err
+    assert "t-SNE Gaussian (ml-100k): 200x128" in err  # the reference panel has the sample's size
+    assert (tmp_path / "s.png").exists()
+    stage1, stage3 = (str(root / f"adrec/s0-strict/stage{i}.pt") for i in (1, 3))
+    assert main(["tsne", stage1, stage3, "--names", "s1", "s3", "--transform", "-o",
+                 str(tmp_path / "t"), "--iterations", "50"]) == 0
+    assert "placing s3 in its map" in capsys.readouterr().err
+    assert (tmp_path / "t.png").exists()
+    assert main(["tsne", stage1, "--transform", "-o", str(tmp_path / "u")]) == 2
+    assert "at least two checkpoints" in capsys.readouterr().err
+    assert main(["tsne", sasrec, "--stratify", "baby", "--sample", "100", "-o",
+                 str(tmp_path / "v")]) == 2
+    assert "4731 items, but the table has 1008 rows" in capsys.readouterr().err
+    assert not (tmp_path / "u.png").exists() and not (tmp_path / "v.png").exists()

@@ -52,6 +52,19 @@ def register(subparsers) -> None:
                    help="gradient: Barnes-Hut, FFT, or auto (FFT from 10,000 items; default)")
     t.add_argument("--seed", type=int, default=2024, help="t-SNE and Gaussian seed (default 2024)")
     t.add_argument("--title", help="figure title")
+    t.add_argument("--sample", type=_map_sample, default=100_000, metavar="N",
+                   help="map at most N items of each table (default 100000; 'all': every item): "
+                        "a larger table is sampled, stratified by popularity when its dataset is "
+                        "known (--stratify, or the checkpoint's own bundled dataset), uniformly "
+                        "otherwise, seeded by --seed; the panel title says which")
+    t.add_argument("--stratify", metavar="NAME|PATH",
+                   help="the dataset whose training interactions stratify the sample (default: "
+                        "the checkpoint's own dataset when it is a bundled one)")
+    t.add_argument("--transform", action="store_true",
+                   help="place the items of the second and later checkpoints in the FIRST "
+                        "checkpoint's map (openTSNE transform) instead of mapping each on its "
+                        "own; the tables must share one space (e.g. ADRec stage 1 and stage 3); "
+                        "no Gaussian panel")
     add_loading_args(t)
     t.set_defaults(func=run_tsne)
 
@@ -145,7 +158,7 @@ def _save(fig, args) -> int:
 def run_tsne(args) -> int:
     from collapse_kit.figures import tsne_figure
     from collapse_kit.metrics import gaussian_table
-    from collapse_kit.tsne import TSNESettings, single_point, tsne_map
+    from collapse_kit.tsne import TSNESettings, sample_for_map, single_point, tsne_map
 
     _check_output(args)
     settings = TSNESettings(perplexity=args.perplexity, n_iter=args.iterations, method=args.method,
@@ -163,7 +176,21 @@ def run_tsne(args) -> int:
             raise UserError("some checkpoints name their dataset and some do not; give every "
                             "panel's row with --datasets")
     tables = [t for t, _ in loaded]
-    if args.gaussian:
+    sampled = []
+    for i, table in enumerate(tables):
+        meta = loaded[i][1]
+        rows_i, text = sample_for_map(table.shape[0], args.sample,
+                                      popularity=_stratify_popularity(args, meta, table.shape[0]),
+                                      seed=args.seed)
+        if rows_i.size < table.shape[0]:
+            names[i] = f"{names[i]}\n({text})"
+            table = table[rows_i]
+        sampled.append(table)
+    tables = sampled
+    if args.transform and len(tables) < 2:
+        raise UserError("--transform places the items of the second and later checkpoints in "
+                        "the first one's map: give at least two checkpoints")
+    if args.gaussian and not args.transform:
         if "Gaussian" in names:
             raise UserError("a checkpoint is named 'Gaussian', the reference panel's name; rename "
                             "it or pass --no-gaussian")
@@ -172,20 +199,58 @@ def run_tsne(args) -> int:
             tables.append(gaussian_table(n, d, random_state=args.seed))
             names.append("Gaussian")
             rows.append(row)
-    maps = []
-    for name, row, table in zip(names, rows, tables):
-        n = table.shape[0]
-        label = f"t-SNE {name}{' (' + row + ')' if row else ''}: {n}x{table.shape[1]}"
-        if single_point(table):
-            print(f"{label}: every row is the same point (complete collapse); drawn as one point "
-                  "with a note, no t-SNE run", file=sys.stderr)
-        else:
-            print(f"{label}, {settings.method_for(n)}, 250 + {settings.iterations_for(n)} "
-                  "iterations", file=sys.stderr)
-        maps.append(tsne_map(table, settings))
-    fig = tsne_figure(maps, names, rows=rows, shared_scale=args.shared_scale,
+    if args.transform:
+        from collapse_kit.tsne import tsne_map_and_place
+
+        print(f"t-SNE {names[0]}: {tables[0].shape[0]}x{tables[0].shape[1]}; placing "
+              f"{', '.join(names[1:])} in its map (openTSNE transform)", file=sys.stderr)
+        first, placed = tsne_map_and_place(tables[0], tables[1:], settings)
+        maps = [first, *placed]
+        names = [names[0]] + [f"{n} (placed in {names[0]}'s map)" for n in names[1:]]
+    else:
+        maps = []
+        for name, row, table in zip(names, rows, tables):
+            n = table.shape[0]
+            label = f"t-SNE {name}{' (' + row + ')' if row else ''}: {n}x{table.shape[1]}"
+            if single_point(table):
+                print(f"{label}: every row is the same point (complete collapse); drawn as one "
+                      "point with a note, no t-SNE run", file=sys.stderr)
+            else:
+                print(f"{label}, {settings.method_for(n)}, 250 + {settings.iterations_for(n)} "
+                      "iterations", file=sys.stderr)
+            maps.append(tsne_map(table, settings))
+    fig = tsne_figure(maps, names, rows=rows, shared_scale=args.shared_scale or args.transform,
                       reference=args.reference, title=args.title)
     return _save(fig, args)
+
+
+def _map_sample(text: str) -> int | None:
+    if text.lower() == "all":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 2 or 'all'; got {text!r}") from None
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 2 or 'all'; got {value}")
+    return value
+
+
+def _stratify_popularity(args, meta: dict, n_items: int):
+    """Training interactions per item of --stratify (checked against the table) or of the
+    checkpoint's own bundled dataset (None when unknown or of another size)."""
+    from adrec.data import BUNDLED, load_dataset, training_counts
+
+    spec = args.stratify or (meta.get("dataset") if meta.get("dataset") in BUNDLED else None)
+    if spec is None:
+        return None
+    data = load_dataset(spec)
+    if data.n_items != n_items:
+        if args.stratify:
+            raise UserError(f"--stratify {spec}: {data.n_items} items, but the table has "
+                            f"{n_items} rows; give the data the table was trained on")
+        return None
+    return training_counts(data)
 
 
 def run_spectrum(args) -> int:
