@@ -13,19 +13,25 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from functools import partial
+from typing import NamedTuple
 
 import numpy as np
 
+from collapse_kit import stream as streaming
 from collapse_kit.errors import UndefinedMetric, UserError
 from collapse_kit.metrics import (
-    bootstrap_ci, covariance_entropy, effective_rank, gaussian_null, information_abundance,
-    isotropy, kl_to_gaussian, kl_to_gaussian_logdet, mean_cosine_similarity, numerical_rank,
-    participation_ratio, power_law_decay, row_norm_stats, silhouette, silhouette_labels, singular_value_entropy,
-    singular_value_variance, spectra, stable_rank, top_singular_values, uniformity)
+    bootstrap_ci, covariance_entropy, effective_rank, gaussian_null, gaussian_table,
+    information_abundance, isotropy, kl_to_gaussian, kl_to_gaussian_logdet,
+    mean_cosine_similarity, numerical_rank, participation_ratio, power_law_decay, row_norm_stats,
+    silhouette, silhouette_labels, singular_value_entropy, singular_value_variance, spectra,
+    stable_rank, top_singular_values, uniformity)
 from collapse_kit.metrics._threads import thread_limit
-from collapse_kit.metrics._validation import as_table, check_optional_sample, check_positive_int
+from collapse_kit.metrics._validation import (
+    as_table, check_optional_sample, check_positive_int, sample_rows, stream_block_rows)
+from collapse_kit.metrics.uncertainty import bootstrap_intervals
 from collapse_kit.tables import Table
 from collapse_kit.metrics.cluster import (
     DEFAULT_SAMPLE_SIZE, PAPER_KMEANS_N_INIT, PAPER_KMEANS_SEED, PAPER_N_CLUSTERS)
@@ -80,6 +86,31 @@ def compute_metrics(E, labels=None, *, groups: Sequence[str] = ("paper", "correc
 def _compute(X, labels, groups, n_clusters, kmeans_seed, kmeans_n_init, silhouette_sample,
              uniformity_sample, uniformity_t, seed) -> dict[str, object]:
     sp = spectra(X)  # three SVDs shared by every spectral metric
+    return _metric_values(sp, groups, _Parts(
+        silhouette=lambda: silhouette(X, n_clusters=n_clusters, random_state=kmeans_seed,
+                                      n_init=kmeans_n_init, sample_size=silhouette_sample,
+                                      sample_seed=seed),
+        silhouette_labels=None if labels is None else lambda: _silhouette_of_labelled(
+            X, labels, sample_size=silhouette_sample, random_state=seed),
+        uniformity=lambda: uniformity(X, t=uniformity_t, sample_size=uniformity_sample,
+                                      random_state=seed),
+        mean_cosine=lambda: mean_cosine_similarity(X),
+        norms=lambda: row_norm_stats(X)))
+
+
+class _Parts(NamedTuple):
+    """The non-spectral metrics of one table, each a function of nothing: the in-memory path
+    calls the metric functions on the table, the streamed one reads running sums and samples."""
+
+    silhouette: Callable[[], float]
+    silhouette_labels: Callable[[], float] | None  # None: no labels
+    uniformity: Callable[[], float]
+    mean_cosine: Callable[[], float]
+    norms: Callable[[], dict]
+
+
+def _metric_values(sp, groups, parts: _Parts) -> dict[str, object]:
+    """``compute_metrics``' dict from a table's spectra and its other metrics (``_Parts``)."""
     out: dict[str, object] = {}
 
     def put(keys: tuple[str, ...], fn, *args, **kwargs) -> None:
@@ -101,13 +132,11 @@ def _compute(X, labels, groups, n_clusters, kmeans_seed, kmeans_n_init, silhouet
         put(("covariance_entropy",), covariance_entropy, sp)
         put(("isotropy",), isotropy, sp)
         put(("kl_to_gaussian",), kl_to_gaussian, sp)
-        put(("silhouette",), silhouette, X, n_clusters=n_clusters, random_state=kmeans_seed,
-            n_init=kmeans_n_init, sample_size=silhouette_sample, sample_seed=seed)
+        put(("silhouette",), parts.silhouette)
     if "corrected" in groups:
         put(("kl_to_gaussian_logdet",), kl_to_gaussian_logdet, sp)
-        if labels is not None:
-            put(("silhouette_labels",), _silhouette_of_labelled, X, labels,
-                sample_size=silhouette_sample, random_state=seed)
+        if parts.silhouette_labels is not None:
+            put(("silhouette_labels",), parts.silhouette_labels)
     if "beyond" in groups:
         put(("effective_rank",), effective_rank, sp)
         put(("information_abundance",), information_abundance, sp)
@@ -115,10 +144,9 @@ def _compute(X, labels, groups, n_clusters, kmeans_seed, kmeans_n_init, silhouet
         put(("participation_ratio",), participation_ratio, sp)
         put(("power_law_alpha", "power_law_r2"), power_law_decay, sp)
         put(("numerical_rank",), numerical_rank, sp)
-        put(("uniformity",), uniformity, X, t=uniformity_t, sample_size=uniformity_sample,
-            random_state=seed)
-        put(("mean_cosine_similarity",), mean_cosine_similarity, X)
-        norms = row_norm_stats(X)
+        put(("uniformity",), parts.uniformity)
+        put(("mean_cosine_similarity",), parts.mean_cosine)
+        norms = parts.norms()
         for stat in ("mean", "std", "min", "max"):
             out[f"row_norm_{stat}"] = norms[stat]
     return out
@@ -143,12 +171,141 @@ def _labelled_rows(labels, n_items: int) -> np.ndarray:
     return labels >= 0
 
 
+# -- computing, streamed: a table read by blocks of rows (collapse_kit.stream) -------------------
+
+def compute_metrics_streamed(source, labels=None, *,
+                             groups: Sequence[str] = ("paper", "corrected", "beyond"),
+                             n_clusters: int = PAPER_N_CLUSTERS,
+                             kmeans_seed: int = PAPER_KMEANS_SEED,
+                             kmeans_n_init: int = PAPER_KMEANS_N_INIT,
+                             silhouette_sample: int | None = DEFAULT_SAMPLE_SIZE,
+                             uniformity_sample: int | None = DEFAULT_SAMPLE_SIZE,
+                             uniformity_t: float = 2.0, seed: int = 0, threads: int | None = 1,
+                             block_rows: int | None = None) -> dict[str, object]:
+    """``compute_metrics`` of a table read block by block from a row-block source (or array).
+
+    Same keys and settings. Memory O(block_rows * d + d^2) plus the sampled rows; the table is
+    read twice (``collapse_kit.stream.summarize``). Exact, up to rounding: every spectral
+    metric (from the R factor of the centred table), the row norms and the mean cosine (from
+    running sums). Sampled: uniformity and silhouette_labels on the same seeded rows as in
+    memory (so equal up to rounding), and the KMeans silhouette, whose KMeans is fitted on its
+    seeded sample of ``silhouette_sample`` rows instead of on every row (identical to the
+    in-memory value when the sample holds every row). docs/metrics.md, "Tables of millions".
+    """
+    values, _counts, _draws = _streamed(
+        streaming.as_source(source), labels, groups=groups, n_clusters=n_clusters,
+        kmeans_seed=kmeans_seed, kmeans_n_init=kmeans_n_init,
+        silhouette_sample=silhouette_sample, uniformity_sample=uniformity_sample,
+        uniformity_t=uniformity_t, seed=seed, threads=threads, block_rows=block_rows)
+    return values
+
+
+def _streamed(source, labels, *, groups, n_clusters, kmeans_seed, kmeans_n_init,
+              silhouette_sample, uniformity_sample, uniformity_t, seed, threads, block_rows,
+              n_resamples: int = 0) -> tuple[dict, dict, list[dict]]:
+    """(metric values, {n_constant_columns, n_zero_rows}, one metric dict per bootstrap
+    resample) of a streamed table, from one two-pass ``summarize``."""
+    unknown = set(groups) - set(GROUPS)
+    if unknown:
+        raise UserError(f"unknown metric group(s) {sorted(unknown)}; choose from {list(GROUPS)}")
+    silhouette_sample = check_optional_sample(silhouette_sample, "silhouette_sample")
+    uniformity_sample = check_optional_sample(uniformity_sample, "uniformity_sample")
+    n = source.shape[0]
+    labels = None if labels is None or "corrected" not in groups else np.asarray(labels)
+    samples = _StreamSamples(n, labels, groups, silhouette_sample, uniformity_sample, seed)
+    kmeans = dict(n_clusters=n_clusters, random_state=kmeans_seed, n_init=kmeans_n_init)
+    with thread_limit(threads):
+        summary = streaming.summarize(source, block_rows=block_rows, sample_rows=samples.union,
+                                      n_resamples=n_resamples, seed=seed)
+        table = summary.table
+        values = _metric_values(table.spectra, groups, samples.parts(
+            table, summary.gathered, labels, kmeans, uniformity_t))
+        draws = []
+        for r, resample in enumerate(summary.resamples):
+            if resample is None:  # every row drawn is zero: no metric has a value
+                draws.append({k: None for k, v in values.items() if not isinstance(v, str)})
+                continue
+            rng = np.random.default_rng(np.random.SeedSequence([int(seed), r, 2]))
+            draws.append(_metric_values(resample.spectra, groups, samples.parts(
+                resample, summary.gathered, labels, kmeans, uniformity_t, rng=rng)))
+    counts = {"n_constant_columns": table.n_constant_columns,
+              "n_zero_rows": int(table.geometry.n_zero)}
+    return values, counts, draws
+
+
+class _StreamSamples:
+    """The seeded row samples of a streamed table: the same rows ``compute_metrics`` samples
+    (``sample_rows(n, size, seed)``), every row when the size covers the table."""
+
+    def __init__(self, n, labels, groups, silhouette_sample, uniformity_sample, seed):
+        def rows(count, size):
+            idx = sample_rows(count, size, seed)
+            return np.arange(count) if idx is None else idx
+
+        empty = np.zeros(0, np.int64)
+        self.silhouette = rows(n, silhouette_sample) if "paper" in groups else empty
+        self.uniformity = rows(n, uniformity_sample) if "beyond" in groups else empty
+        self.labelled = self.n_labelled = None
+        if labels is not None:
+            labelled = np.flatnonzero(_labelled_rows(labels, n))
+            self.n_labelled = labelled.size
+            self.labelled = labelled[rows(labelled.size, silhouette_sample)]
+        self.union = np.unique(np.concatenate(
+            [self.silhouette, self.uniformity] + ([] if labels is None else [self.labelled])))
+
+    def parts(self, table, gathered, labels, kmeans: dict, t: float, rng=None) -> _Parts:
+        """The ``_Parts`` of the table (or of a bootstrap resample, rng given: each sample
+        resampled with replacement, in this order: silhouette, uniformity, labelled)."""
+        def pick(idx):
+            return idx if rng is None else idx[rng.integers(0, idx.size, size=idx.size)]
+
+        sil, uni = pick(self.silhouette), pick(self.uniformity)
+        lab = None if labels is None else pick(self.labelled)
+        return _Parts(
+            silhouette=lambda: silhouette(gathered.rows(sil), sample_size=None, **kmeans),
+            silhouette_labels=None if labels is None else lambda: _silhouette_of_labelled_sample(
+                gathered.rows(lab), labels[lab], self.n_labelled),
+            uniformity=lambda: uniformity(gathered.rows(uni), t=t, sample_size=None),
+            mean_cosine=table.geometry.mean_cosine, norms=table.geometry.norm_stats)
+
+
+def _silhouette_of_labelled_sample(X: np.ndarray, labels: np.ndarray, n_labelled: int) -> float:
+    """``_silhouette_of_labelled`` for the seeded sample X (m, d) of the labelled rows."""
+    if n_labelled < 3:
+        raise UndefinedMetric(f"only {n_labelled} item(s) have a label; a silhouette needs "
+                              "at least 3")
+    if not X.any():
+        raise UndefinedMetric(f"all {X.shape[0]} labelled items have all-zero rows (one point)")
+    return silhouette_labels(X, labels, sample_size=None)
+
+
+def _table_for(E, stream: bool | None):
+    """E as the analyze paths take it: a row-block source (streamed) or the table itself.
+
+    A path is opened with ``collapse_kit.io.open_embeddings``; a source (or path) of fewer
+    than ``stream.STREAM_MIN_ROWS`` rows is read whole unless stream=True; an array is
+    streamed only with stream=True.
+    """
+    if stream not in (None, True, False):
+        raise UserError(f"stream must be None (automatic), True or False; got {stream!r}")
+    if isinstance(E, (str, os.PathLike)):
+        from collapse_kit.io import open_embeddings
+
+        E = open_embeddings(E, stream=stream).table
+    if streaming.is_source(E):
+        if stream is False or (stream is None and E.shape[0] < streaming.STREAM_MIN_ROWS):
+            return E.read_all()
+        return E
+    return streaming.ArraySource(E) if stream else E
+
+
 def analyze(E, *, labels=None, n_clusters: int = PAPER_N_CLUSTERS,
             kmeans_seed: int = PAPER_KMEANS_SEED, kmeans_n_init: int = PAPER_KMEANS_N_INIT,
             silhouette_sample: int | None = DEFAULT_SAMPLE_SIZE,
             uniformity_sample: int | None = DEFAULT_SAMPLE_SIZE, uniformity_t: float = 2.0,
             null_draws: int = 1, bootstrap: int = 0, confidence: float = 0.95,
-            seed: int = 0, threads: int | None = 1) -> dict[str, object]:
+            seed: int = 0, threads: int | None = 1, stream: bool | None = None,
+            block_rows: int | None = None) -> dict[str, object]:
     """Every collapse metric of the table E (n_items, d), as one flat dict keyed by metric name.
 
     Adds, for every metric key K: ``K_gaussian`` (its value on ``null_draws`` seeded same-shape
@@ -158,13 +315,23 @@ def analyze(E, *, labels=None, n_clusters: int = PAPER_N_CLUSTERS,
     setting that changes a number (sample sizes actually used, seeds). Keys: docs/metrics.md.
     ``threads``: see ``compute_metrics``.
 
+    Tables of millions of items: E may also be a row-block source (``collapse_kit.stream``) or
+    the path of a checkpoint (``collapse_kit.io.open_embeddings``). ``stream=True`` computes
+    every metric from blocks of ``block_rows`` rows (default 2**22 / d) in bounded memory
+    (``compute_metrics_streamed``; its Gaussian null is generated block by block, its bootstrap
+    resamples rows with exact multinomial weights); False reads the table whole; None (the
+    default) streams a source or path of at least ``stream.STREAM_MIN_ROWS`` (10^6) rows and
+    nothing else. ``streamed`` and ``stream_block_rows`` in the result say which path ran.
+
     >>> import numpy as np
     >>> r = analyze(np.random.default_rng(0).standard_normal((300, 8)), null_draws=0)
     >>> r["numerical_rank"], r["silhouette_sample_size"]
     (8, 300)
     """
-    X = as_table(E)
-    n, d = X.shape
+    table = _table_for(E, stream)
+    streamed = streaming.is_source(table)
+    X = None if streamed else as_table(table)
+    n, d = table.shape
     null_draws = check_positive_int(null_draws, "null_draws", minimum=0)
     bootstrap = check_positive_int(bootstrap, "bootstrap", minimum=0)
     if bootstrap == 1:
@@ -174,32 +341,45 @@ def analyze(E, *, labels=None, n_clusters: int = PAPER_N_CLUSTERS,
                         f"got {confidence!r}")
     silhouette_sample = check_optional_sample(silhouette_sample, "silhouette_sample")
     uniformity_sample = check_optional_sample(uniformity_sample, "uniformity_sample")
-    metric_fn = partial(compute_metrics, n_clusters=n_clusters, kmeans_seed=kmeans_seed,
-                        kmeans_n_init=kmeans_n_init, silhouette_sample=silhouette_sample,
-                        uniformity_sample=uniformity_sample, uniformity_t=uniformity_t, seed=seed,
-                        threads=threads)
+    settings = dict(n_clusters=n_clusters, kmeans_seed=kmeans_seed, kmeans_n_init=kmeans_n_init,
+                    silhouette_sample=silhouette_sample, uniformity_sample=uniformity_sample,
+                    uniformity_t=uniformity_t, seed=seed, threads=threads)
     extra = () if labels is None else (np.asarray(labels),)
 
-    result: dict[str, object] = {
-        "n_items": n, "dim": d,
-        "n_constant_columns": int((np.ptp(X, axis=0) == 0).sum()),
-        "n_zero_rows": row_norm_stats(X)["n_zero_rows"],
-    }
-    values = metric_fn(X, *extra)
+    if streamed:
+        block_rows = stream_block_rows(d, block_rows)
+        metric_fn = partial(compute_metrics_streamed, block_rows=block_rows, **settings)
+        values, counts, draws = _streamed(table, labels, groups=tuple(GROUPS),
+                                          block_rows=block_rows, n_resamples=bootstrap,
+                                          **settings)
+        null_table = streaming.GaussianSource  # the same draws as gaussian_table, by blocks
+    else:
+        metric_fn = partial(compute_metrics, **settings)
+        counts = {"n_constant_columns": int((np.ptp(X, axis=0) == 0).sum()),
+                  "n_zero_rows": row_norm_stats(X)["n_zero_rows"]}
+        values = metric_fn(X, *extra)
+        null_table = gaussian_table
+    result: dict[str, object] = {"n_items": n, "dim": d, **counts}
     result.update(values)
     n_labelled = None if labels is None else int(_labelled_rows(labels, n).sum())
     result.update(_settings(n, n_labelled, silhouette_sample, uniformity_sample, uniformity_t,
                             n_clusters, kmeans_seed, kmeans_n_init, seed, labels))
+    result["streamed"] = streamed
+    result["stream_block_rows"] = block_rows if streamed else None
     if null_draws:
-        null = gaussian_null(metric_fn, (n, d), *extra, n_draws=null_draws, random_state=seed)
+        null = gaussian_null(metric_fn, (n, d), *extra, n_draws=null_draws, random_state=seed,
+                             table_factory=null_table)
         for key, stats in null.items():
             result[f"{key}_gaussian"] = stats["mean"]
             if null_draws > 1:
                 result[f"{key}_gaussian_std"] = stats["std"]
     result["null_draws"] = null_draws
     if bootstrap:
-        cis = bootstrap_ci(metric_fn, X, *extra, n_resamples=bootstrap, confidence=confidence,
-                           random_state=seed, estimate=values)
+        if streamed:
+            cis = bootstrap_intervals(draws, values, confidence=confidence)
+        else:
+            cis = bootstrap_ci(metric_fn, X, *extra, n_resamples=bootstrap,
+                               confidence=confidence, random_state=seed, estimate=values)
         for key, ci in cis.items():
             result[f"{key}_ci_low"], result[f"{key}_ci_high"] = ci["low"], ci["high"]
     result["bootstrap_resamples"] = bootstrap
@@ -286,10 +466,16 @@ def _notes(result: dict) -> str:
     ci = (f"{result['bootstrap_resamples']} item resamples, {result['bootstrap_confidence']:.0%} "
           "percentile, re-centred on the value" if result["bootstrap_resamples"]
           else "off (use --bootstrap N)")
+    streamed = ""
+    if result.get("streamed"):  # KMeans saw only the silhouette's sample (docs/metrics.md)
+        streamed = (f"; streamed in blocks of {result['stream_block_rows']} rows, KMeans fitted "
+                    "on the silhouette's rows" + (", bootstrap by multinomial row weights"
+                                                  if result["bootstrap_resamples"] else ""))
     return (f"silhouette: KMeans k={result['silhouette_n_clusters']}, seed {result['kmeans_seed']}, "
             f"n_init {result['kmeans_n_init']}, scored on {sil_text}; uniformity: t="
             f"{result['uniformity_t']:g}, {uni_text}; gaussian: {null}; CI: {ci}; "
-            f"constant columns: {result['n_constant_columns']}, zero rows: {result['n_zero_rows']}")
+            f"constant columns: {result['n_constant_columns']}, zero rows: {result['n_zero_rows']}"
+            f"{streamed}")
 
 
 def _metric_rows(result: dict) -> list[tuple[str, str, str, str, str]]:

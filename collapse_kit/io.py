@@ -19,6 +19,9 @@ block or never end); a .npy header's claimed shape is checked against the bytes 
 before anything is allocated; and every way a damaged file can make a reader fail (zlib, zip,
 pickle, header-parsing errors, ...) becomes one UserError that names the file and the fix.
 
+``open_embeddings`` is the same for tables of millions of items: a .npy or safetensors table
+becomes a row-block source (``collapse_kit.stream``) after reading its header alone.
+
 Padding: the ADRec authors' code and RecBole reserve item id 0 for padding, so row 0 of their
 ``item_embedding.weight`` is not an item. ``padding="auto"`` drops row 0 when the tensor has that
 name (outside this project's checkpoints, which store the table without padding) or when row 0 is
@@ -43,7 +46,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from collapse_kit.errors import UserError
-from collapse_kit.metrics._validation import check_table
+from collapse_kit.metrics._validation import check_layout, check_table
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +114,118 @@ def checkpoint_table(ckpt: dict, path: str | os.PathLike, *, padding: str = "aut
     if not isinstance(ckpt, dict) or ckpt.get("format") != PROJECT_FORMAT:
         raise UserError(f"{path} is not a collapse-kit checkpoint; read it with load_embeddings")
     return _table_of(_flatten(ckpt), _project_meta(ckpt, path), path, None, padding)
+
+
+def open_embeddings(path: str | os.PathLike, key: str | None = None, *, padding: str = "auto",
+                    trust_pickle: bool = False, stream: bool | None = None) -> LoadedTable:
+    """``load_embeddings``, or, for a large table, a row-block source instead of the array.
+
+    ``stream=None`` (automatic) returns a source when the table has at least
+    ``collapse_kit.stream.STREAM_MIN_ROWS`` rows and exactly ``load_embeddings``' result
+    otherwise; True always a source; False always ``load_embeddings``' result. A .npy file or a
+    safetensors tensor becomes a ``FileRowsSource`` after reading only its header (and row 0
+    when ``padding="auto"`` must look at it), so the table is never read whole; any other
+    format is loaded whole (``load_embeddings``) and wrapped in an ``ArraySource``. The checks
+    and metadata are those of ``load_embeddings``, except that NaN/Inf and an all-zero table
+    are found while streaming (the error names the first bad row). The metadata's ``dtype`` is
+    what ``load_embeddings`` would report (float16/bfloat16 safetensors: float32).
+    """
+    from collapse_kit import stream as st
+
+    if padding not in PADDING_CHOICES:
+        raise UserError(f"padding must be one of {', '.join(PADDING_CHOICES)}; got {padding!r}")
+    path = Path(path)
+    check_regular_file(path, "checkpoint")
+    kind = _sniff(path)
+    if stream is False or kind not in ("npy", "safetensors"):
+        table, meta = load_embeddings(path, key, padding=padding, trust_pickle=trust_pickle)
+        if stream or (stream is None and table.shape[0] >= st.STREAM_MIN_ROWS):
+            label = f"tensor {meta['key']!r} in {path}"
+            return LoadedTable(st.ArraySource(table, name=label), meta)
+        return LoadedTable(table, meta)
+    layouts, meta = (_npy_layouts if kind == "npy" else _safetensors_layouts)(path, trust_pickle)
+    name, reason = _choose_key(layouts, key, meta, path)
+    layout = layouts[name]
+    label = f"tensor {name!r} in {path}"
+    # What load_embeddings makes of the stored dtype: torch turns 2-byte floats into float32.
+    loaded = np.dtype(np.float32) if layout.bfloat16 or (
+        kind == "safetensors" and layout.dtype.kind == "f" and layout.dtype.itemsize < 4) \
+        else layout.dtype
+    check_layout(loaded, layout.shape, name=label, min_rows=1)
+    if stream is None and layout.shape[0] < st.STREAM_MIN_ROWS:
+        return load_embeddings(path, key, padding=padding, trust_pickle=trust_pickle)
+
+    def source(first_row: int, what: str) -> st.FileRowsSource:
+        return st.FileRowsSource(path, offset=layout.offset, stored_shape=layout.shape,
+                                 dtype=layout.dtype, name=what, first_row=first_row,
+                                 fortran=layout.fortran, bfloat16=layout.bfloat16)
+
+    whole = source(0, label)
+    dropped, why = _padding_rule(name, padding, meta["format"], layout.shape[0],
+                                 lambda: whole.take([0])[0])
+    table = source(1, label + " without its padding row") if dropped else whole
+    check_layout(loaded, table.shape, name=table.name)
+    if stream is None and table.shape[0] < st.STREAM_MIN_ROWS:
+        return load_embeddings(path, key, padding=padding, trust_pickle=trust_pickle)
+    meta.update(source=str(path), key=name, key_reason=reason, original_shape=list(layout.shape),
+                dtype=str(loaded), padding_row_dropped=dropped, padding_reason=why,
+                shape=list(table.shape))
+    log.info("streaming %s %s from %s (%s)", name, tuple(table.shape), path, reason)
+    return LoadedTable(table, meta)
+
+
+class _StoredArray(NamedTuple):
+    """Where and how a file stores an array (``open_embeddings``); ``shape`` for ``_choose_key``."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype       # as stored (bfloat16: uint16 words)
+    offset: int           # byte offset of element 0
+    fortran: bool = False
+    bfloat16: bool = False
+
+
+def _npy_layouts(path: Path, trust_pickle: bool) -> tuple[dict, dict]:
+    with open(path, "rb") as f:
+        shape, fortran, dtype = _npy_layout(f, str(path))
+        offset = f.tell()
+    _check_npy_size(shape, dtype, path.stat().st_size - offset, str(path), trust_pickle)
+    return {"<array>": _StoredArray(tuple(shape), dtype, offset, fortran)}, {"format": "npy"}
+
+
+# safetensors dtype names; the float ones are read, the others only named in the error.
+SAFETENSORS_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8",
+                      "I32": "<i4", "I16": "<i2", "I8": "i1", "U64": "<u8", "U32": "<u4",
+                      "U16": "<u2", "U8": "u1", "BOOL": "?"}
+
+
+def _safetensors_layouts(path: Path, trust_pickle: bool) -> tuple[dict, dict]:
+    """The tensors of a safetensors file from its header alone: 8 bytes of header length
+    (little-endian u64), a JSON object {name: {dtype, shape, data_offsets}}, then the data."""
+    import json
+
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            n_header = struct.unpack("<Q", f.read(8))[0]
+            if n_header > size - 8:
+                raise ValueError(f"its header claims {n_header} bytes of {size - 8}")
+            header = json.loads(f.read(n_header))
+        out = {}
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            shape, (begin, end) = tuple(int(s) for s in info["shape"]), info["data_offsets"]
+            code = info["dtype"]
+            if code not in SAFETENSORS_DTYPES:
+                raise ValueError(f"tensor {name!r} has dtype {code}, which collapse-kit cannot "
+                                 "read; save it as float32")
+            dtype = np.dtype(SAFETENSORS_DTYPES[code])
+            if end - begin != math.prod(shape) * dtype.itemsize or 8 + n_header + end > size:
+                raise ValueError(f"tensor {name!r} does not fit its stated bytes")
+            out[name] = _StoredArray(shape, dtype, 8 + n_header + begin, bfloat16=code == "BF16")
+    except CORRUPT_FILE_ERRORS as exc:  # JSON and Unicode errors are ValueErrors
+        raise UserError(f"{path} is truncated or corrupt ({_first_line(exc)}); {SAVE_AGAIN}") from None
+    return out, {"format": "safetensors"}
 
 
 def _table_of(tensors: dict, meta: dict, path: Path, key: str | None,
@@ -321,13 +436,19 @@ def _npz_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path,
 
 def _npy_header(f, where: str) -> tuple[tuple[int, ...], np.dtype]:
     """(shape, dtype) from the .npy header at ``f``'s position, which is left at the data."""
+    shape, _fortran, dtype = _npy_layout(f, where)
+    return shape, dtype
+
+
+def _npy_layout(f, where: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran_order, dtype) from the .npy header at ``f``'s position (``_npy_header``)."""
     fmt = np.lib.format
     try:
         version = fmt.read_magic(f)
         if version == (1, 0):
-            shape, _fortran, dtype = fmt.read_array_header_1_0(f)
+            shape, fortran, dtype = fmt.read_array_header_1_0(f)
         elif version == (2, 0):
-            shape, _fortran, dtype = fmt.read_array_header_2_0(f)
+            shape, fortran, dtype = fmt.read_array_header_2_0(f)
         else:  # 3.0 only adds UTF-8 field names: a structured array, never an embedding table
             raise ValueError(f"format version {version[0]}.{version[1]} is not supported")
         if any(s < 0 for s in shape):
@@ -335,7 +456,7 @@ def _npy_header(f, where: str) -> tuple[tuple[int, ...], np.dtype]:
     except (ValueError, SyntaxError, tokenize.TokenError, TypeError, KeyError, OverflowError) as exc:
         raise UserError(f"{where} has a damaged .npy header ({_first_line(exc)}); it is truncated "
                         f"or corrupt; {SAVE_AGAIN}") from None
-    return shape, dtype
+    return shape, bool(fortran), dtype
 
 
 def _check_npy_size(shape, dtype: np.dtype, available: int, where: str, trust_pickle: bool) -> None:
@@ -465,18 +586,25 @@ def _to_numpy(t, label: str) -> np.ndarray:
 
 
 def _drop_padding(table: np.ndarray, name: str, padding: str, fmt: str) -> tuple[np.ndarray, bool, str]:
+    dropped, why = _padding_rule(name, padding, fmt, table.shape[0], lambda: table[0])
+    return (table[1:] if dropped else table), dropped, why
+
+
+def _padding_rule(name: str, padding: str, fmt: str, n_rows: int, row0) -> tuple[bool, str]:
+    """(drop row 0?, why) for the tensor ``name`` of ``n_rows`` rows; ``row0()`` gives row 0,
+    called only when its content decides (a streamed table reads it alone)."""
     if padding == "keep":
-        return table, False, "kept: --padding keep"
+        return False, "kept: --padding keep"
     if padding == "drop":
-        return table[1:], True, "dropped row 0: --padding drop"
+        return True, "dropped row 0: --padding drop"
     if fmt == PROJECT_FORMAT:
-        return table, False, "none: collapse-kit checkpoints store the table without padding"
+        return False, "none: collapse-kit checkpoints store the table without padding"
     if any(name == k or name.endswith("." + k) for k in PADDED_KEYS):
-        return table[1:], True, (f"dropped row 0: '{name}' is the ADRec/RecBole item table, "
-                                 "whose row 0 is the padding item")
-    if table.shape[0] > 2 and not table[0].any():
-        return table[1:], True, "dropped row 0: it is all zeros (an nn.Embedding padding_idx=0 row)"
-    return table, False, "none: row 0 is not zero and the tensor name has no padding convention"
+        return True, (f"dropped row 0: '{name}' is the ADRec/RecBole item table, "
+                      "whose row 0 is the padding item")
+    if n_rows > 2 and not np.asarray(row0()).any():
+        return True, "dropped row 0: it is all zeros (an nn.Embedding padding_idx=0 row)"
+    return False, "none: row 0 is not zero and the tensor name has no padding convention"
 
 
 # -- labels --------------------------------------------------------------------------------------

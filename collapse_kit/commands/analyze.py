@@ -32,6 +32,9 @@ def register(subparsers) -> None:
     p.add_argument("--labels", metavar="CSV",
                    help="item labels (header item_id,...; one class column or 0/1 columns, "
                         "e.g. ml-100k/item_genres.csv) for the silhouette_labels metric")
+    p.add_argument("--stream", action="store_true",
+                   help="read the table by blocks of rows in bounded memory (automatic for a "
+                        ".npy/.safetensors table of 1,000,000+ rows; docs/metrics.md)")
     _add_metric_args(p)
     add_popularity_args(p)
     p.set_defaults(func=run_analyze)
@@ -120,10 +123,18 @@ def _checkpoint_keys(path: str, meta: dict) -> dict:
 
 def run_analyze(args) -> int:
     from collapse_kit.analyze import analyze, format_analysis
-    from collapse_kit.io import load_labels
+    from collapse_kit.io import load_labels, open_embeddings
+    from collapse_kit.stream import STREAM_MIN_ROWS, is_source
 
     pop = wants_popularity(args)
-    table, meta = _load(args.checkpoint, args)
+    # --stream, or a .npy/.safetensors table of STREAM_MIN_ROWS+ rows: a row-block source, read
+    # by blocks in the streamed path (docs/metrics.md, "Tables of millions of items").
+    table, meta = open_embeddings(args.checkpoint, args.key, padding=args.padding,
+                                  trust_pickle=args.trust_pickle, stream=args.stream or None)
+    if pop and is_source(table):
+        raise UserError(f"--dataset/--popularity need the table in memory, but it is streamed "
+                        f"({'--stream' if args.stream else f'{STREAM_MIN_ROWS:,}+ rows'}); "
+                        "drop --stream, or analyze the popularity of a smaller table")
     popularity = popularity_for(args, table.shape[0]) if pop else None
     labels = None
     if args.labels:
@@ -131,7 +142,7 @@ def run_analyze(args) -> int:
     result = _checkpoint_keys(args.checkpoint, meta)
     result.update(analyze(table, labels=labels, null_draws=args.null_draws,
                           bootstrap=args.bootstrap, confidence=args.confidence,
-                          **_metric_settings(args)))
+                          stream=True if is_source(table) else None, **_metric_settings(args)))
     if popularity is not None:
         from collapse_kit.popularity import format_popularity, popularity_analysis
 

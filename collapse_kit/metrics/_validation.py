@@ -1,6 +1,7 @@
 """Input checks shared by the metric functions (validate first, fail with one clear line), and
 the two numerical guards every metric shares: an exact power-of-two rescaling of tables whose
-entries are far from 1, and column means that are exact for constant columns."""
+entries are far from 1, and column means that are exact for constant columns. ``ColumnStats``
+and ``check_block`` give the same guards to a table streamed by blocks of rows."""
 from __future__ import annotations
 
 import math
@@ -18,25 +19,8 @@ def check_table(E, *, name: str = "E", min_rows: int = 2) -> np.ndarray:
     dimensions, too few rows, no columns, NaN/Inf entries, or a table of zeros only.
     Accepts numpy arrays and anything with ``.detach()`` (torch tensors) or ``__array__``.
     """
-    if hasattr(E, "detach"):  # a torch tensor, converted without importing torch here
-        E = E.detach().cpu()
-        if str(E.dtype) == "torch.bfloat16":  # numpy has no bfloat16
-            E = E.float()
-        E = E.numpy()
-    arr = np.asarray(E)
-    if arr.dtype.kind != "f":
-        raise TypeError(
-            f"{name} must hold floating-point embeddings; got dtype {arr.dtype} "
-            "(integer tensors are usually item ids, not an embedding table; pass the float table)")
-    if arr.ndim != 2:
-        raise UserError(
-            f"{name} must be 2-D (n_items, d); got a {arr.ndim}-D array of shape {tuple(arr.shape)} "
-            "(pick the item-embedding table itself, e.g. with another --key)")
-    n, d = arr.shape
-    if n < min_rows:
-        raise UserError(f"{name} has {n} row(s); at least {min_rows} items are needed")
-    if d < 1:
-        raise UserError(f"{name} has no columns (shape {arr.shape}); d must be at least 1")
+    arr = as_array(E)
+    check_layout(arr.dtype, arr.shape, name=name, min_rows=min_rows)
     finite = np.isfinite(arr)
     if not finite.all():
         bad_rows = np.flatnonzero(~finite.all(axis=1))
@@ -48,6 +32,40 @@ def check_table(E, *, name: str = "E", min_rows: int = 2) -> np.ndarray:
     if not arr.any():
         raise UserError(f"{name} is all zeros (shape {arr.shape}); there is no embedding to analyse")
     return arr
+
+
+def as_array(E) -> np.ndarray:
+    """``E`` as a numpy array, unconverted and unchecked (torch tensors without importing torch;
+    bfloat16, which numpy lacks, as float32)."""
+    if hasattr(E, "detach"):  # a torch tensor, converted without importing torch here
+        E = E.detach().cpu()
+        if str(E.dtype) == "torch.bfloat16":  # numpy has no bfloat16
+            E = E.float()
+        E = E.numpy()
+    return np.asarray(E)
+
+
+def check_layout(dtype: np.dtype, shape: tuple[int, ...], *, name: str = "E",
+                 min_rows: int = 2) -> None:
+    """The checks of ``check_table`` that need no data: a float dtype, 2-D, enough rows, d >= 1.
+
+    Shared by ``check_table`` and the row-block sources (``collapse_kit.stream``), which know
+    dtype and shape before reading a row.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f":
+        raise TypeError(
+            f"{name} must hold floating-point embeddings; got dtype {dtype} "
+            "(integer tensors are usually item ids, not an embedding table; pass the float table)")
+    if len(shape) != 2:
+        raise UserError(
+            f"{name} must be 2-D (n_items, d); got a {len(shape)}-D array of shape {tuple(shape)} "
+            "(pick the item-embedding table itself, e.g. with another --key)")
+    n, d = shape
+    if n < min_rows:
+        raise UserError(f"{name} has {n} row(s); at least {min_rows} items are needed")
+    if d < 1:
+        raise UserError(f"{name} has no columns (shape {tuple(shape)}); d must be at least 1")
 
 
 def as_table(E, *, name: str = "E", min_rows: int = 2) -> np.ndarray:
@@ -75,12 +93,20 @@ def power_of_two_scaled(X: np.ndarray) -> tuple[np.ndarray, int]:
     arithmetic gives the same bits. Undo with ``np.ldexp(value, k)`` for a value in the table's
     units (a norm).
     """
-    top = max(float(X.max()), -float(X.min()))
+    k = scale_exponent(max(float(X.max()), -float(X.min())))
+    return (X, 0) if k == 0 else (np.ldexp(X, -k), k)
+
+
+def scale_exponent(top: float) -> int:
+    """The exponent k of ``power_of_two_scaled`` for a table whose largest |entry| is ``top``.
+
+    0 for top = 0 or top in ``UNSCALED_RANGE``; never 0 outside it. Non-decreasing in top, so a
+    streamed table can track it block by block (``ColumnStats``).
+    """
     if top == 0 or UNSCALED_RANGE[0] <= top <= UNSCALED_RANGE[1]:
-        return X, 0
+        return 0
     e = math.frexp(top)[1]  # top = m 2^e, m in [1/2, 1): top 2^-k lies in [2^(e-k-1), 2^(e-k))
-    k = e - 6 if top > UNSCALED_RANGE[1] else e + 5  # into [2^5, 2^6), or into [2^-6, 2^-5)
-    return np.ldexp(X, -k), k
+    return e - 6 if top > UNSCALED_RANGE[1] else e + 5  # into [2^5, 2^6), or into [2^-6, 2^-5)
 
 
 def column_means(X: np.ndarray) -> np.ndarray:
@@ -114,3 +140,101 @@ def sample_rows(n: int, sample_size: int | None, random_state) -> np.ndarray | N
         return None
     rng = np.random.default_rng(random_state)
     return np.sort(rng.choice(n, size=sample_size, replace=False))
+
+
+# -- streamed tables (collapse_kit.stream): the same guards, one block of rows at a time ----------
+
+# Entries (rows x d) per block of a streamed table: 4M float64 = 32 MB (32,768 rows at d = 128).
+STREAM_BLOCK_ENTRIES = 2**22
+
+
+def stream_block_rows(d: int, block_rows: int | None = None) -> int:
+    """Rows per block of a streamed table of d columns: ``block_rows``, else
+    STREAM_BLOCK_ENTRIES / d."""
+    if block_rows is None:
+        return max(1, STREAM_BLOCK_ENTRIES // d)
+    return check_positive_int(block_rows, "block_rows")
+
+
+def check_block(block: np.ndarray, start: int, *, name: str = "E") -> None:
+    """Refuse a block of rows start.. of a streamed table that holds NaN or Inf, naming the row.
+
+    Rows are checked in order, so the row named is the table's first non-finite one.
+    """
+    finite = np.isfinite(block)
+    if finite.all():
+        return
+    i = int(np.flatnonzero(~finite.all(axis=1))[0])
+    n_nan = int(np.isnan(block[i]).sum())
+    raise UserError(f"{name} has a non-finite row {start + i} ({n_nan} NaN and "
+                    f"{int((~finite[i]).sum()) - n_nan} Inf entries; the first such row); "
+                    "embeddings must be finite, so check the run that wrote them")
+
+
+class ColumnStats:
+    """Column statistics of a table fed block by block (pass 1 of every streamed metric).
+
+    Holds, exactly as the whole table would give them: the column minima and maxima (so the
+    ``power_of_two_scaled`` exponent and the constant columns), and the (weighted) row count,
+    column means and sums of squared deviations (M2) of the table scaled by 2**-exponent,
+    merged per block with Chan et al.'s pairwise update in float64. A block's rows may carry
+    weights (a bootstrap resample: row i counted w_i times). Memory O(d).
+    Reference: Chan, Golub & LeVeque, "Algorithms for computing the sample variance" (1983).
+    """
+
+    def __init__(self, d: int):
+        self.count = 0.0                  # rows seen (sum of weights)
+        self.lo = np.full(d, np.inf)      # column minima, in the table's own units
+        self.hi = np.full(d, -np.inf)     # column maxima
+        self.exponent = 0                 # scale_exponent of the largest |entry| so far
+        self._mean = np.zeros(d)          # of the scaled table (units 2**exponent)
+        self._m2 = np.zeros(d)            # sum of w (x - mean)^2, same units squared
+
+    def update(self, block: np.ndarray, weights: np.ndarray | None = None) -> None:
+        """Add the rows block (b, d) float64, optionally weighted by weights (b,) > 0."""
+        if block.shape[0] == 0:
+            return
+        np.minimum(self.lo, block.min(axis=0), out=self.lo)
+        np.maximum(self.hi, block.max(axis=0), out=self.hi)
+        k = scale_exponent(max(float(self.hi.max()), -float(self.lo.min())))
+        if k != self.exponent:  # k only grows: the earlier sums shrink by an exact power of two
+            self._mean = np.ldexp(self._mean, self.exponent - k)
+            self._m2 = np.ldexp(self._m2, 2 * (self.exponent - k))
+            self.exponent = k
+        Y = np.ldexp(block, -k) if k else block                              # (b, d)
+        if weights is None:
+            nb, mb = float(Y.shape[0]), Y.mean(axis=0)
+            m2b = ((Y - mb) ** 2).sum(axis=0)
+        else:
+            nb = float(weights.sum())
+            mb = (weights @ Y) / nb
+            m2b = weights @ (Y - mb) ** 2
+        total = self.count + nb
+        delta = mb - self._mean  # 0 for a constant column: its mean stays exact
+        self._mean = self._mean + delta * (nb / total)
+        self._m2 = self._m2 + m2b + delta**2 * (self.count * nb / total)
+        self.count = total
+
+    @property
+    def top(self) -> float:
+        """The largest |entry| of the table."""
+        return max(float(self.hi.max()), -float(self.lo.min()))
+
+    def means(self) -> np.ndarray:
+        """Column means of the scaled table, (d,); exactly the value of a constant column
+        (as ``column_means``)."""
+        constant = self.lo == self.hi
+        return np.where(constant, np.ldexp(self.lo, -self.exponent), self._mean)
+
+    def stds(self) -> np.ndarray:
+        """Population (ddof 0) column stds of the scaled table, (d,)."""
+        return np.sqrt(self._m2 / self.count)
+
+    def n_constant_columns(self) -> int:
+        return int((self.lo == self.hi).sum())
+
+    def check_not_all_zeros(self, shape: tuple[int, int], *, name: str = "E") -> None:
+        """``check_table``'s refusal of an all-zero table, once every block has been seen."""
+        if self.top == 0:
+            raise UserError(f"{name} is all zeros (shape {tuple(shape)}); there is no embedding "
+                            "to analyse")

@@ -56,6 +56,8 @@ def gaussian_table(n_items: int, d: int, *, random_state=0) -> np.ndarray:
     """A (n_items, d) float64 table of i.i.d. N(0, 1) entries from ``numpy.random.default_rng``.
 
     The reference the paper compares against (there unseeded); here the seed makes it repeatable.
+    ``collapse_kit.stream.GaussianSource`` yields the same numbers block by block (the null of a
+    streamed table), since numpy's Generator fills a block as part of the whole table.
     """
     n_items = check_positive_int(n_items, "n_items")
     d = check_positive_int(d, "d")

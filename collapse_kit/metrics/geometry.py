@@ -2,6 +2,7 @@
 
 Nothing here builds an n_items x n_items matrix: the mean cosine comes from the mean of the
 normalised rows, and uniformity sums pairwise terms in row blocks over a seeded sample.
+``RowGeometry`` gives the norms and the mean cosine of a table streamed by blocks of rows.
 Rows of norm 0 have no direction; the cosine-based metrics leave them out (``n_zero_rows`` in
 ``row_norm_stats`` counts them). Norms are taken of the table rescaled by an exact power of two
 (``power_of_two_scaled``), so that no square overflows or underflows.
@@ -27,8 +28,7 @@ def _unit_rows(X: np.ndarray, *, metric: str) -> np.ndarray:
     norms = np.linalg.norm(X, axis=1)
     keep = norms > 0
     if keep.sum() < 2:
-        raise UndefinedMetric(f"{metric} needs at least 2 rows of non-zero norm (directions to "
-                              f"compare); got {int(keep.sum())}")
+        raise _too_few_directions(metric, keep.sum())
     return X[keep] / norms[keep, None]
 
 
@@ -40,14 +40,19 @@ def row_norm_stats(E) -> dict[str, float]:
     """
     X, exponent = power_of_two_scaled(as_table(E))
     norms = np.linalg.norm(X, axis=1)  # (n,), in units of 2**exponent
-    lo, hi = norms.min(), norms.max()
+    return _norm_stats(norms.mean(), norms.std(), norms.min(), norms.max(), exponent,
+                       int((norms == 0).sum()))
+
+
+def _norm_stats(mean, std, lo, hi, exponent: int, n_zero: int) -> dict[str, float]:
+    """``row_norm_stats``' dict from the norms' statistics in units of 2**exponent."""
     if lo == hi:  # all norms equal: exactly that mean and no spread (numpy's sum can miss by ulps)
         stats = {"mean": lo, "std": 0.0, "min": lo, "max": hi}
     else:
-        stats = {"mean": norms.mean(), "std": norms.std(), "min": lo, "max": hi}
+        stats = {"mean": mean, "std": std, "min": lo, "max": hi}
     with np.errstate(over="ignore"):  # a statistic above 1.8e308 is inf in float64, honestly
         out = {k: float(np.ldexp(v, exponent)) for k, v in stats.items()}
-    return {**out, "n_zero_rows": int((norms == 0).sum())}
+    return {**out, "n_zero_rows": n_zero}
 
 
 def mean_cosine_similarity(E) -> float:
@@ -62,9 +67,17 @@ def mean_cosine_similarity(E) -> float:
     Reference: Ethayarajh (EMNLP 2019) uses the same average cosine as an anisotropy measure.
     """
     U = _unit_rows(as_table(E), metric="mean_cosine_similarity")
-    n = U.shape[0]
-    m = U.mean(axis=0)
+    return _mean_cosine(U.mean(axis=0), U.shape[0])
+
+
+def _mean_cosine(m: np.ndarray, n) -> float:
+    """Mean cosine over the pairs i != j of n unit rows whose mean is m (d,)."""
     return float((n * n * (m @ m) - n) / (n * (n - 1)))
+
+
+def _too_few_directions(metric: str, count) -> UndefinedMetric:
+    return UndefinedMetric(f"{metric} needs at least 2 rows of non-zero norm (directions to "
+                           f"compare); got {int(count)}")
 
 
 def uniformity(E, *, t: float = 2.0, sample_size: int | None = DEFAULT_SAMPLE_SIZE,
@@ -104,3 +117,59 @@ def _pair_kernel(G: np.ndarray, t: float) -> np.ndarray:
     G -= 2.0 * t
     np.minimum(G, 0.0, out=G)
     return np.exp(G, out=G)
+
+
+class RowGeometry:
+    """Row norms and the mean of the unit rows of a table fed block by block (streamed).
+
+    What ``row_norm_stats`` and ``mean_cosine_similarity`` need, as running sums: the norms'
+    count, mean and M2 (Chan et al.'s pairwise merge), minimum, maximum and zeros, and the sum
+    of the unit rows u_i = e_i / |e_i| with their count. Both metrics are exact from these sums
+    (no sampling). Blocks come scaled by 2**-exponent (the whole table's, ``ColumnStats``), and
+    may carry weights w_i > 0 (a bootstrap resample: row i counted w_i times). Memory O(d).
+    """
+
+    def __init__(self, d: int, exponent: int):
+        self.exponent = exponent
+        self.count = 0.0                   # rows (sum of weights)
+        self.n_zero = 0.0                  # rows of norm 0
+        self._mean = 0.0                   # of the norms, units 2**exponent
+        self._m2 = 0.0
+        self.lo, self.hi = math.inf, -math.inf
+        self.unit_sum = np.zeros(d)        # sum of w_i u_i over rows of non-zero norm
+        self.n_unit = 0.0                  # their count
+
+    def update(self, Y: np.ndarray, weights: np.ndarray | None = None) -> None:
+        """Add the scaled rows Y (b, d), optionally weighted by ``weights`` (b,) > 0."""
+        if Y.shape[0] == 0:
+            return
+        norms = np.linalg.norm(Y, axis=1)                                  # (b,)
+        w = np.ones_like(norms) if weights is None else weights
+        nb = float(w.sum())
+        mb = float(w @ norms) / nb
+        m2b = float(w @ (norms - mb) ** 2)
+        total = self.count + nb
+        delta = mb - self._mean
+        self._mean += delta * (nb / total)
+        self._m2 += m2b + delta**2 * (self.count * nb / total)
+        self.count = total
+        self.lo, self.hi = min(self.lo, float(norms.min())), max(self.hi, float(norms.max()))
+        keep = norms > 0
+        if keep.all():  # the usual case: no copy of Y
+            self.n_unit += nb
+            self.unit_sum += (w / norms) @ Y
+        else:
+            self.n_zero += float(w[~keep].sum())
+            self.n_unit += float(w[keep].sum())
+            self.unit_sum += (w[keep] / norms[keep]) @ Y[keep]
+
+    def norm_stats(self) -> dict[str, float]:
+        """As ``row_norm_stats`` of the whole table."""
+        return _norm_stats(self._mean, math.sqrt(self._m2 / self.count), self.lo, self.hi,
+                           self.exponent, int(self.n_zero))
+
+    def mean_cosine(self) -> float:
+        """As ``mean_cosine_similarity`` of the whole table (UndefinedMetric below 2 directions)."""
+        if self.n_unit < 2:
+            raise _too_few_directions("mean_cosine_similarity", self.n_unit)
+        return _mean_cosine(self.unit_sum / self.n_unit, self.n_unit)

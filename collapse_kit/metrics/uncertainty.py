@@ -37,20 +37,23 @@ def _stack(draws: list[Mapping[str, object]]) -> dict[str, np.ndarray | None]:
 
 
 def gaussian_null(metric_fn: MetricFn, shape: tuple[int, int], *extra, n_draws: int = 1,
-                  random_state=0) -> dict[str, dict[str, object]]:
+                  random_state=0, table_factory: Callable = gaussian_table
+                  ) -> dict[str, dict[str, object]]:
     """``metric_fn`` on ``n_draws`` seeded standard-Gaussian tables of ``shape`` (n_items, d).
 
     ``extra`` arrays (e.g. item labels) are passed through unchanged: metric_fn(G, *extra).
     Returns {key: {"mean": value, "std": value}} (std over draws, ddof 1; 0.0 for one draw;
     +inf where a draw is +inf; None where a draw is None, i.e. undefined). Draw i uses the seed sequence (random_state, i), so adding draws
-    never changes the earlier ones.
+    never changes the earlier ones. ``table_factory(n, d, random_state=seed)`` makes each draw:
+    ``gaussian_table``, or ``collapse_kit.stream.GaussianSource`` (the same numbers, generated
+    block by block for a streamed ``metric_fn``).
     """
     n_draws = check_positive_int(n_draws, "n_draws")
     n, d = shape
     draws = []
     for i in range(n_draws):
         seed = np.random.SeedSequence([int(random_state), i])
-        draws.append(metric_fn(gaussian_table(n, d, random_state=seed), *extra))
+        draws.append(metric_fn(table_factory(n, d, random_state=seed), *extra))
     out = {}
     for key, values in _stack(draws).items():
         if values is None:  # undefined for this shape (e.g. isotropy with n_items <= d)
@@ -103,6 +106,18 @@ def bootstrap_ci(metric_fn: MetricFn, E, *extra, n_resamples: int = 100,
     for _ in range(n_resamples):
         rows = rng.integers(0, X.shape[0], size=X.shape[0])
         draws.append(metric_fn(X[rows], *(a[rows] for a in extra)))
+    return bootstrap_intervals(draws, estimate, confidence=confidence)
+
+
+def bootstrap_intervals(draws: list[Mapping[str, object]], estimate: Mapping[str, object], *,
+                        confidence: float = 0.95) -> dict[str, dict[str, object]]:
+    """Steps 2 and 3 of ``bootstrap_ci``: re-centred percentile intervals from the metric
+    values of the resamples (``draws``, one dict per resample) around ``estimate``.
+
+    Shared by ``bootstrap_ci`` and the streamed bootstrap (``collapse_kit.analyze``), which
+    makes its resamples differently. Returns {key: {"low", "high", "shift"}} for every key of
+    ``estimate`` that the draws have; all None where the estimate or a draw is None.
+    """
     alpha = (1.0 - confidence) / 2.0
     out = {}
     for key, values in _stack(draws).items():
