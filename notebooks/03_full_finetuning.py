@@ -103,19 +103,12 @@ stage_figure(values, ["stage 1", "stage 2", "stage 3"], reference=reference, nco
 
 
 # %%
-from collapse_kit.study.paper import METRICS, PAPER_TABLE2
-from collapse_kit.tables import fmt_mean_sd
+from collapse_kit.study.report import accuracy_tables
+from collapse_kit.study.runs import find_runs
 
-seeds = sorted(int(p.name[1:].split("-")[0]) for p in (RUNS / "adrec").glob("s*-strict"))
-rows = {}
-for protocol in ("strict", "official"):
-    ms = [m for m in (run_metrics(RunSpec(DATASET, "adrec", s, protocol), OUT) for s in seeds) if m]
-    rows[protocol] = {k: fmt_mean_sd([m[protocol]["test"][k] for m in ms]) for k in METRICS}
-    rows[protocol]["seeds"] = len(ms)
-paper = PAPER_TABLE2.get(DATASET, {}).get("adrec")
-if paper:
-    rows["paper"] = {"HR@20": f"{paper[0]:.2f}", "NDCG@20": f"{paper[1]:.2f}"}
-pd.DataFrame(rows).T.fillna("")
+adrec_runs = [r for r in find_runs(OUT, DATASET) if r.spec.model == "adrec" and not r.spec.variant]
+for _, table in accuracy_tables(adrec_runs, stamp={}):
+    display(Markdown(table.render("markdown")))
 
 
 # %% [markdown]

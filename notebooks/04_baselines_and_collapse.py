@@ -41,37 +41,13 @@ python notebooks/_build.py --execute)."""
 
 
 # %%
-from collapse_kit.study.paper import METRICS, NAMES, PAPER_ORDER, PAPER_TABLE2
-from collapse_kit.study.runs import RunSpec, run_metrics
-from collapse_kit.tables import fmt_mean_sd
+from collapse_kit.study.report import accuracy_tables, strict_ordering
+from collapse_kit.study.runs import find_runs
 
-seeds = sorted(int(p.name[1:].split("-")[0]) for p in (RUNS / "adrec").glob("s*-strict"))
-table2, strict_hr = [], {}
-for protocol in ("strict", "official"):
-    for model in PAPER_ORDER:
-        ms = [run_metrics(RunSpec(DATASET, model, s, protocol), OUT) for s in seeds]
-        ms = [m for m in ms if m]
-        if not ms:
-            continue
-        if protocol == "strict":
-            strict_hr[NAMES[model]] = np.mean([m["strict"]["test"]["HR@20"] for m in ms])
-        paper = PAPER_TABLE2.get(DATASET, {}).get(model)
-        table2.append({"protocol": protocol, "model": NAMES[model],
-                       **{k: fmt_mean_sd([m[protocol]["test"][k] for m in ms]) for k in METRICS},
-                       "paper HR@20 / NDCG@20": f"{paper[0]:.2f} / {paper[1]:.2f}" if paper else "",
-                       "train+eval s": fmt_mean_sd([m["wall_seconds"] for m in ms], 0),
-                       "trained on": ", ".join(sorted({m["trained_on"] for m in ms})),
-                       "seeds": len(ms)})
-table2 = pd.DataFrame(table2).set_index(["protocol", "model"])
-table2
-
-
-# %%
-order = sorted(strict_hr, key=strict_hr.get, reverse=True)
-missing = [NAMES[m] for m in PAPER_ORDER if NAMES[m] not in strict_hr]
-display(Markdown("Strict protocol, mean test HR@20 over the seeds each model has: " + " > ".join(
-    f"{name} ({strict_hr[name]:.2f})" for name in order) + "." + (
-    f" No strict run in `RUNS` for: {', '.join(missing)} (see the note above)." if missing else "")))
+runs = find_runs(OUT, DATASET)
+for _, table in accuracy_tables(runs, stamp={}):
+    display(Markdown(table.render("markdown")))
+display(Markdown(strict_ordering(runs)))
 
 
 # %% [markdown]
@@ -89,6 +65,7 @@ from collapse_kit.study.report import embedding_checkpoints
 from collapse_kit.study.runs import plan_runs
 from collapse_kit.io import load_embeddings
 from collapse_kit.metrics import gaussian_table
+from collapse_kit.study.paper import NAMES, PAPER_ORDER
 
 plan = plan_runs([DATASET], list(PAPER_ORDER), 1, protocols=["strict"])
 tables = {name: load_embeddings(path).table for name, path in embedding_checkpoints(plan, OUT)}

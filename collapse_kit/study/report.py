@@ -44,6 +44,8 @@ def write_reports(plan: list[RunSpec], out: Path, *, preset: str, seeds: int, bo
         tables += ablation_tables(runs, base_stamp)
         log(f"{dataset}: embedding metrics (Table 5, bootstrap {bootstrap})")
         tables += embedding_tables(runs, base_stamp, bootstrap=bootstrap)
+        log(f"{dataset}: collapse and popularity")
+        tables += popularity_tables(runs, base_stamp)
         log(f"{dataset}: linear probe (Table 6)")
         tables += probe_tables(runs, base_stamp)
         log(f"{dataset}: figures (collapse trajectories, t-SNE, spectra)")
@@ -72,7 +74,8 @@ def accuracy_tables(runs: list[Run], stamp: dict) -> list[tuple[str, Table]]:
     """Table 2 per protocol: test metrics, mean ± sd over seeds, beside the paper's row."""
     tables = []
     dataset = runs[0].spec.dataset_key
-    for protocol in dict.fromkeys(r.spec.protocol for r in runs if not r.spec.variant):
+    found = {r.spec.protocol for r in runs if not r.spec.variant}
+    for protocol in [p for p in ("strict", "official") if p in found]:
         rows, trained_on = [], set()
         entries = [(m, None) for m in PAPER_ORDER if any(r.spec.model == m for r in runs)]
         if ("adrec", None) in entries:  # ADRec's stage 1 is the `stage1` model on its own
@@ -86,19 +89,94 @@ def accuracy_tables(runs: list[Run], stamp: dict) -> list[tuple[str, Table]]:
             cells = [fmt_mean_sd([m[protocol]["test"][k] for m in ms]) for k in METRICS]
             paper = None if stage == "stage1" else PAPER_TABLE2.get(dataset, {}).get(model)
             trained_on.update(m["trained_on"] for m in ms)
+            means = [sum(m[protocol]["test"][k] for m in ms) / len(ms)
+                     for k in ("HR@20", "NDCG@20")]
             rows.append([NAMES[model] if stage is None else "stage1 (ADRec stage 1)", *cells,
                          f"{paper[0]:.2f} / {paper[1]:.2f}" if paper else "–",
+                         replication_cell(means, paper),
+                         "–" if (model, stage) == ("sasrec", None) else
+                         paired_cell(runs, model, stage, protocol),
                          fmt_mean_sd([m["wall_seconds"] for m in ms], 0), str(len(ms))])
         if rows:
             tables.append((f"table2-{protocol}", Table(
                 title=f"Table 2 ({dataset}, {protocol} protocol): test metrics in %, "
                       "mean ± sd over seeds",
-                columns=["Model", *METRICS, "paper HR@20 / NDCG@20", "train+eval s", "seeds"],
+                columns=["Model", *METRICS, "paper HR@20 / NDCG@20", "within 5% of the paper",
+                         "vs SASRec+: Δ NDCG@20 [95% CI]", "train+eval s", "seeds"],
                 rows=rows, stamp={"protocol": protocol,
                                   "trained on": ", ".join(sorted(trained_on)), **stamp},
                 notes=["Selection and metrics follow the protocol (README: Evaluation). "
-                       "Time: the sum of training and validation seconds of all stages."])))
+                       "Time: the sum of training and validation seconds of all stages.",
+                       "Within 5%: the seed mean of HR@20 and of NDCG@20 each within ±5% "
+                       "(relative) of the paper's value: yes, or the two gaps.",
+                       "vs SASRec+: paired per-user difference in strict test NDCG@20 against "
+                       "SASRec+ of the same seeds (each user's difference averaged over the "
+                       "seeds both have), 95% paired bootstrap interval over users (2000 "
+                       "resamples, seed 0), Wilcoxon signed-rank p (collapse_kit.paired); "
+                       "needs the per-user ranks that checkpoints keep since 2026-12-06 "
+                       "(test_ranks)."])))
     return tables
+
+
+REPLICATION_TOLERANCE = 0.05
+
+
+def strict_ordering(runs: list[Run]) -> str:
+    """One sentence: the models ordered by their mean strict test HR@20 over the seeds each
+    has ("ADRec (22.07) > SASRec+ (...) > ..."), and the models without a strict run."""
+    means = {}
+    for model in PAPER_ORDER:
+        ms = [r.metrics() for r in runs if r.spec.model == model and not r.spec.variant
+              and r.spec.protocol == "strict"]
+        ms = [m for m in ms if m]
+        if ms:
+            means[NAMES[model]] = sum(m["strict"]["test"]["HR@20"] for m in ms) / len(ms)
+    order = sorted(means, key=means.get, reverse=True)
+    missing = [NAMES[m] for m in PAPER_ORDER if NAMES[m] not in means]
+    text = ("Strict protocol, mean test HR@20 over the seeds each model has: "
+            + " > ".join(f"{name} ({means[name]:.2f})" for name in order) + ".")
+    return text + (f" No strict run for: {', '.join(missing)}." if missing else "")
+
+
+def replication_cell(ours: list[float], paper) -> str:
+    """``yes`` when both means (HR@20, NDCG@20) are within ±5% of the paper's, else the gaps;
+    ``–`` without a paper row."""
+    if not paper:
+        return "–"
+    gaps = [(o - p) / p for o, p in zip(ours, paper)]
+    if all(abs(g) <= REPLICATION_TOLERANCE for g in gaps):
+        return "yes"
+    return "no (" + " / ".join(f"{100 * g:+.1f}%" for g in gaps) + ")"
+
+
+def paired_cell(runs: list[Run], model: str, stage: str | None, protocol: str) -> str:
+    """``Δ [lo, hi], p`` of ``model`` against SASRec+ on the seeds where both runs kept their
+    per-user test ranks; ``n/a`` and why otherwise."""
+    from adrec.evaluate import ranking_metrics
+    from collapse_kit.paired import paired_comparison
+
+    def ranks(name, st):
+        out = {}
+        for r in runs:
+            if r.spec.model == name and not r.spec.variant and r.spec.protocol == protocol:
+                ck = r.checkpoint(st)
+                if ck is not None and ck.get("test_ranks") is not None:
+                    out[r.spec.seed] = ck["test_ranks"].numpy()
+        return out
+
+    if not any(r.spec.model == "sasrec" and not r.spec.variant and r.spec.protocol == protocol
+               for r in runs):
+        return "– (no SASRec+ run)"
+    mine, base = ranks(model, stage), ranks("sasrec", None)
+    seeds = sorted(set(mine) & set(base))
+    if not seeds:
+        return "n/a (no per-user ranks in these runs)"
+    res = paired_comparison([100 * ranking_metrics(mine[s])["NDCG@20"] for s in seeds],
+                            [100 * ranking_metrics(base[s])["NDCG@20"] for s in seeds],
+                            n_resamples=2000, random_state=0)
+    p = "n/a" if res["p_wilcoxon"] is None else f"{res['p_wilcoxon']:.2g}"
+    return (f"{res['delta']:+.2f} [{res['ci95'][0]:+.2f}, {res['ci95'][1]:+.2f}], p {p}"
+            f" ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})")
 
 
 def ablation_tables(runs: list[Run], stamp: dict) -> list[tuple[str, Table]]:
@@ -222,6 +300,76 @@ def embedding_tables(runs: list[Run], stamp: dict, *, bootstrap: int) -> list[tu
                   f"{bootstrap} resamples] (G = same-shape Gaussian null)",
             columns=["Model", *keys], rows=ci_rows, stamp=stamp)))
     return out_tables
+
+
+def _training_popularity(runs: list[Run], n_items: int):
+    """Each item's training interactions in the study's dataset (None when its data cannot be
+    loaded or does not match the tables)."""
+    from adrec.data import load_dataset, training_counts
+
+    try:
+        data = load_dataset(runs[0].spec.dataset)
+    except (OSError, ValueError):
+        return None
+    return training_counts(data) if data.n_items == n_items else None
+
+
+def popularity_tables(runs: list[Run], stamp: dict) -> list[tuple[str, Table]]:
+    """Collapse and popularity: per item table, the popularity correlations (docs/metrics.md),
+    stable rank, participation ratio and the effective rank of the head / torso / tail items."""
+    from collapse_kit.metrics import gaussian_table
+    from collapse_kit.popularity import popularity_analysis
+
+    found = item_tables(runs)
+    if not found:
+        return []
+    dataset = runs[0].spec.dataset_key
+    tables = {name: run.item_table(stage) for name, run, stage in found}
+    n, d = next(iter(tables.values())).shape
+    popularity = _training_popularity(runs, n)
+    if popularity is None:
+        return []
+    tables["Gaussian (same shape, seed 0)"] = gaussian_table(n, d, random_state=0)
+
+    def num(v, digits=3):
+        return "n/a" if v is None else f"{v:.{digits}f}"
+
+    rows = []
+    for name, E in tables.items():
+        r = popularity_analysis(E, popularity, null_draws=0, seed=0)
+        r["stable_rank"], r["participation_ratio"] = _spectral_pair(E)
+        direction = (f"{num(r['popularity_direction_spearman'])} "
+                     f"(dir {r['popularity_direction_index']})"
+                     if r["popularity_direction_spearman"] is not None else "n/a")
+        rows.append([name, num(r["popularity_norm_spearman"]), num(r["popularity_norm_pearson"]),
+                     direction, num(r["stable_rank"], 2), num(r["participation_ratio"], 2),
+                     " / ".join(num(r[g].get("effective_rank"), 1)
+                                for g in ("head", "torso", "tail")),
+                     " / ".join(num(r[g].get("mean_cosine_similarity"), 3)
+                                for g in ("head", "torso", "tail"))])
+    return [("popularity", Table(
+        title=f"Collapse and popularity ({dataset}): item popularity = training interactions",
+        columns=["Model", "Spearman(pop, norm)", "Pearson(pop, norm)",
+                 "max |Spearman(pop, direction)| (index)", "stable rank", "participation ratio",
+                 "eff. rank head / torso / tail", "mean cos head / torso / tail"],
+        rows=rows, stamp=stamp,
+        notes=["Same tables as Table 5. Direction: the top-10 singular direction of E (as it "
+               "is) whose projections correlate most with popularity (1 = top direction; "
+               "oriented so that the projections sum to >= 0). Head / torso / tail: "
+               "popularity terciles (each metric on that third of the items alone). "
+               "Formulas: docs/metrics.md."]))]
+
+
+def _spectral_pair(E):
+    from collapse_kit.errors import UndefinedMetric
+    from collapse_kit.metrics import participation_ratio, spectra, stable_rank
+
+    sp = spectra(E)
+    try:
+        pr = participation_ratio(sp)
+    except UndefinedMetric:
+        pr = None
+    return stable_rank(sp), pr
 
 
 def _table5_value(value, key: str):
@@ -381,6 +529,14 @@ def draw_figures(runs: list[Run], out: Path, dataset: str) -> list[tuple[str, Pa
     paths = save_figure(fig, out / "figures" / f"tsne-{dataset}")
     made.append((f"t-SNE of the item tables ({dataset}; one shared scale, x k = radius "
                  f"relative to the Gaussian panel{note})", paths[0]))
+    popularity = _training_popularity(runs, n)
+    if popularity is not None:
+        from collapse_kit.popularity import plot_popularity
+
+        fig = plot_popularity([(k, E, popularity) for k, E in tables.items()])
+        paths = save_figure(fig, out / "figures" / f"popularity-{dataset}")
+        made.append((f"Item popularity (training interactions) against the row norm and the "
+                     f"popularity direction ({dataset}, seed {seed0})", paths[0]))
     fig = spectrum_figure({k: table_spectrum(E) for k, E in tables.items()},
                           reference="Gaussian", title=f"Singular-value spectra ({dataset})")
     paths = save_figure(fig, out / "figures" / f"spectrum-{dataset}")

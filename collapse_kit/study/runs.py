@@ -363,6 +363,29 @@ class Run:
         return read_trajectory(self.folder)
 
 
+def find_runs(out: Path, dataset: str) -> list[Run]:
+    """The runs a study folder holds for ``dataset``: every ``OUT/runs/<dataset>/<name>/
+    s<seed>-<protocol>`` folder whose name is a model of ``MODELS`` or one of its ablations
+    (``ABLATIONS``), in folder order. Other folders are left out."""
+    out = Path(out)
+    root = out / "runs" / dataset_key(dataset)
+    variants = {RunSpec("", "adrec", 0, variant=v).name: v for v in ABLATIONS}
+    found = []
+    for folder in sorted(root.glob("*/s*-*")):
+        name, (seed, _, protocol) = folder.parent.name, folder.name[1:].partition("-")
+        if not seed.isdigit() or protocol not in PROTOCOLS:
+            continue
+        if name in MODELS:
+            spec = RunSpec(dataset, name, int(seed), protocol)
+        elif name in variants:
+            spec = RunSpec(dataset, "adrec", int(seed), protocol, variant=variants[name],
+                           model_settings=dict(ABLATIONS[variants[name]]))
+        else:
+            continue
+        found.append(Run(spec, out))
+    return found
+
+
 def run_metrics(spec: RunSpec, out: Path, stage: str | None = None) -> dict | None:
     """``Run(spec, out).metrics(stage)``: the metrics a finished run stored (None if none)."""
     return Run(spec, out).metrics(stage)
