@@ -29,7 +29,6 @@ exactly zero (``nn.Embedding(padding_idx=0)``); the metadata says whether and wh
 """
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import os
@@ -605,59 +604,3 @@ def _padding_rule(name: str, padding: str, fmt: str, n_rows: int, row0) -> tuple
     if n_rows > 2 and not np.asarray(row0()).any():
         return True, "dropped row 0: it is all zeros (an nn.Embedding padding_idx=0 row)"
     return False, "none: row 0 is not zero and the tensor name has no padding convention"
-
-
-# -- labels --------------------------------------------------------------------------------------
-
-def load_labels(path: str | os.PathLike, n_items: int) -> tuple[np.ndarray, list[str]]:
-    """Item labels from a CSV with a header whose first column is ``item_id`` (1..n_items).
-
-    Item id i labels row i - 1 of the table (ids start at 1; 0 is padding). Either one more
-    column holding each item's class, or several 0/1 columns (multi-hot, like ML-100K's
-    ``item_genres.csv``); then only items with exactly one 1 get that class, since a silhouette
-    needs one class per item. Returns (labels, class names): labels (n_items,) int, -1 = none.
-    """
-    path = Path(path)
-    check_regular_file(path, "label CSV")
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's BOM
-            rows = [r for r in csv.reader(f) if r and any(v.strip() for v in r)]
-    except UnicodeDecodeError:
-        raise UserError(f"{path} is not UTF-8 text; save the label CSV as UTF-8") from None
-    if len(rows) < 2 or len(rows[0]) < 2 or rows[0][0].strip() != "item_id":
-        raise UserError(f"{path} must be a CSV with a header 'item_id,<label column(s)>' and one row "
-                        "per item")
-    header, body = [h.strip() for h in rows[0]], rows[1:]
-    labels = np.full(n_items, -1, dtype=np.int64)
-    multi_hot = len(header) > 2
-    classes: list[str] = header[1:] if multi_hot else sorted(
-        {r[1].strip() for r in body if len(r) > 1 and r[1].strip()})
-    index = {c: i for i, c in enumerate(classes)}
-    seen: dict[int, int] = {}
-    for line_no, row in enumerate(body, start=2):
-        try:
-            item = int(row[0])
-        except (ValueError, IndexError):
-            raise UserError(f"{path} line {line_no}: item_id {row[:1]} is not an integer") from None
-        if not 1 <= item <= n_items:
-            raise UserError(f"{path} line {line_no}: item_id {item} is outside 1..{n_items} "
-                            "(the table's items); is this the right label file?")
-        if item in seen:
-            raise UserError(f"{path} line {line_no}: item_id {item} repeats line {seen[item]}; "
-                            "give each item one row")
-        seen[item] = line_no
-        if len(row) != len(header):
-            raise UserError(f"{path} line {line_no} has {len(row)} fields but the header has "
-                            f"{len(header)}")
-        if multi_hot:
-            values = [v.strip() for v in row[1:]]
-            bad = next((v for v in values if v not in ("0", "1")), None)
-            if bad is not None:
-                raise UserError(f"{path} line {line_no}: {bad!r} in a 0/1 label column; "
-                                "multi-hot label columns must hold 0 or 1")
-            on = [j for j, v in enumerate(values) if v == "1"]
-            if len(on) == 1:
-                labels[item - 1] = on[0]
-        elif row[1].strip():
-            labels[item - 1] = index[row[1].strip()]
-    return labels, classes

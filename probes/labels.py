@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import os
+import stat
 from pathlib import Path
 from typing import NamedTuple
 
@@ -39,22 +40,38 @@ class ItemLabels(NamedTuple):
 
 
 def resolve(spec: str | os.PathLike, bundled: dict[str, Path], what: str) -> tuple[Path, str]:
-    """(path, display name) of a bundled name or an existing file."""
+    """(path, display name) of a bundled name or an existing regular file.
+
+    Anything but a regular file (or a link to one) is refused before it is opened: a FIFO would
+    block the reader for ever and a device such as /dev/zero never ends.
+    """
     text = os.fspath(spec)
     if text in bundled:
         return bundled[text], text
     path = Path(text)
-    if path.is_file():
-        return path, str(path)
-    if path.exists():
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(2, f"No such {what} file (bundled: {', '.join(bundled)})",
+                                text) from None
+    if stat.S_ISDIR(mode):
         raise UserError(f"{what} {text!r} is a directory; give a CSV file")
-    raise FileNotFoundError(2, f"No such {what} file (bundled: {', '.join(bundled)})", text)
+    if not stat.S_ISREG(mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a character device"
+                if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
+                else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+        raise UserError(f"{path} is {kind}, not a regular file; give the {what} CSV file itself "
+                        "(copy a stream to a file first)")
+    return path, str(path)
 
 
 def _read_rows(path: Path, what: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """Header and (line number, fields) rows of a comma- or tab-separated file with item ids."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        text = f.read()
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's BOM
+            text = f.read()
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text; save the {what} CSV as UTF-8") from None
     lines = text.splitlines()
     if not lines or not lines[0].strip():
         raise UserError(f"{path} is empty; a {what} file needs a header 'item_id,...' and one row per item")
@@ -130,6 +147,40 @@ def load_item_labels(spec: str | os.PathLike, n_items: int, *,
     if not Y.any():
         raise UserError(f"{source}: no item has a 1 in any label column; nothing to probe")
     return ItemLabels(Y, labelled, names, source)
+
+
+def load_class_labels(spec: str | os.PathLike, n_items: int) -> tuple[np.ndarray, list[str]]:
+    """One class per item, for the silhouette against labels (``analyze --labels``).
+
+    The file is a label file as above (or a bundled name) with either one more column holding
+    each item's class (any text; an empty cell = no class), or several 0/1 columns (multi-hot,
+    like ``ml-100k-genres``); then only items with exactly one 1 get that class, since a
+    silhouette needs one class per item. Items without a row get none. Returns (labels, class
+    names): labels (n_items,) int64 indexing the names, -1 = no class; class names are the
+    columns (multi-hot) or the sorted distinct values (one column).
+    """
+    path, _source = resolve(spec, BUNDLED_LABELS, "label")
+    header, body = _read_rows(path, "label")
+    ids = _item_ids(path, body, n_items)
+    labels = np.full(n_items, -1, dtype=np.int64)
+    if len(header) > 2:  # multi-hot 0/1 columns
+        classes = header[1:]
+        for item, (line_no, row) in zip(ids, body):
+            values = [v.strip() for v in row[1:]]
+            bad = next((v for v in values if v not in ("0", "1")), None)
+            if bad is not None:
+                raise UserError(f"{path} line {line_no}: {bad!r} in a 0/1 label column; "
+                                "multi-hot label columns must hold 0 or 1")
+            on = [j for j, v in enumerate(values) if v == "1"]
+            if len(on) == 1:
+                labels[item - 1] = on[0]
+        return labels, classes
+    classes = sorted({row[1].strip() for _, row in body if row[1].strip()})
+    index = {c: i for i, c in enumerate(classes)}
+    for item, (_, row) in zip(ids, body):
+        if row[1].strip():
+            labels[item - 1] = index[row[1].strip()]
+    return labels, classes
 
 
 def load_popularity(spec: str | os.PathLike, n_items: int, *, column: str = "count") -> np.ndarray:

@@ -17,7 +17,8 @@ import torch
 from safetensors.torch import save_file
 
 from collapse_kit.errors import UserError
-from collapse_kit.io import load_embeddings, load_labels
+from collapse_kit.io import load_embeddings
+from probes.labels import load_class_labels
 
 REPO = Path(__file__).resolve().parents[1]
 from tests.conftest import GENRES, OFFICIAL_CKPT as AUTHORS_CKPT  # noqa: E402
@@ -310,22 +311,22 @@ def test_file_without_a_table(tmp_path):
 
 def test_load_labels_multi_hot_keeps_single_label_items(tmp_path):
     (tmp_path / "g.csv").write_text("item_id,A,B,C\n1,1,0,0\n2,0,1,1\n3,0,0,1\n")
-    labels, classes = load_labels(tmp_path / "g.csv", 4)
+    labels, classes = load_class_labels(tmp_path / "g.csv", 4)
     assert classes == ["A", "B", "C"]
     np.testing.assert_array_equal(labels, [0, -1, 2, -1])
 
 
 def test_load_labels_single_column_and_bad_ids(tmp_path):
     (tmp_path / "l.csv").write_text("item_id,genre\n1,rock\n2,jazz\n3,rock\n")
-    labels, classes = load_labels(tmp_path / "l.csv", 3)
+    labels, classes = load_class_labels(tmp_path / "l.csv", 3)
     assert classes == ["jazz", "rock"]
     np.testing.assert_array_equal(labels, [1, 0, 1])
     with pytest.raises(UserError, match="item_id 3 is outside 1..2"):
-        load_labels(tmp_path / "l.csv", 2)
+        load_class_labels(tmp_path / "l.csv", 2)
 
 
 def test_ml100k_genres_load():
-    labels, classes = load_labels(GENRES, 1008)
+    labels, classes = load_class_labels(GENRES, 1008)
     assert len(classes) == 26 and (labels >= 0).sum() == 428  # items with exactly one genre
 
 
@@ -439,7 +440,7 @@ def test_regression_fifo_and_devices_are_refused_without_reading(tmp_path):
     with pytest.raises(UserError, match=r"ckpt\.pt is a FIFO \(named pipe\), not a regular file"):
         load_embeddings(fifo)
     with pytest.raises(UserError, match="FIFO.*label CSV"):
-        load_labels(fifo, 10)
+        load_class_labels(fifo, 10)
     assert time.monotonic() - started < 4
     if Path("/dev/null").exists():
         with pytest.raises(UserError, match="character device"):
@@ -531,14 +532,14 @@ def test_regression_label_csv_values_and_duplicates_are_checked(tmp_path, text, 
     path = tmp_path / "labels.csv"
     path.write_text(text)
     with pytest.raises(UserError, match=needle):
-        load_labels(path, 3)
+        load_class_labels(path, 3)
 
 
 def test_regression_label_csv_with_an_excel_bom_reads_like_without(tmp_path):
     plain, bom = tmp_path / "plain.csv", tmp_path / "bom.csv"
     plain.write_text("item_id,a,b\n1,1,0\n2,0,1\n3,1,1\n")
     bom.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
-    (la, ca), (lb, cb) = load_labels(plain, 3), load_labels(bom, 3)
+    (la, ca), (lb, cb) = load_class_labels(plain, 3), load_class_labels(bom, 3)
     assert ca == cb == ["a", "b"] and la.tolist() == lb.tolist() == [0, 1, -1]
 
 

@@ -31,7 +31,8 @@ def register(subparsers) -> None:
                    help="same-shape Gaussian tables to average for the null (default 1; 0: off)")
     p.add_argument("--labels", metavar="CSV",
                    help="item labels (header item_id,...; one class column or 0/1 columns, "
-                        "e.g. ml-100k/item_genres.csv) for the silhouette_labels metric")
+                        "e.g. ml-100k/item_genres.csv, or a bundled set: ml-100k-genres) for "
+                        "the silhouette_labels metric")
     p.add_argument("--stream", action="store_true",
                    help="read the table by blocks of rows in bounded memory (automatic for a "
                         ".npy/.safetensors table of 1,000,000+ rows; docs/metrics.md)")
@@ -123,7 +124,8 @@ def _checkpoint_keys(path: str, meta: dict) -> dict:
 
 def run_analyze(args) -> int:
     from collapse_kit.analyze import analyze, format_analysis
-    from collapse_kit.io import load_labels, open_embeddings
+    from collapse_kit.io import open_embeddings
+    from probes.labels import load_class_labels
     from collapse_kit.stream import STREAM_MIN_ROWS, is_source
 
     pop = wants_popularity(args)
@@ -138,7 +140,7 @@ def run_analyze(args) -> int:
     popularity = popularity_for(args, table.shape[0]) if pop else None
     labels = None
     if args.labels:
-        labels, _classes = load_labels(args.labels, table.shape[0])
+        labels, _classes = load_class_labels(args.labels, table.shape[0])
     result = _checkpoint_keys(args.checkpoint, meta)
     result.update(analyze(table, labels=labels, null_draws=args.null_draws,
                           bootstrap=args.bootstrap, confidence=args.confidence,
