@@ -157,14 +157,9 @@ def machine() -> str:
     import scipy
     import sklearn
 
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from collapse_kit.tables import cpu_model
+
+    model = cpu_model()
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     return (f"{os.cpu_count()} cores ({model}); Python {platform.python_version()}, numpy "
             f"{numpy.__version__}, scipy {scipy.__version__}, scikit-learn {sklearn.__version__}; "

@@ -33,7 +33,6 @@ import logging
 import math
 import os
 import re
-import stat
 import struct
 import tokenize
 import warnings
@@ -44,7 +43,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from collapse_kit.errors import UserError
+from collapse_kit.errors import UserError, check_regular_file
 from collapse_kit.metrics._validation import check_layout, check_table
 
 log = logging.getLogger(__name__)
@@ -246,26 +245,6 @@ def _table_of(tensors: dict, meta: dict, path: Path, key: str | None,
 
 
 # -- format detection and readers ---------------------------------------------------------------
-
-def check_regular_file(path: Path, what: str = "file") -> None:
-    """Refuse, before opening it, anything but an existing regular file (or a link to one).
-
-    A FIFO would block the reader for ever and a device such as /dev/zero never ends.
-    Raises FileNotFoundError if ``path`` does not exist, UserError otherwise.
-    """
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise FileNotFoundError(2, "No such file", str(path)) from None
-    if stat.S_ISDIR(mode):
-        raise UserError(f"{path} is a directory; give the {what} file inside it")
-    if not stat.S_ISREG(mode):
-        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a character device"
-                if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
-                else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
-        raise UserError(f"{path} is {kind}, not a regular file; give the {what} file itself "
-                        "(copy a stream to a file first)")
-
 
 def _sniff(path: Path) -> str:
     with open(path, "rb") as f:

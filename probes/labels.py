@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import csv
 import os
-import stat
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from collapse_kit.errors import UserError
+from collapse_kit.errors import UserError, check_regular_file
 
 DATA = Path(__file__).resolve().parent / "data"
 BUNDLED_LABELS = {"ml-100k-genres": DATA / "ml-100k-genres.csv"}
@@ -49,19 +48,9 @@ def resolve(spec: str | os.PathLike, bundled: dict[str, Path], what: str) -> tup
     if text in bundled:
         return bundled[text], text
     path = Path(text)
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise FileNotFoundError(2, f"No such {what} file (bundled: {', '.join(bundled)})",
-                                text) from None
-    if stat.S_ISDIR(mode):
-        raise UserError(f"{what} {text!r} is a directory; give a CSV file")
-    if not stat.S_ISREG(mode):
-        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a character device"
-                if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
-                else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
-        raise UserError(f"{path} is {kind}, not a regular file; give the {what} CSV file itself "
-                        "(copy a stream to a file first)")
+    if not path.exists():
+        raise FileNotFoundError(2, f"No such {what} file (bundled: {', '.join(bundled)})", text)
+    check_regular_file(path, f"{what} CSV")
     return path, str(path)
 
 

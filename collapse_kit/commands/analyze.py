@@ -71,10 +71,10 @@ def _add_loading_args(p: argparse.ArgumentParser) -> None:
 def _add_metric_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, metavar="S",
                    help="seed of the Gaussian null, bootstrap and samples (default 0)")
-    p.add_argument("--silhouette-sample", type=_sample_size, default=DEFAULT_SAMPLE, metavar="N",
+    p.add_argument("--silhouette-sample", type=sample_size, default=DEFAULT_SAMPLE, metavar="N",
                    help=f"score the silhouette on at most N items, seeded (default {DEFAULT_SAMPLE}; "
                         "'all' for every item)")
-    p.add_argument("--uniformity-sample", type=_sample_size, default=DEFAULT_SAMPLE, metavar="N",
+    p.add_argument("--uniformity-sample", type=sample_size, default=DEFAULT_SAMPLE, metavar="N",
                    help=f"uniformity over the pairs of at most N items (default {DEFAULT_SAMPLE}; 'all')")
     p.add_argument("--clusters", type=int, default=16, metavar="K", help="KMeans clusters for the silhouette (16)")
     p.add_argument("--kmeans-n-init", type=int, default=1, metavar="N",
@@ -85,7 +85,8 @@ def _add_metric_args(p: argparse.ArgumentParser) -> None:
                         "values agree up to rounding)")
 
 
-def _sample_size(text: str) -> int | None:
+def sample_size(text: str) -> int | None:
+    """An argparse type: an integer >= 2, or 'all' (None)."""
     if text.lower() == "all":
         return None
     try:

@@ -7,6 +7,7 @@ import math
 import sys
 from pathlib import Path
 
+from collapse_kit.commands.analyze import sample_size
 from collapse_kit.commands.probe import add_loading_args, load_table
 from collapse_kit.errors import UserError
 
@@ -52,7 +53,7 @@ def register(subparsers) -> None:
                    help="gradient: Barnes-Hut, FFT, or auto (FFT from 10,000 items; default)")
     t.add_argument("--seed", type=int, default=2024, help="t-SNE and Gaussian seed (default 2024)")
     t.add_argument("--title", help="figure title")
-    t.add_argument("--sample", type=_map_sample, default=100_000, metavar="N",
+    t.add_argument("--sample", type=sample_size, default=100_000, metavar="N",
                    help="map at most N items of each table (default 100000; 'all': every item): "
                         "a larger table is sampled, stratified by popularity when its dataset is "
                         "known (--stratify, or the checkpoint's own bundled dataset), uniformly "
@@ -222,18 +223,6 @@ def run_tsne(args) -> int:
     fig = tsne_figure(maps, names, rows=rows, shared_scale=args.shared_scale or args.transform,
                       reference=args.reference, title=args.title)
     return _save(fig, args)
-
-
-def _map_sample(text: str) -> int | None:
-    if text.lower() == "all":
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 2 or 'all'; got {text!r}") from None
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 2 or 'all'; got {value}")
-    return value
 
 
 def _stratify_popularity(args, meta: dict, n_items: int):
