@@ -105,11 +105,14 @@ def test_analyze_samples_large_tables_and_reports_the_size():
     assert r["silhouette_sample_size"] == 150 and r["uniformity_sample_size"] == 100
 
 
-def test_analyze_bootstrap_and_labels():
-    X = table(n=150)
+def test_analyze_labels_report_the_labelled_items_and_classes():
     labels = np.where(np.arange(150) < 140, np.arange(150) % 3, -1)
-    r = analyze(X, labels=labels, bootstrap=5, null_draws=0)
+    r = analyze(table(n=150), labels=labels, null_draws=0)
     assert r["silhouette_labels_n_items"] == 140 and r["silhouette_labels_n_classes"] == 3
+
+
+def test_analyze_bootstrap_gives_intervals_for_every_metric():
+    r = analyze(table(n=150), bootstrap=5, null_draws=0)
     assert r["isotropy_ci_low"] <= r["isotropy_ci_high"]
     assert len(r["top5_singular_values_ci_low"]) == 5
     assert r["bootstrap_resamples"] == 5 and r["bootstrap_confidence"] == 0.95

@@ -176,22 +176,28 @@ def test_rating_threshold_keeps_strictly_greater():
     assert ds.n_items == 5  # item i0 has rating 3 everywhere: dropped
 
 
-def test_read_csv_tsv_and_recbole(tmp_path):
+def test_read_csv_log(tmp_path):
     csv = tmp_path / "log.csv"
     csv.write_text("user_id,item_id,rating,timestamp\n1,10,5,100\n1,11,4,200\n")
     df = read_interactions(csv)
     assert list(df.columns) == ["user", "item", "timestamp", "rating"]
+
+
+def test_read_recbole_atomic_file(tmp_path):
     inter = tmp_path / "x.inter"
     inter.write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
                      "1\t10\t5\t100\n")
     assert read_interactions(inter)["timestamp"].tolist() == [100.0]
 
 
-def test_load_user_files(tmp_path):
+def test_load_a_user_interaction_log(tmp_path):
     rows = "\n".join(f"u{u},i{i},{u * 10 + i}" for u in range(6) for i in range(7))
     (tmp_path / "log.csv").write_text("user,item,timestamp\n" + rows + "\n")
     ds = load_dataset(tmp_path / "log.csv")
     assert ds.n_users == 6 and ds.n_items == 7 and len(ds.train[0]) == 5
+
+
+def test_load_a_user_sequences_file(tmp_path):
     seq = tmp_path / "seqs.tsv.gz"
     with gzip.open(seq, "wt") as f:
         f.write("user\ttrain\tvalid\ttest\n0\t1 2 3\t4\t5\n1\t2 3\t1\t4\n")

@@ -188,10 +188,14 @@ def test_safetensors_file(tmp_path):
     assert meta["format"] == "safetensors" and meta["padding_row_dropped"] and E.shape == (20, 8)
 
 
-def test_npy_and_npz_files(tmp_path):
+def test_npy_file(tmp_path):
     table = rand().numpy()
     np.save(tmp_path / "e.npy", table)
     np.testing.assert_array_equal(load_embeddings(tmp_path / "e.npy").table, table)
+
+
+def test_npz_file_with_several_arrays_needs_a_key(tmp_path):
+    table = rand().numpy()
     np.savez(tmp_path / "e.npz", items=table, users=rand(5, 8).numpy())
     with pytest.raises(UserError, match="pass --key"):
         load_embeddings(tmp_path / "e.npz")
@@ -227,9 +231,12 @@ def test_nan_and_inf_are_refused_with_the_row(tmp_path):
         load_embeddings(tmp_path / "nan.pt")
 
 
-def test_missing_file_and_directory(tmp_path):
+def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_embeddings(tmp_path / "nope.pt")
+
+
+def test_directory_instead_of_a_file(tmp_path):
     with pytest.raises(UserError, match="is a directory"):
         load_embeddings(tmp_path)
 
