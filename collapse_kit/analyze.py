@@ -181,7 +181,7 @@ def compute_metrics_streamed(source, labels=None, *,
                              silhouette_sample: int | None = DEFAULT_SAMPLE_SIZE,
                              uniformity_sample: int | None = DEFAULT_SAMPLE_SIZE,
                              uniformity_t: float = 2.0, seed: int = 0, threads: int | None = 1,
-                             block_rows: int | None = None) -> dict[str, object]:
+                             block_rows: int | None = None, device=None) -> dict[str, object]:
     """``compute_metrics`` of a table read block by block from a row-block source (or array).
 
     Same keys and settings. Memory O(block_rows * d + d^2) plus the sampled rows; the table is
@@ -196,13 +196,14 @@ def compute_metrics_streamed(source, labels=None, *,
         streaming.as_source(source), labels, groups=groups, n_clusters=n_clusters,
         kmeans_seed=kmeans_seed, kmeans_n_init=kmeans_n_init,
         silhouette_sample=silhouette_sample, uniformity_sample=uniformity_sample,
-        uniformity_t=uniformity_t, seed=seed, threads=threads, block_rows=block_rows)
+        uniformity_t=uniformity_t, seed=seed, threads=threads, block_rows=block_rows,
+        device=device)
     return values
 
 
 def _streamed(source, labels, *, groups, n_clusters, kmeans_seed, kmeans_n_init,
               silhouette_sample, uniformity_sample, uniformity_t, seed, threads, block_rows,
-              n_resamples: int = 0) -> tuple[dict, dict, list[dict]]:
+              n_resamples: int = 0, device=None) -> tuple[dict, dict, list[dict]]:
     """(metric values, {n_constant_columns, n_zero_rows}, one metric dict per bootstrap
     resample) of a streamed table, from one two-pass ``summarize``."""
     unknown = set(groups) - set(GROUPS)
@@ -216,7 +217,7 @@ def _streamed(source, labels, *, groups, n_clusters, kmeans_seed, kmeans_n_init,
     kmeans = dict(n_clusters=n_clusters, random_state=kmeans_seed, n_init=kmeans_n_init)
     with thread_limit(threads):
         summary = streaming.summarize(source, block_rows=block_rows, sample_rows=samples.union,
-                                      n_resamples=n_resamples, seed=seed)
+                                      n_resamples=n_resamples, seed=seed, device=device)
         table = summary.table
         values = _metric_values(table.spectra, groups, samples.parts(
             table, summary.gathered, labels, kmeans, uniformity_t))
@@ -305,7 +306,7 @@ def analyze(E, *, labels=None, n_clusters: int = PAPER_N_CLUSTERS,
             uniformity_sample: int | None = DEFAULT_SAMPLE_SIZE, uniformity_t: float = 2.0,
             null_draws: int = 1, bootstrap: int = 0, confidence: float = 0.95,
             seed: int = 0, threads: int | None = 1, stream: bool | None = None,
-            block_rows: int | None = None) -> dict[str, object]:
+            block_rows: int | None = None, device=None) -> dict[str, object]:
     """Every collapse metric of the table E (n_items, d), as one flat dict keyed by metric name.
 
     Adds, for every metric key K: ``K_gaussian`` (its value on ``null_draws`` seeded same-shape
@@ -322,13 +323,18 @@ def analyze(E, *, labels=None, n_clusters: int = PAPER_N_CLUSTERS,
     resamples rows with exact multinomial weights); False reads the table whole; None (the
     default) streams a source or path of at least ``stream.STREAM_MIN_ROWS`` (10^6) rows and
     nothing else. ``streamed`` and ``stream_block_rows`` in the result say which path ran.
+    ``device`` (a torch device such as "cuda"): the streamed path with its QR reductions, the
+    O(n d^2) part, in torch float64 on that device (implies stream=True; ``device`` in the
+    result); None: numpy on the CPU.
 
     >>> import numpy as np
     >>> r = analyze(np.random.default_rng(0).standard_normal((300, 8)), null_draws=0)
     >>> r["numerical_rank"], r["silhouette_sample_size"]
     (8, 300)
     """
-    table = _table_for(E, stream)
+    if device is not None and stream is False:
+        raise UserError("a device runs the streamed path; drop stream=False or the device")
+    table = _table_for(E, True if device is not None else stream)
     streamed = streaming.is_source(table)
     X = None if streamed else as_table(table)
     n, d = table.shape
@@ -348,10 +354,11 @@ def analyze(E, *, labels=None, n_clusters: int = PAPER_N_CLUSTERS,
 
     if streamed:
         block_rows = stream_block_rows(d, block_rows)
-        metric_fn = partial(compute_metrics_streamed, block_rows=block_rows, **settings)
+        metric_fn = partial(compute_metrics_streamed, block_rows=block_rows, device=device,
+                            **settings)
         values, counts, draws = _streamed(table, labels, groups=tuple(GROUPS),
                                           block_rows=block_rows, n_resamples=bootstrap,
-                                          **settings)
+                                          device=device, **settings)
         null_table = streaming.GaussianSource  # the same draws as gaussian_table, by blocks
     else:
         metric_fn = partial(compute_metrics, **settings)
@@ -366,6 +373,7 @@ def analyze(E, *, labels=None, n_clusters: int = PAPER_N_CLUSTERS,
                             n_clusters, kmeans_seed, kmeans_n_init, seed, labels))
     result["streamed"] = streamed
     result["stream_block_rows"] = block_rows if streamed else None
+    result["device"] = None if device is None else str(device)
     if null_draws:
         null = gaussian_null(metric_fn, (n, d), *extra, n_draws=null_draws, random_state=seed,
                              table_factory=null_table)

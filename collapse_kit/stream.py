@@ -261,7 +261,7 @@ def resample_seed(seed: int, r: int) -> np.random.SeedSequence:
 
 
 def summarize(source, *, block_rows: int | None = None, sample_rows=None,
-              n_resamples: int = 0, seed: int = 0) -> StreamSummary:
+              n_resamples: int = 0, seed: int = 0, device=None) -> StreamSummary:
     """Two passes over ``source``: everything the streamed metrics need, in memory
     O(block_rows * d + (1 + n_resamples) d^2 + len(sample_rows) * d).
 
@@ -270,7 +270,8 @@ def summarize(source, *, block_rows: int | None = None, sample_rows=None,
     the row norms and unit-row sums (``RowGeometry``), and gathers ``sample_rows`` (sorted,
     unique row indices). With ``n_resamples`` > 0 both passes do the same for each bootstrap
     resample r, the rows weighted by ``MultinomialWeights(n, resample_seed(seed, r))``; a
-    resample whose rows are all zero has no summary (None).
+    resample whose rows are all zero has no summary (None). ``device`` (a torch device, e.g.
+    "cuda"): the R factors are reduced in torch on it (``CenteredRFactor``); None: numpy.
     """
     n, d = source.shape
     name = getattr(source, "name", "E")
@@ -294,8 +295,8 @@ def summarize(source, *, block_rows: int | None = None, sample_rows=None,
             raise UserError(f"{name} gave {start} rows where its shape says {n}")
         stats.check_not_all_zeros((n, d), name=name)
 
-        tables = [_Accumulators(stats, d)] + [
-            _Accumulators(st, d) if st.top > 0 else None for st in boot]
+        tables = [_Accumulators(stats, d, device)] + [
+            _Accumulators(st, d, device) if st.top > 0 else None for st in boot]
         weights = [MultinomialWeights(n, resample_seed(seed, r)) for r in range(n_resamples)]
         start = 0
         for block in source.iter_blocks(rows):                             # pass 2
@@ -314,9 +315,9 @@ def summarize(source, *, block_rows: int | None = None, sample_rows=None,
 class _Accumulators:
     """Pass 2 of one table (or resample): its R factor and row geometry."""
 
-    def __init__(self, stats: ColumnStats, d: int):
+    def __init__(self, stats: ColumnStats, d: int, device=None):
         self.stats = stats
-        self.r_factor = CenteredRFactor(stats.means())
+        self.r_factor = CenteredRFactor(stats.means(), device=device)
         self.geometry = RowGeometry(d, stats.exponent)
 
     def update(self, block: np.ndarray, weights: np.ndarray | None = None) -> None:

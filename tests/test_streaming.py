@@ -352,3 +352,38 @@ def test_streamed_peak_memory_stays_far_below_the_table(tmp_path):
     assert mb["n"] == 200_000
     assert mb["streamed"] < 40, mb          # blocks of 4 MB and two 2,000-row samples
     assert mb["in_memory"] > 100, mb        # the float32 and float64 copies: 154 MB
+
+
+def test_the_torch_path_of_the_reductions_equals_numpys():
+    """device=...: the streamed QR reductions in torch (here on the CPU; "cuda" on a GPU) give
+    the numpy path's metrics, bootstrap resamples included."""
+    rng = np.random.default_rng(5)
+    E = rng.standard_normal((3000, 16)) @ np.diag(np.linspace(3, 0.1, 16)) + 0.5
+    a = analyze(E, stream=True, block_rows=700, null_draws=1, bootstrap=3)
+    b = analyze(E, device="cpu", block_rows=700, null_draws=1, bootstrap=3)
+    assert a["device"] is None and b["device"] == "cpu" and b["streamed"] is True
+    for key, value in a.items():
+        if key == "device":
+            continue
+        if isinstance(value, float):
+            assert b[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+        elif isinstance(value, list):
+            np.testing.assert_allclose(b[key], value, rtol=1e-9, atol=1e-12, err_msg=key)
+        else:
+            assert b[key] == value, key
+    with pytest.raises(UserError, match="a device runs the streamed path"):
+        analyze(E, device="cpu", stream=False)
+
+
+def test_cli_device_cuda_without_a_gpu_is_one_clear_error(tmp_path, capsys, monkeypatch):
+    import torch
+
+    from collapse_kit.cli import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    np.save(tmp_path / "e.npy", np.random.default_rng(0).standard_normal((500, 8)))
+    assert main(["analyze", str(tmp_path / "e.npy"), "--stream", "--device", "cuda"]) == 2
+    assert "torch sees no CUDA GPU" in capsys.readouterr().err
+    assert main(["analyze", str(tmp_path / "e.npy"), "--stream", "--json", "--null-draws",
+                 "0"]) == 0  # auto without a GPU: numpy
+    assert json.loads(capsys.readouterr().out)["device"] is None

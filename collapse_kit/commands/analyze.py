@@ -36,6 +36,10 @@ def register(subparsers) -> None:
     p.add_argument("--stream", action="store_true",
                    help="read the table by blocks of rows in bounded memory (automatic for a "
                         ".npy/.safetensors table of 1,000,000+ rows; docs/metrics.md)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where a streamed table's QR reductions run: cuda (torch on the GPU), "
+                        "cpu (numpy), or auto (default: cuda when torch sees a GPU and the "
+                        "table is streamed, else cpu)")
     _add_metric_args(p)
     add_popularity_args(p)
     p.set_defaults(func=run_analyze)
@@ -143,9 +147,11 @@ def run_analyze(args) -> int:
     if args.labels:
         labels, _classes = load_class_labels(args.labels, table.shape[0])
     result = _checkpoint_keys(args.checkpoint, meta)
+    device = _device(args.device, streamed=is_source(table))
     result.update(analyze(table, labels=labels, null_draws=args.null_draws,
                           bootstrap=args.bootstrap, confidence=args.confidence,
-                          stream=True if is_source(table) else None, **_metric_settings(args)))
+                          stream=True if is_source(table) else None, device=device,
+                          **_metric_settings(args)))
     if popularity is not None:
         from collapse_kit.popularity import format_popularity, popularity_analysis
 
@@ -157,6 +163,22 @@ def run_analyze(args) -> int:
     if popularity is not None and args.format in ("table", "markdown"):
         print(format_popularity(result))
     return 0
+
+
+def _device(choice: str, *, streamed: bool) -> str | None:
+    """The torch device of the streamed path's reductions (None: numpy on the CPU)."""
+    if choice == "cpu" or (choice == "auto" and not streamed):
+        return None
+    import torch
+
+    if torch.cuda.is_available():
+        if choice == "cuda" and not streamed:
+            raise UserError("--device cuda runs the streamed path: add --stream (or give a "
+                            ".npy/.safetensors table of 1,000,000+ rows)")
+        return "cuda"
+    if choice == "cuda":
+        raise UserError("--device cuda: torch sees no CUDA GPU here; use --device cpu")
+    return None
 
 
 def run_compare(args) -> int:

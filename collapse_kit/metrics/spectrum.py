@@ -145,23 +145,46 @@ class CenteredRFactor:
     sequential QR and LU factorizations" (SIAM J. Sci. Comput. 2012).
     """
 
-    def __init__(self, mean: np.ndarray):
+    def __init__(self, mean: np.ndarray, *, device=None):
         self.mean = mean
         self.R = np.zeros((0, mean.size))                                  # (<= d, d)
+        self.device = device
+        if device is not None:  # the QRs in torch, float64, on that device (e.g. "cuda")
+            import torch
+
+            self._torch = torch
+            self._mean = torch.as_tensor(mean, dtype=torch.float64, device=device)
+            self._R = None
 
     def update(self, Y: np.ndarray, weights: np.ndarray | None = None) -> None:
         """Add the scaled rows Y (b, d), optionally repeated ``weights`` (b,) times each."""
         if Y.shape[0] == 0:
             return
+        if self.device is not None:
+            return self._update_torch(Y, weights)
         R_block = _centered_r_factor(Y, self.mean, weights)               # (<= d, d)
         if self.R.shape[0]:
             self.R = np.linalg.qr(np.vstack([self.R, R_block]), mode="r")
         else:
             self.R = R_block
 
+    def _update_torch(self, Y: np.ndarray, weights: np.ndarray | None) -> None:
+        """The same reduction in torch: the block's centred rows to the device, one QR there
+        (a GPU factors a whole block at once), then R <- qr([R; R_block])."""
+        torch = self._torch
+        C = torch.as_tensor(Y, dtype=torch.float64).to(self.device) - self._mean
+        if weights is not None:
+            w = torch.as_tensor(weights, dtype=torch.float64).to(self.device)
+            C = C * torch.sqrt(w)[:, None]
+        R_block = torch.linalg.qr(C, mode="r").R
+        self._R = R_block if self._R is None else \
+            torch.linalg.qr(torch.cat([self._R, R_block]), mode="r").R
+
     def spectra(self, std: np.ndarray, n: int, exponent: int) -> Spectra:
         """The spectra of the table fed so far: its n rows, column stds (ddof 0) and exponent
         (the scale ``power_of_two_scaled`` chose, from ``ColumnStats``)."""
+        if self.device is not None and self._R is not None:
+            self.R = self._R.cpu().numpy()
         return _spectra_from_r(self.R, self.mean, std, n, exponent)
 
 
