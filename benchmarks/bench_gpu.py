@@ -13,6 +13,9 @@ the code path ``collapse-kit train`` takes), so the numbers are what a user's ru
 2. ADRec on DATASET, all three stages with early stopping (``--preset paper``): wall seconds
    end to end, each stage's training and evaluation seconds, test HR@20 / NDCG@20 (strict), and
    the seconds of one validation pass (the median over every pass of the run).
+3. The streamed `collapse-kit analyze` of a seeded 1,000,000 x 128 table (every metric, a
+   one-draw Gaussian null), its QR reductions in torch on the device, then in numpy on the
+   host CPU (the collapse-analysis issue's GPU path).
 
 The report is rewritten after each step (atomically), so a run stopped by a time limit keeps
 what it measured. ``--dry-run`` runs every step on the tiny preset (2 epochs a stage, hidden 16,
@@ -84,6 +87,27 @@ def bench_adrec(ds, cfg, work: Path, model_args: dict) -> dict:
             "test_hr20": test["HR@20"], "test_ndcg20": test["NDCG@20"]}
 
 
+def bench_analyze(rows: int, d: int, device) -> dict:
+    """Streamed `analyze` (every metric, a one-draw Gaussian null) of a seeded rows x d table
+    held in memory, with its QR reductions in torch on ``device`` and, for comparison, in
+    numpy on the host CPU (collapse_kit.analyze, device=...)."""
+    import numpy as np
+
+    from collapse_kit.analyze import analyze
+    from collapse_kit.stream import ArraySource
+
+    rng = np.random.default_rng(0)
+    E = (rng.standard_normal((rows, d), dtype=np.float32)
+         * np.linspace(2.0, 0.1, d, dtype=np.float32) + 0.3)
+    out = {"analyze_rows": rows, "analyze_dim": d}
+    for key, dev in (("analyze_device_s", str(device)), ("analyze_numpy_s", None)):
+        t0 = time.perf_counter()
+        r = analyze(ArraySource(E), stream=True, device=dev, null_draws=1)
+        out[key] = time.perf_counter() - t0
+        out.setdefault("analyze_effective_rank", r["effective_rank"])
+    return out
+
+
 def render(env: dict, dataset: str, preset: str, dry: bool, results: dict) -> str:
     lines = ["# GPU benchmarks (issue 15)", ""]
     if dry:
@@ -118,7 +142,14 @@ def render(env: dict, dataset: str, preset: str, dry: bool, results: dict) -> st
                          f"{m['train_seconds']:.1f} s / {m['eval_seconds']:.1f} s | | |")
         lines.append(f"| ADRec {dataset} test HR@20 / NDCG@20 (strict, %) | "
                      f"{a['test_hr20']:.2f} / {a['test_ndcg20']:.2f} | | |")
-    missing = [k for k in ("sasrec", "adrec") if k not in results]
+    z = results.get("analyze")
+    if z:
+        size = f"{z['analyze_rows']:,} x {z['analyze_dim']}"
+        row(f"streamed `analyze` of {size} (every metric + null), QR reductions on the device",
+            "", z["analyze_device_s"])
+        row(f"streamed `analyze` of {size}, QR reductions in numpy on the host CPU", "",
+            z["analyze_numpy_s"])
+    missing = [k for k in ("sasrec", "adrec", "analyze") if k not in results]
     if missing:
         lines += ["", f"Not measured (the run stopped before): {', '.join(missing)}."]
     return "\n".join(lines) + "\n"
@@ -156,8 +187,10 @@ def main(argv=None) -> int:
     out, results = Path(args.out), {}
     with tempfile.TemporaryDirectory(prefix="bench-gpu-") as tmp:
         work = Path(tmp)
+        rows, d = (20_000, 16) if args.dry_run else (1_000_000, 128)
         for key, step in (("sasrec", lambda: bench_sasrec(ds, cfg, work, model_args, epochs)),
-                          ("adrec", lambda: bench_adrec(ds, cfg, work, model_args))):
+                          ("adrec", lambda: bench_adrec(ds, cfg, work, model_args)),
+                          ("analyze", lambda: bench_analyze(rows, d, device))):
             print(f"bench_gpu: {key} on {args.dataset} ({env['device']}) ...", file=sys.stderr,
                   flush=True)
             results[key] = step()

@@ -136,7 +136,7 @@ def test_gpu_bench_dry_run_runs_every_step_and_writes_the_report(tmp_path):
     assert "**Dry run**" in text and "- torch: " in text and "- code commit: " in text
     for label in ("SASRec+ beauty epoch", "ADRec beauty validation pass",
                   "ADRec beauty, three stages end to end", "ADRec stage1: 2 epochs",
-                  "ADRec stage3: 2 epochs"):
+                  "ADRec stage3: 2 epochs", "streamed `analyze` of 20,000 x 16"):
         assert f"| {label}" in text, label
     hr, ndcg = map(float, re.search(r"\(strict, %\) \| ([\d.]+) / ([\d.]+)", text).groups())
     assert 0 <= ndcg <= hr <= 100
