@@ -99,8 +99,9 @@ class Table:
             out = [f"### {self.title}", ""] + [f"- {k}: {v}" for k, v in self.stamp.items()] + [""]
         marks = ["---:" if a == "r" else "---" for a in self.align] if self.align else \
             ["---"] * len(self.columns)
-        out += ["| " + " | ".join(self.columns) + " |", "|" + "|".join(marks) + "|"]
-        out += ["| " + " | ".join(r) + " |" for r in self.rows]
+        out += ["| " + " | ".join(_md_cell(c) for c in self.columns) + " |",
+                "|" + "|".join(marks) + "|"]
+        out += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in self.rows]
         return self._with_notes(out)
 
     def _csv(self) -> list[str]:
@@ -131,6 +132,11 @@ class Table:
 
         out = [line(self.columns), "  ".join("-" * w for w in widths)]
         return self._with_notes(out + [line(r) for r in self.rows])
+
+
+def _md_cell(text) -> str:
+    """A Markdown table cell: a literal "|" would end the cell, so it is escaped."""
+    return str(text).replace("|", r"\|")
 
 
 _LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",

@@ -177,3 +177,16 @@ def test_checkpoint_table_of_a_loaded_checkpoint(tiny_study, tmp_path):
         checkpoint_table(ck, path)
     with pytest.raises(UserError, match="not a collapse-kit checkpoint"):
         checkpoint_table({"state_dict": {}}, path)
+
+
+def test_regression_a_pipe_in_a_cell_does_not_split_the_markdown_row():
+    """A header "max |Spearman|" once broke the popularity table's Markdown: every cell is now
+    escaped, so each row keeps exactly its columns."""
+    from collapse_kit.tables import Table
+
+    md = Table(columns=["model", "max |rho|"], rows=[["a|b", "1"]]).render("markdown")
+    lines = md.splitlines()
+    assert lines[0] == r"| model | max \|rho\| |"
+    assert lines[2] == r"| a\|b | 1 |"
+    for line in lines:  # unescaped pipes: the row's borders and separators only
+        assert line.replace(r"\|", "").count("|") == 3

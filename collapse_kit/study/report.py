@@ -350,7 +350,7 @@ def popularity_tables(runs: list[Run], stamp: dict) -> list[tuple[str, Table]]:
     return [("popularity", Table(
         title=f"Collapse and popularity ({dataset}): item popularity = training interactions",
         columns=["Model", "Spearman(pop, norm)", "Pearson(pop, norm)",
-                 "max |Spearman(pop, direction)| (index)", "stable rank", "participation ratio",
+                 "max abs Spearman(pop, direction) (index)", "stable rank", "participation ratio",
                  "eff. rank head / torso / tail", "mean cos head / torso / tail"],
         rows=rows, stamp=stamp,
         notes=["Same tables as Table 5. Direction: the top-10 singular direction of E (as it "
