@@ -110,6 +110,20 @@ def popularity_analysis(E, popularity, *, k: int = DEFAULT_DIRECTIONS, split=TER
     return out
 
 
+def rank_statistics(E) -> dict[str, float | None]:
+    """``{"stable_rank", "participation_ratio"}`` of E from one ``spectra`` (a participation
+    ratio undefined for the table, every row one point, is None): the two columns the
+    popularity tables print beside the correlations."""
+    from collapse_kit.metrics import participation_ratio, spectra, stable_rank
+
+    sp = spectra(E)
+    try:
+        pr = participation_ratio(sp)
+    except UndefinedMetric:
+        pr = None
+    return {"stable_rank": stable_rank(sp), "participation_ratio": pr}
+
+
 GROUP_TABLE_KEYS = (("singular_value_entropy", "SV entropy"), ("effective_rank", "eff. rank"),
                     ("stable_rank", "stable rank"), ("participation_ratio", "PR"),
                     ("mean_cosine_similarity", "mean cos"), ("row_norm_mean", "mean norm"),

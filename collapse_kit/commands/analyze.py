@@ -201,14 +201,12 @@ def run_compare(args) -> int:
     for name, path in zip(names, args.checkpoints):
         table, meta = _load(path, args)
         if pop:
-            from collapse_kit.metrics import participation_ratio, stable_rank
-            from collapse_kit.popularity import popularity_analysis
+            from collapse_kit.popularity import popularity_analysis, rank_statistics
 
             counts, _source = popularity_for(args, table.shape[0], cache=datasets)
             res = popularity_analysis(table, counts, groups=False, null_draws=0,
                                       **popularity_settings(args))
-            res.update(stable_rank=stable_rank(table), participation_ratio=_defined(
-                participation_ratio, table))
+            res.update(rank_statistics(table))
             pop_rows.append((name, res))
             panels.append((name, table, counts))
         pad = "padding row dropped" if meta["padding_row_dropped"] else "no padding row dropped"
@@ -236,15 +234,6 @@ def run_compare(args) -> int:
             for written in save_figure(plot_popularity(panels), args.popularity_figure):
                 print(f"wrote {written}", file=sys.stderr)
     return 0
-
-
-def _defined(fn, table):
-    from collapse_kit.errors import UndefinedMetric
-
-    try:
-        return fn(table)
-    except UndefinedMetric:
-        return None
 
 
 def _default_name(path: str) -> str:

@@ -228,18 +228,17 @@ def run_tsne(args) -> int:
 def _stratify_popularity(args, meta: dict, n_items: int):
     """Training interactions per item of --stratify (checked against the table) or of the
     checkpoint's own bundled dataset (None when unknown or of another size)."""
-    from adrec.data import BUNDLED, load_dataset, training_counts
+    from adrec.data import BUNDLED
+    from collapse_kit.commands.popularity_args import dataset_popularity
 
     spec = args.stratify or (meta.get("dataset") if meta.get("dataset") in BUNDLED else None)
     if spec is None:
         return None
-    data = load_dataset(spec)
-    if data.n_items != n_items:
-        if args.stratify:
-            raise UserError(f"--stratify {spec}: {data.n_items} items, but the table has "
-                            f"{n_items} rows; give the data the table was trained on")
-        return None
-    return training_counts(data)
+    counts, data = dataset_popularity(spec, n_items)
+    if counts is None and args.stratify:
+        raise UserError(f"--stratify {spec}: {data.n_items} items, but the table has "
+                        f"{n_items} rows; give the data the table was trained on")
+    return counts
 
 
 def run_spectrum(args) -> int:

@@ -54,19 +54,24 @@ def popularity_for(args, n_items: int, *, cache: dict | None = None) -> tuple[np
         from probes.labels import load_popularity
 
         return load_popularity(args.popularity, n_items), f"counts file {args.popularity}"
-    from adrec.data import load_dataset
-
-    cache = {} if cache is None else cache
-    if args.dataset not in cache:
-        cache[args.dataset] = load_dataset(args.dataset)
-    dataset = cache[args.dataset]
-    if dataset.n_items != n_items:
+    counts, dataset = dataset_popularity(args.dataset, n_items, cache=cache)
+    if counts is None:
         raise UserError(f"the dataset {args.dataset!r} has {dataset.n_items} items but the table "
                         f"has {n_items} rows; give the data the table was trained on")
-    from adrec.data import training_counts
+    return counts, f"training interactions of {dataset.name} ({dataset.n_users} users)"
 
-    return (training_counts(dataset),
-            f"training interactions of {dataset.name} ({dataset.n_users} users)")
+
+def dataset_popularity(spec: str, n_items: int, *, cache: dict | None = None):
+    """(each item's training interactions, the dataset) for a table of ``n_items`` rows; the
+    counts are None when the dataset has another number of items (the caller says why).
+    ``cache`` keeps loaded datasets by name across calls (``compare`` over several tables)."""
+    from adrec.data import load_dataset, training_counts
+
+    cache = {} if cache is None else cache
+    if spec not in cache:
+        cache[spec] = load_dataset(spec)
+    dataset = cache[spec]
+    return (training_counts(dataset) if dataset.n_items == n_items else None), dataset
 
 
 def popularity_settings(args) -> dict:

@@ -8,6 +8,7 @@ once per report) -> arrays -> metric functions -> :class:`~collapse_kit.tables.T
 """
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -305,20 +306,31 @@ def embedding_tables(runs: list[Run], stamp: dict, *, bootstrap: int) -> list[tu
 def _training_popularity(runs: list[Run], n_items: int):
     """Each item's training interactions in the study's dataset (None when its data cannot be
     loaded or does not match the tables)."""
+    spec = runs[0].spec.dataset
+    path = Path(spec)
+    version = (path.stat().st_mtime_ns, path.stat().st_size) if path.is_file() else None
+    counts = _dataset_counts(spec, version)
+    return counts if counts is not None and counts.size == n_items else None
+
+
+@functools.lru_cache(maxsize=8)
+def _dataset_counts(spec: str, version):
+    """``training_counts`` of a dataset, loaded once per report (the popularity table and the
+    popularity figure both read it); None when it cannot be loaded. ``version`` (a data file's
+    mtime and size) keys the cache, so a rewritten file is read again."""
     from adrec.data import load_dataset, training_counts
 
     try:
-        data = load_dataset(runs[0].spec.dataset)
+        return training_counts(load_dataset(spec))
     except (OSError, ValueError):
         return None
-    return training_counts(data) if data.n_items == n_items else None
 
 
 def popularity_tables(runs: list[Run], stamp: dict) -> list[tuple[str, Table]]:
     """Collapse and popularity: per item table, the popularity correlations (docs/metrics.md),
     stable rank, participation ratio and the effective rank of the head / torso / tail items."""
     from collapse_kit.metrics import gaussian_table
-    from collapse_kit.popularity import popularity_analysis
+    from collapse_kit.popularity import popularity_analysis, rank_statistics
 
     found = item_tables(runs)
     if not found:
@@ -337,7 +349,7 @@ def popularity_tables(runs: list[Run], stamp: dict) -> list[tuple[str, Table]]:
     rows = []
     for name, E in tables.items():
         r = popularity_analysis(E, popularity, null_draws=0, seed=0)
-        r["stable_rank"], r["participation_ratio"] = _spectral_pair(E)
+        r.update(rank_statistics(E))
         direction = (f"{num(r['popularity_direction_spearman'])} "
                      f"(dir {r['popularity_direction_index']})"
                      if r["popularity_direction_spearman"] is not None else "n/a")
@@ -358,18 +370,6 @@ def popularity_tables(runs: list[Run], stamp: dict) -> list[tuple[str, Table]]:
                "oriented so that the projections sum to >= 0). Head / torso / tail: "
                "popularity terciles (each metric on that third of the items alone). "
                "Formulas: docs/metrics.md."]))]
-
-
-def _spectral_pair(E):
-    from collapse_kit.errors import UndefinedMetric
-    from collapse_kit.metrics import participation_ratio, spectra, stable_rank
-
-    sp = spectra(E)
-    try:
-        pr = participation_ratio(sp)
-    except UndefinedMetric:
-        pr = None
-    return stable_rank(sp), pr
 
 
 def _table5_value(value, key: str):
