@@ -146,6 +146,26 @@ def matmul_precision(precision: str):
         torch.set_float32_matmul_precision(before)
 
 
+def bf16_products(precision: str, device_type: str):
+    """The forward pass's context for ``precision`` (resolved) on ``device_type``.
+
+    On a CPU, ``"medium"`` means bfloat16 matrix products: ``torch.autocast("cpu",
+    dtype=torch.bfloat16)`` around the training forward (its backward then runs in the same
+    types), so every Linear / bmm / SDPA multiplies bfloat16 operands and accumulates in
+    float32, while parameters, optimizer state, the item softmax's cross-entropy and the MSE
+    stay float32 (and the project's dropout scales in float32, ``layers.Dropout``).
+    ``torch.set_float32_matmul_precision("medium")`` alone does not do this on a CPU: with
+    torch 2.13 on the AVX512-BF16 development machine its float32 products came out
+    bit-identical to "highest". Everywhere else (GPUs, other precisions) a no-op:
+    ``matmul_precision`` sets the precision there.
+    """
+    import torch
+
+    if precision == "medium" and device_type == "cpu":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def _convert(value: str, target_type, key: str, *, label: str | None = None):
     """``value`` (text) as ``target_type``; errors start with ``label`` (default
     ``--set key=value``; a config file passes ``FILE:LINE: key=value``)."""

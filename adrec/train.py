@@ -35,7 +35,8 @@ from tqdm.auto import tqdm
 from adrec.checkpoint import (atomic_save, device_description, file_sha256, load_checkpoint,
                               make_checkpoint, safe_load)
 from adrec import distributed
-from adrec.config import TrainConfig, matmul_precision, resolve_matmul_precision, validate
+from adrec.config import TrainConfig, bf16_products, matmul_precision, resolve_matmul_precision, \
+    validate
 from adrec.data import BatchIterator, SequenceDataset, training_pairs
 from adrec.evaluate import (PROTOCOLS, aggregate, best_of, compute_ranks_all, evaluate,
                             improved, ranking_metrics)
@@ -315,7 +316,8 @@ def train_epoch(model, batches, optimizer, cfg: TrainConfig, *,
     model.train()
     t0 = time.perf_counter()
     sums: dict[str, torch.Tensor] = {}
-    with matmul_precision(resolve_matmul_precision(cfg.matmul_precision, device.type)):
+    precision = resolve_matmul_precision(cfg.matmul_precision, device.type)
+    with matmul_precision(precision):
         for batch in batches:
             batch, weight = distributed.shard(batch, info)
             if batch is None:
@@ -326,7 +328,8 @@ def train_epoch(model, batches, optimizer, cfg: TrainConfig, *,
                 # gradients of the micro-batches add up to the batch's; DDP syncs on the last
                 sync = not info.enabled or i == len(parts) - 1
                 with contextlib.nullcontext() if sync else forward.no_sync():
-                    losses = forward(part.to(device))
+                    with bf16_products(precision, device.type):
+                        losses = forward(part.to(device))
                     if hasattr(model, "backward"):  # a model may do its own (e.g. PCGrad)
                         model.backward(losses)
                     else:

@@ -258,6 +258,18 @@ def test_three_stage_smoke_run_and_parents(tmp_path):
     torch.testing.assert_close(ck["stage1"]["item_embeddings"], ck["stage2"]["item_embeddings"])
 
 
+def test_best_checkpoint_records_the_precision_auto_resolved_to(tmp_path, monkeypatch):
+    """best.pt carries the stages' config: "auto" as it resolved (regression: best.pt said
+    "auto" while stage1/2/3.pt said "medium")."""
+    import adrec.config
+
+    monkeypatch.setattr(adrec.config, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    train_adrec(tiny_dataset(), tiny_cfg(matmul_precision="auto"), tmp_path, model_args=SMALL,
+                progress=False)
+    for stage in ("stage1", "stage2", "stage3", "best"):
+        assert load_checkpoint(tmp_path / f"{stage}.pt")["config"]["matmul_precision"] == "medium"
+
+
 def test_warmup_freezes_embedding_for_real(tmp_path):
     ds = tiny_dataset()
     train_adrec(ds, tiny_cfg(epochs=3, weight_decay=1e-2), tmp_path, model_args=SMALL,

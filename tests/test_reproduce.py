@@ -96,6 +96,17 @@ def test_reproduce_trains_reuses_and_writes_tables(tmp_path, capsys):
     assert "training" not in capsys.readouterr().err
 
 
+def test_table2_stamp_names_the_training_matmul_precision(tmp_path):
+    data = _tiny_file(tmp_path)
+    out = tmp_path / "out"
+    assert main(["reproduce", "--datasets", str(data), "--models", "sasrec", "--seeds", "1",
+                 "--protocols", "strict", "--preset", "tiny", "--out", str(out),
+                 "--bootstrap", "0", "--set", "hidden=16", "--set", "n_heads=2",
+                 "--set", "matmul_precision=medium"]) == 0
+    csv = (out / "tables" / "table2-strict-tiny.csv").read_text()
+    assert "# matmul precision: medium\n" in csv
+
+
 def test_reproduce_bad_dataset(capsys, tmp_path):
     assert main(["reproduce", "--datasets", "nope", "--out", str(tmp_path)]) == 2
     assert "unknown dataset" in capsys.readouterr().err
@@ -208,7 +219,7 @@ def test_table4_puts_the_papers_row_of_each_dataset_beside_ours(tmp_path, monkey
     def fake_metrics(run, stage=None):  # test HR@20 = 5 + seed, NDCG@20 = 2 + seed / 10
         return {"strict": {"test": {"HR@20": 5.0 + run.spec.seed,
                                     "NDCG@20": 2.0 + run.spec.seed / 10}},
-                "trained_on": "CPU"}
+                "trained_on": "CPU", "matmul_precision": "highest"}
 
     monkeypatch.setattr(Run, "metrics", fake_metrics)
     for dataset, want in (("baby", ["7.15 / 3.15", "6.75 / 2.95", "4.04 / 1.95"]),

@@ -160,6 +160,53 @@ def test_matmul_precision_applies_to_training_only_and_is_restored(tmp_path, mon
     assert load_checkpoint(r.checkpoint)["config"]["matmul_precision"] == "medium"
 
 
+def test_medium_on_cpu_multiplies_in_bfloat16_in_training_passes_only(tmp_path, monkeypatch):
+    """On a CPU "medium" really computes the training forward's matrix products in bfloat16
+    (torch 2.13's float32 products ignore set_float32_matmul_precision there: regression for
+    runs at "medium" that were bit-identical to "highest"); parameters stay float32 and every
+    evaluation multiplies in float32."""
+    from adrec.models.sasrec import SASRec
+
+    seen = {"loss": set(), "score": set()}
+    lin = torch.nn.Linear(4, 4)
+    loss, score = SASRec.loss, SASRec.score_all
+
+    def spy_loss(self, batch):
+        seen["loss"].add(lin(torch.ones(1, 4)).dtype)
+        out = loss(self, batch)
+        assert out["loss"].dtype == torch.float32  # the item cross-entropy stays float32
+        return out
+
+    def spy_score(self, *a, **k):
+        seen["score"].add(lin(torch.ones(1, 4)).dtype)
+        return score(self, *a, **k)
+
+    monkeypatch.setattr(SASRec, "loss", spy_loss)
+    monkeypatch.setattr(SASRec, "score_all", spy_score)
+    r, model = _run(tmp_path / "medium", epochs=2, eval_every=1, matmul_precision="medium")
+    assert seen == {"loss": {torch.bfloat16}, "score": {torch.float32}}
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    seen = {"loss": set(), "score": set()}
+    _, ref = _run(tmp_path / "highest", epochs=2, eval_every=1, matmul_precision="highest")
+    assert seen == {"loss": {torch.float32}, "score": {torch.float32}}
+    w, w_ref = model.encoder.blocks[0].ffn.w1.weight, ref.encoder.blocks[0].ffn.w1.weight
+    assert not torch.equal(w, w_ref)  # the products really changed precision...
+    assert torch.allclose(w, w_ref, atol=1e-2)  # ...by rounding, not by training differently
+
+
+def test_bf16_products_is_a_no_op_off_the_cpu_and_below_medium():
+    from adrec.config import bf16_products
+
+    lin = torch.nn.Linear(4, 4)
+    for precision, device in [("highest", "cpu"), ("high", "cpu"), ("medium", "cuda"),
+                              ("high", "cuda")]:
+        with bf16_products(precision, device):
+            assert lin(torch.ones(1, 4)).dtype == torch.float32
+    with bf16_products("medium", "cpu"):
+        assert lin(torch.ones(1, 4)).dtype == torch.bfloat16
+    assert lin(torch.ones(1, 4)).dtype == torch.float32  # and nothing leaks out of the block
+
+
 def test_matmul_precision_rejects_unknown_values():
     from adrec.config import validate
 

@@ -86,7 +86,11 @@ class Dropout(nn.Module):
         if lanes.shape != x.shape:
             raise ValueError(f"dropout: take() gave {tuple(lanes.shape)} for an input of "
                              f"{tuple(x.shape)}")
-        mask = torch.ge(lanes, self.threshold - 32768, out=torch.empty(x.shape, dtype=x.dtype))
+        # float32 at least: in a bfloat16 mask the scale 1 / (1 - p) would round (1.1111 ->
+        # 1.1094 for p = 0.1), so under the CPU's bfloat16 products (config.bf16_products) a
+        # bfloat16 input comes out float32, as the residual stream around it is
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        mask = torch.ge(lanes, self.threshold - 32768, out=torch.empty(x.shape, dtype=dtype))
         # autograd keeps only the mask (the multiplier that needs no gradient)
         return x * mask.mul_(65536.0 / (65536 - self.threshold))
 

@@ -322,8 +322,8 @@ class Run:
         return self._checkpoints[path]
 
     def metrics(self, stage: str | None = None) -> dict | None:
-        """The metrics stored in the checkpoint, with ``epochs``, ``trained_on`` and
-        ``wall_seconds`` (training and validation seconds of the run's logs; of that stage's
+        """The metrics stored in the checkpoint, with ``epochs``, ``trained_on``,
+        ``matmul_precision`` (the training passes') and ``wall_seconds`` (training and validation seconds of the run's logs; of that stage's
         log only when ``stage`` is given). None when the checkpoint does not exist."""
         from adrec.train import read_log
 
@@ -333,6 +333,9 @@ class Run:
         m = dict(ck.get("metrics", {}))
         m["epochs"] = ck.get("epoch")
         m["trained_on"] = ck.get("trained_on", "unknown")
+        # as resolved on the training machine; checkpoints older than the option trained at
+        # plain float32
+        m["matmul_precision"] = (ck.get("config") or {}).get("matmul_precision", "highest")
         pattern = "*.log.jsonl" if stage is None else f"{stage}.log.jsonl"
         m["wall_seconds"] = sum(
             sum(r.get("seconds", 0) + r.get("eval_seconds", 0) for r in read_log(log_path))
