@@ -66,7 +66,7 @@ class TrainConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     # the paper's schedule: up to 500 epochs per stage, early stopping (eval every 5, patience 4)
     "paper": {},
-    # a short schedule for a first look on a laptop CPU (quickstart: about 10 minutes)
+    # a short schedule for a first look on a laptop CPU (`quickstart --preset quick`)
     "quick": {"epochs": 30, "patience": 2},
     # a few epochs, for tests and notebook CI
     "tiny": {"epochs": 2, "eval_every": 1, "batch_size": 256},

@@ -234,3 +234,29 @@ def test_table4_puts_the_papers_row_of_each_dataset_beside_ours(tmp_path, monkey
         assert table.rows[0][4] == "2" and table.rows[1][4] == "1"  # seeds per row
         assert table.rows[1][1].startswith("5.00") and table.rows[0][1].startswith("5.50")
     assert paper.PAPER_TABLE4_ML100K is paper.PAPER_TABLE4["ml-100k"]
+
+
+def test_quickstart_trains_both_models_and_writes_the_report(tmp_path, capsys):
+    """The README's main job end to end (tiny preset): SASRec+ and ADRec's three stages on the
+    bundled ML-100K, then one report with Table 2, Table 5, the probe and the figures."""
+    out = tmp_path / "qs"
+    assert main(["quickstart", "--preset", "tiny", "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out / "report.md")
+    report = (out / "report.md").read_text()
+    assert "preset `tiny`" in report or "tiny" in report
+    table2 = (out / "tables" / "table2-strict-ml-100k.csv").read_text()
+    assert "SASRec+," in table2 and "\nADRec," in table2 and "stage1 (ADRec stage 1)," in table2
+    for stage in ("stage1", "stage2", "stage3", "best"):
+        assert (out / "runs" / "ml-100k" / "adrec" / "s0-strict" / f"{stage}.pt").exists()
+    assert list((out / "figures").glob("*.png"))
+
+
+def test_quickstart_defaults_to_the_papers_schedule():
+    import argparse
+
+    from collapse_kit.commands import reproduce
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    reproduce.register(sub)
+    args = sub.choices["quickstart"].parse_args([])
+    assert args.preset == "paper" and args.out == "runs/quickstart" and args.seed == 0
