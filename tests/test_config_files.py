@@ -167,21 +167,30 @@ def captured(monkeypatch):
     return fake
 
 
-def test_train_config_equals_the_same_flags_and_set_overrides_the_file(tmp_path, captured,
-                                                                         capsys):
-    path = _write(tmp_path / "run.yaml", "model: sasrec\ndataset: ml-100k\nlr: 0.01\n"
+def _run_yaml(tmp_path: Path) -> Path:
+    return _write(tmp_path / "run.yaml", "model: sasrec\ndataset: ml-100k\nlr: 0.01\n"
                   "epochs: 3\nseed: 4\nhidden: 32\nn_heads: 2\n")
+
+
+def test_train_config_equals_the_same_flags(tmp_path, captured, capsys):
+    path = _run_yaml(tmp_path)
     common = ["--no-progress", "--no-monitor", "--json"]
     assert main(["train", "--config", str(path), "--out", str(tmp_path / "a"), *common]) == 0
     assert main(["train", "--model", "sasrec", "--dataset", "ml-100k", "--set", "lr=0.01",
                  "--set", "epochs=3", "--set", "seed=4", "--set", "hidden=32", "--set",
                  "n_heads=2", "--out", str(tmp_path / "b"), *common]) == 0
     assert captured.calls[0] == captured.calls[1]
+    capsys.readouterr()
+
+
+def test_train_flags_override_the_config_file(tmp_path, captured, capsys):
+    path = _run_yaml(tmp_path)
+    common = ["--no-progress", "--no-monitor", "--json"]
     # --set over the file, and --seed / --epochs / --model over both
     assert main(["train", "--config", str(path), "--set", "lr=5e-4", "--set", "hidden=64",
                  "--seed", "9", "--epochs", "1", "--model", "stage1",
                  "--out", str(tmp_path / "c"), *common]) == 0
-    name, cfg, model_args, _ = captured.calls[2]
+    name, cfg, model_args, _ = captured.calls[-1]
     assert name == "stage1" and (cfg.lr, cfg.seed, cfg.epochs) == (5e-4, 9, 1)
     assert model_args == {"hidden": 64, "n_heads": 2}
     capsys.readouterr()
@@ -272,6 +281,9 @@ def test_reproduce_flags_and_set_override_the_study_file(tmp_path):
     assert o["datasets"] == ["ml-100k"] and o["protocols"] == ["strict", "official"]  # defaults
     assert extra == {"lr": "0.002", "device": "cpu"}
     assert [(s.model, s.seed) for s in plan] == [("sasrec", 0), ("sasrec", 0)]
+
+
+def test_study_file_ablations_true_means_every_variant_of_every_model(tmp_path):
     o, _, _ = _planned(["--config", str(_write(tmp_path / "all.yaml", "ablations: true\n"))],
                        tmp_path)
     assert o["ablations"] == [] and o["models"] == list(MODELS)  # [] = every variant

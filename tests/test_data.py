@@ -59,6 +59,10 @@ def test_eval_histories_valid_and_test():
     h, y = eval_histories(ds, "test", 50)
     assert h[3][-1] == ds.valid[3] and len(h[3]) == len(ds.train[3]) + 1
     np.testing.assert_array_equal(y, ds.test)
+
+
+def test_eval_histories_refuse_the_train_split():
+    ds = load_dataset("ml-100k")
     with pytest.raises(ValueError, match="split"):
         eval_histories(ds, "train", 50)
 

@@ -83,6 +83,9 @@ def test_inference_lambda_mean_is_constant_and_sample_uses_the_generator():
     model = small().eval()
     g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
     assert torch.equal(model._lambda(valid, g1), model._lambda(valid, g2))
+
+
+def test_unknown_inference_lambda_is_refused():
     with pytest.raises(ValueError, match="inference_lambda"):
         small(inference_lambda="zero")
 

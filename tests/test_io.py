@@ -323,11 +323,15 @@ def test_load_labels_multi_hot_keeps_single_label_items(tmp_path):
     np.testing.assert_array_equal(labels, [0, -1, 2, -1])
 
 
-def test_load_labels_single_column_and_bad_ids(tmp_path):
+def test_load_labels_single_column(tmp_path):
     (tmp_path / "l.csv").write_text("item_id,genre\n1,rock\n2,jazz\n3,rock\n")
     labels, classes = load_class_labels(tmp_path / "l.csv", 3)
     assert classes == ["jazz", "rock"]
     np.testing.assert_array_equal(labels, [1, 0, 1])
+
+
+def test_load_labels_refuses_ids_beyond_the_table(tmp_path):
+    (tmp_path / "l.csv").write_text("item_id,genre\n1,rock\n2,jazz\n3,rock\n")
     with pytest.raises(UserError, match="item_id 3 is outside 1..2"):
         load_class_labels(tmp_path / "l.csv", 2)
 

@@ -72,7 +72,15 @@ def test_dropout_rate_scale_and_determinism():
     assert y.mean().item() == pytest.approx(1.0, abs=0.01)  # inverted scaling keeps the mean
     torch.manual_seed(1)
     assert torch.equal(y, d(x))
+
+
+def test_dropout_is_the_identity_in_eval_mode():
+    d = Dropout(0.1).train()
+    x = torch.ones(200_000)
     assert torch.equal(d.eval()(x), x)
+
+
+def test_dropout_refuses_a_rate_of_one():
     with pytest.raises(ValueError, match="dropout"):
         Dropout(1.0)
 

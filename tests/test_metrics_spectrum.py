@@ -99,9 +99,12 @@ def test_zscore_of_a_constant_column_is_exactly_zero_at_any_scale():
     np.testing.assert_allclose(zscore(1e-30 * X), Z, rtol=1e-6, atol=1e-12)  # the 1e-9 stays negligible
 
 
-def test_shannon_entropy_matches_scipy_and_defines_empty_spectrum():
+def test_shannon_entropy_matches_scipy():
     w = np.array([3.0, 1.0, 0.0, 2.0])
     assert shannon_entropy(w) == pytest.approx(entropy(w))
+
+
+def test_shannon_entropy_of_an_empty_spectrum_is_zero():
     assert shannon_entropy(np.zeros(4)) == 0.0  # scipy: nan
 
 

@@ -42,17 +42,30 @@ def test_records_land_in_the_log_at_each_evaluation(tmp_path):
                                         "mean_row_norm", "seconds"}
 
 
-def test_trajectory_concatenates_stages_and_plots(tmp_path):
-    _stage(tmp_path, "stage1", 4)
-    _stage(tmp_path, "stage3", 2)
-    traj = read_trajectory(tmp_path)
+@pytest.fixture(scope="module")
+def two_stages(tmp_path_factory):
+    """A run folder holding the logs of stage1 (4 epochs) and stage3 (2 epochs), trained once."""
+    run = tmp_path_factory.mktemp("trajectory")
+    _stage(run, "stage1", 4)
+    _stage(run, "stage3", 2)
+    return run
+
+
+def test_trajectory_concatenates_stages(two_stages):
+    traj = read_trajectory(two_stages)
     assert [(r["stage"], r["step"]) for r in traj] == [("stage1", 2), ("stage1", 4),
                                                        ("stage3", 6)]
-    fig = plot_trajectories({"run": traj})
+
+
+def test_trajectory_plot_has_four_panels_and_writes_nothing(two_stages):
+    fig = plot_trajectories({"run": read_trajectory(two_stages)})
     assert len(fig.axes) == 4
-    assert not list(tmp_path.glob("*.png"))  # figure functions write nothing
+    assert not list(two_stages.glob("*.png"))  # figure functions write nothing
+
+
+def test_trajectory_of_a_stage_without_a_log_raises(two_stages):
     with pytest.raises(FileNotFoundError):
-        read_trajectory(tmp_path, ["stage2"])
+        read_trajectory(two_stages, ["stage2"])
 
 
 def test_plot_leaves_the_matplotlib_backend_alone(tmp_path):

@@ -94,6 +94,12 @@ def test_paired_comparison_against_scipy_and_known_answers():
     # two seed pairs: each user's difference is the mean over the pairs
     two = paired_comparison([a[0], a[0] + 2], [b[0], b[0]], n_resamples=50)
     assert two["delta"] == pytest.approx(d.mean() + 1.0, abs=1e-12)
+
+
+def test_paired_comparison_refuses_unmatched_runs_or_users():
+    rng = np.random.default_rng(0)
+    a = [rng.random(500) * 100]
+    b = [a[0] - 1.0 + rng.normal(size=500)]
     with pytest.raises(UserError, match="as many B runs"):
         paired_comparison([a[0]], [b[0], b[0]])
     with pytest.raises(UserError, match="same users"):

@@ -90,11 +90,19 @@ def test_head_torso_tail_split():
             popularity_groups(p, bad)
 
 
-def test_analysis_keys_groups_interval_and_null():
+@pytest.fixture(scope="module")
+def analysed():
+    """A table whose row norms grow with popularity, and its popularity analysis (computed once:
+    the bootstrap takes a moment)."""
     p = _popularity(300, seed=5)
     rng = np.random.default_rng(6)
     E = rng.normal(size=(300, 32)) * np.log1p(p)[:, None]  # norm grows with popularity
     res = popularity_analysis(E, p, bootstrap=50, null_draws=1, seed=3)
+    return p, E, res
+
+
+def test_analysis_keys_interval_and_null(analysed):
+    _, _, res = analysed
     for key in ("popularity_norm_spearman", "popularity_norm_pearson",
                 "popularity_direction_spearman", "popularity_direction_index"):
         assert res[key] is not None, key
@@ -102,6 +110,10 @@ def test_analysis_keys_groups_interval_and_null():
         <= res["popularity_norm_spearman_ci_high"]
     assert res["popularity_norm_spearman"] > 0.5
     assert abs(res["popularity_norm_spearman_gaussian"]) < 0.2  # noise: about 0
+
+
+def test_analysis_head_torso_tail_blocks_are_the_metrics_of_their_rows(analysed):
+    p, E, res = analysed
     groups = popularity_groups(p)
     for g, name in enumerate(("head", "torso", "tail")):
         block = res[name]
@@ -112,8 +124,15 @@ def test_analysis_keys_groups_interval_and_null():
         assert block["effective_rank"] == pytest.approx(want["effective_rank"], rel=1e-12)
         assert block["silhouette"] == pytest.approx(want["silhouette"], rel=1e-12)
     assert res["head"]["row_norm_mean"] > res["tail"]["row_norm_mean"]
+
+
+def test_correlation_interval_of_a_monotone_pair_is_one():
     lo, hi = correlation_interval(np.arange(50.0), np.arange(50.0) ** 2, n_resamples=20)
     assert lo == pytest.approx(1.0, abs=1e-12) and hi == pytest.approx(1.0, abs=1e-12)
+
+
+def test_analysis_of_equal_popularity_is_undefined_with_the_reason(analysed):
+    _, E, _ = analysed
     # every item equally popular: the correlations are undefined, with the reason
     flat = popularity_analysis(E, np.full(300, 4.0), groups=False, null_draws=0)
     assert flat["popularity_norm_spearman"] is None

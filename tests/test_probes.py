@@ -205,10 +205,13 @@ def test_bundled_genres():
         assert BUNDLED_LABELS["ml-100k-genres"].read_bytes() == SHARED_GENRES.read_bytes()
 
 
-def test_user_label_file_and_unlabelled_items(tmp_path):
+def test_user_label_file_is_read_by_item_id(tmp_path):
     path = _write(tmp_path, "item_id,a,b\n1,1,0\n3,0,1\n\n2,1,1\n")
     labels = load_item_labels(path, 3)
     np.testing.assert_array_equal(labels.Y, [[1, 0], [1, 1], [0, 1]])
+
+
+def test_unlabelled_items_are_refused_unless_allowed(tmp_path):
     with pytest.raises(UserError, match=r"labels 2 of the table's 3 items .*item 2.*--padding drop"):
         load_item_labels(_write(tmp_path, "item_id,a\n1,1\n3,0\n"), 3)
     partial = load_item_labels(_write(tmp_path, "item_id,a\n1,1\n3,0\n"), 3, allow_unlabelled=True)

@@ -123,6 +123,10 @@ def test_automatic_threshold_and_stream_option(monkeypatch, tmp_path):
     auto = analyze(tmp_path / "t.npy", null_draws=0)
     assert auto["streamed"] and auto["n_items"] == 1200
     assert not analyze(ArraySource(X), null_draws=0, stream=False)["streamed"]
+
+
+def test_stream_option_refuses_other_values():
+    X = planted(n=1200, d=8)
     with pytest.raises(UserError, match="stream must be None"):
         analyze(X, stream="yes")
 

@@ -38,6 +38,10 @@ def test_typed_ablations_give_the_same_train_command_and_resolve_to_booleans(tmp
                   dict(ABLATIONS["lambda=1e-4"]))
     assert "lam=0.0001" in lam.command(tmp_path, "paper")
     assert lam.settings("paper")["model_args"]["lam"] == 1e-4
+
+
+def test_ablations_take_stage1_from_the_main_run_unless_trained_end_to_end(tmp_path):
+    spec = RunSpec("ml-100k", "adrec", 0, "strict", "w/o mse", dict(ABLATIONS["w/o mse"]))
     assert spec.stage1_source(tmp_path) is None  # end to end: no stage-1 checkpoint
     cam = RunSpec("ml-100k", "adrec", 0, "strict", "w/o CAM", dict(ABLATIONS["w/o CAM"]))
     assert cam.stage1_source(tmp_path) == tmp_path / "runs/ml-100k/adrec/s0-strict/stage1.pt"

@@ -201,6 +201,11 @@ def test_sample_for_map_uniform_and_stratified_by_popularity():
     assert "stratified by popularity" in text
     rows, _ = sample_for_map(1003, 101, popularity=np.arange(1003.0), seed=0)
     assert rows.size == 101 == np.unique(rows).size
+
+
+def test_sample_for_map_needs_at_least_two_rows():
+    from collapse_kit.tsne import sample_for_map
+
     with pytest.raises(UserError, match="at least 2 rows"):
         sample_for_map(100, 1)
 
@@ -238,6 +243,14 @@ def test_tsne_command_samples_and_transforms(tmp_path, capsys):
                  str(tmp_path / "t"), "--iterations", "50"]) == 0
     assert "placing s3 in its map" in capsys.readouterr().err
     assert (tmp_path / "t.png").exists()
+
+
+def test_tsne_command_refuses_a_lone_transform_or_a_stratify_of_another_size(tmp_path, capsys):
+    from collapse_kit.cli import main
+
+    root = Path(__file__).resolve().parents[1] / "results/ml-100k-cpu-shuffled/runs/ml-100k"
+    sasrec = str(root / "sasrec/s0-strict/sasrec.pt")
+    stage1 = str(root / "adrec/s0-strict/stage1.pt")
     assert main(["tsne", stage1, "--transform", "-o", str(tmp_path / "u")]) == 2
     assert "at least two checkpoints" in capsys.readouterr().err
     assert main(["tsne", sasrec, "--stratify", "baby", "--sample", "100", "-o",
