@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,6 +147,9 @@ def matmul_precision(precision: str):
         torch.set_float32_matmul_precision(before)
 
 
+BF16_ROW_MULTIPLE = 64  # CPU bfloat16 products: Linear inputs padded to a multiple of these rows
+
+
 def bf16_products(precision: str, device_type: str):
     """The forward pass's context for ``precision`` (resolved) on ``device_type``.
 
@@ -153,17 +157,55 @@ def bf16_products(precision: str, device_type: str):
     dtype=torch.bfloat16)`` around the training forward (its backward then runs in the same
     types), so every Linear / bmm / SDPA multiplies bfloat16 operands and accumulates in
     float32, while parameters, optimizer state, the item softmax's cross-entropy and the MSE
-    stay float32 (and the project's dropout scales in float32, ``layers.Dropout``).
+    stay float32 (and the project's dropout scales in float32, ``layers.Dropout``). Inside it,
+    the rows of every 2-D Linear input are padded with zeros to a multiple of
+    ``BF16_ROW_MULTIPLE`` and cut off after the product (``_PaddedRows``): the CPU's bfloat16
+    kernels are built per matrix shape, and packed passes give a new row count almost every
+    pass (benchmarks/bench_matmul_precision.md, section 4). Without a bfloat16 kernel a CPU
+    runs ``medium`` as float32.
+
     ``torch.set_float32_matmul_precision("medium")`` alone does not do this on a CPU: with
     torch 2.13 on the AVX512-BF16 development machine its float32 products came out
     bit-identical to "highest". Everywhere else (GPUs, other precisions) a no-op:
     ``matmul_precision`` sets the precision there.
     """
+    if precision == "medium" and device_type == "cpu":
+        return _cpu_bf16()
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _cpu_bf16():
     import torch
 
-    if precision == "medium" and device_type == "cpu":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    with torch.autocast("cpu", dtype=torch.bfloat16), _padded_rows_mode()():
+        yield
+
+
+@functools.lru_cache(maxsize=1)
+def _padded_rows_mode():
+    """The TorchFunctionMode class that pads 2-D Linear inputs (built once, torch imported
+    lazily)."""
+    import torch
+    import torch.nn.functional as F
+    from torch.overrides import TorchFunctionMode
+
+    class PaddedRows(TorchFunctionMode):
+        """``F.linear(x, W, b)`` of a 2-D ``x`` as ``F.linear(pad(x), W, b)[:rows]``: the same
+        rows (each output row depends on its input row only), at row counts that repeat."""
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func is F.linear and args and isinstance(args[0], torch.Tensor) \
+                    and args[0].dim() == 2:
+                rows = args[0].shape[0]
+                extra = -rows % BF16_ROW_MULTIPLE
+                if extra:
+                    x = F.pad(args[0], (0, 0, 0, extra))
+                    return func(x, *args[1:], **kwargs)[:rows]
+            return func(*args, **kwargs)
+
+    return PaddedRows
 
 
 def _convert(value: str, target_type, key: str, *, label: str | None = None):

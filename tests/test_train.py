@@ -207,6 +207,43 @@ def test_bf16_products_is_a_no_op_off_the_cpu_and_below_medium():
     assert lin(torch.ones(1, 4)).dtype == torch.float32  # and nothing leaks out of the block
 
 
+def test_cpu_bf16_pads_linear_rows_without_changing_them():
+    """Inside bf16_products("medium", "cpu") a 2-D Linear input is padded to a multiple of
+    BF16_ROW_MULTIPLE rows and cut back: the outputs (and the input's gradient) are those of
+    the unpadded bfloat16 product, bit for bit."""
+    import torch.nn.functional as F
+    from torch.overrides import TorchFunctionMode
+
+    from adrec.config import BF16_ROW_MULTIPLE, bf16_products
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(16, 48)
+    seen = []
+
+    class Shapes(TorchFunctionMode):  # records the row counts F.linear really gets
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if func is F.linear:
+                seen.append(tuple(args[0].shape))
+            return func(*args, **(kwargs or {}))
+
+    for rows in (1, 63, 64, 65, 200):
+        x = torch.randn(rows, 16, requires_grad=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            want = lin(x)
+        (gx_want,) = torch.autograd.grad(want.float().sum(), x)
+        seen.clear()
+        with Shapes(), bf16_products("medium", "cpu"):
+            got = lin(x)
+        (gx,) = torch.autograd.grad(got.float().sum(), x)
+        assert got.shape == (rows, 48) and got.dtype == torch.bfloat16
+        assert torch.equal(got, want) and torch.equal(gx, gx_want)
+        padded = -(-rows // BF16_ROW_MULTIPLE) * BF16_ROW_MULTIPLE
+        assert (padded, 16) in seen  # the product ran at the padded row count
+    x3 = torch.randn(2, 5, 16)  # batched (3-D) inputs are left alone
+    with bf16_products("medium", "cpu"):
+        assert lin(x3).shape == (2, 5, 48)
+
+
 def test_matmul_precision_rejects_unknown_values():
     from adrec.config import validate
 
