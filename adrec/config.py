@@ -159,10 +159,10 @@ def bf16_products(precision: str, device_type: str):
     float32, while parameters, optimizer state, the item softmax's cross-entropy and the MSE
     stay float32 (and the project's dropout scales in float32, ``layers.Dropout``). Inside it,
     the rows of every 2-D Linear input are padded with zeros to a multiple of
-    ``BF16_ROW_MULTIPLE`` and cut off after the product (``_PaddedRows``): the CPU's bfloat16
-    kernels are built per matrix shape, and packed passes give a new row count almost every
-    pass (benchmarks/bench_matmul_precision.md, section 4). Without a bfloat16 kernel a CPU
-    runs ``medium`` as float32.
+    ``BF16_ROW_MULTIPLE`` and cut off after the product (``_padded_rows_mode``): the CPU's
+    bfloat16 kernels are built per matrix shape, and packed passes give a new row count almost
+    every pass (benchmarks/bench_matmul_precision.md, section 4). A CPU without bfloat16 units
+    still rounds to bfloat16 here, only slower; ``auto`` does not pick ``medium`` there.
 
     ``torch.set_float32_matmul_precision("medium")`` alone does not do this on a CPU: with
     torch 2.13 on the AVX512-BF16 development machine its float32 products came out

@@ -144,8 +144,8 @@ def train_adrec(dataset: SequenceDataset, cfg: TrainConfig, out_dir: str | Path,
     best_path = out_dir / "best.pt"
     metrics = {**r3.metrics, "stages": timings}
     # the stages' config: matmul_precision as it resolved on this machine, not "auto"
-    best = make_checkpoint(model, dataset=dataset.describe(), config=ckpt3["config"], stage="best",
-                           epoch=r3.epochs, metrics=metrics,
+    best = make_checkpoint(model, dataset=dataset.describe(), config=ckpt3["config"],
+                           stage="best", epoch=r3.epochs, metrics=metrics,
                            parent=parent_record(r3.checkpoint, "stage3"),
                            test_ranks=ckpt3.get("test_ranks"))
     atomic_save(best, best_path)

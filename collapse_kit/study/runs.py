@@ -323,8 +323,9 @@ class Run:
 
     def metrics(self, stage: str | None = None) -> dict | None:
         """The metrics stored in the checkpoint, with ``epochs``, ``trained_on``,
-        ``matmul_precision`` (the training passes') and ``wall_seconds`` (training and validation seconds of the run's logs; of that stage's
-        log only when ``stage`` is given). None when the checkpoint does not exist."""
+        ``matmul_precision`` (the training passes') and ``wall_seconds`` (training and
+        validation seconds of the run's logs; of that stage's log only when ``stage`` is
+        given). None when the checkpoint does not exist."""
         from adrec.train import read_log
 
         ck = self.checkpoint(stage)
