@@ -91,3 +91,13 @@ def check_common_args(args) -> None:
     for key, value in values.items():
         if key.endswith("init_std") and value <= 0:
             raise ValueError(f"{key} must be > 0, got {value}")
+
+
+def padded_item_embedding(n_items: int, hidden: int, init_std: float) -> nn.Embedding:
+    """The diffusion baselines' item table (DiffuRec, DreamRec; official-implementation.md 4.2,
+    4.3): rows 1..n_items ~ N(0, init_std), row 0 (padding) all zeros and never updated."""
+    table = nn.Embedding(n_items + 1, hidden, padding_idx=0)
+    nn.init.normal_(table.weight, std=init_std)
+    with torch.no_grad():
+        table.weight[0].zero_()
+    return table

@@ -48,7 +48,7 @@ from torch import nn
 
 from adrec.data import Batch
 from adrec.diffusion import NoiseSchedule
-from adrec.models.base import Recommender
+from adrec.models.base import Recommender, padded_item_embedding
 from adrec.models.layers import LN_EPS, Dropout, Encoder, timestep_embedding
 
 INFERENCE_LAMBDA = ("sample", "mean")
@@ -82,10 +82,7 @@ class DiffuRec(Recommender):
         if args.lambda_std < 0:
             raise ValueError(f"lambda_std must be >= 0, got {args.lambda_std}")
         D = args.hidden
-        self.item_embedding = nn.Embedding(n_items + 1, D, padding_idx=0)
-        nn.init.normal_(self.item_embedding.weight, std=args.init_std)
-        with torch.no_grad():
-            self.item_embedding.weight[0].zero_()
+        self.item_embedding = padded_item_embedding(n_items, D, args.init_std)
         self.input_dropout = Dropout(args.emb_dropout)
         self.input_norm = nn.LayerNorm(D, eps=LN_EPS)
         self.time_mlp = nn.Sequential(nn.Linear(D, 4 * D), nn.SiLU(), nn.Linear(4 * D, D))

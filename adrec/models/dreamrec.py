@@ -37,7 +37,7 @@ from torch import nn
 
 from adrec.data import Batch
 from adrec.diffusion import NoiseSchedule
-from adrec.models.base import Recommender
+from adrec.models.base import Recommender, padded_item_embedding
 from adrec.models.layers import LN_EPS, Dropout, Encoder, timestep_embedding
 
 
@@ -64,10 +64,7 @@ class DreamRec(Recommender):
         if not 0.0 <= args.cond_dropout <= 1.0:
             raise ValueError(f"cond_dropout must be in [0, 1], got {args.cond_dropout}")
         D = args.hidden
-        self.item_embedding = nn.Embedding(n_items + 1, D, padding_idx=0)
-        nn.init.normal_(self.item_embedding.weight, std=args.init_std)
-        with torch.no_grad():
-            self.item_embedding.weight[0].zero_()
+        self.item_embedding = padded_item_embedding(n_items, D, args.init_std)
         self.input_dropout = Dropout(args.emb_dropout)
         self.input_norm = nn.LayerNorm(D, eps=LN_EPS)
         self.encoder = Encoder(D, args.n_blocks, args.n_heads, args.dropout, causal=True,
