@@ -243,7 +243,7 @@ def test_quickstart_trains_both_models_and_writes_the_report(tmp_path, capsys):
     assert main(["quickstart", "--preset", "tiny", "--out", str(out)]) == 0
     assert capsys.readouterr().out.strip() == str(out / "report.md")
     report = (out / "report.md").read_text()
-    assert "preset `tiny`" in report or "tiny" in report
+    assert "- preset: tiny\n" in report and "- preset: paper" not in report
     table2 = (out / "tables" / "table2-strict-ml-100k.csv").read_text()
     assert "SASRec+," in table2 and "\nADRec," in table2 and "stage1 (ADRec stage 1)," in table2
     for stage in ("stage1", "stage2", "stage3", "best"):

@@ -77,7 +77,7 @@ def accuracy_tables(runs: list[Run], stamp: dict) -> list[tuple[str, Table]]:
     dataset = runs[0].spec.dataset_key
     found = {r.spec.protocol for r in runs if not r.spec.variant}
     for protocol in [p for p in ("strict", "official") if p in found]:
-        rows, trained_on, precision = [], set(), set()
+        rows, used = [], []
         entries = [(m, None) for m in PAPER_ORDER if any(r.spec.model == m for r in runs)]
         if ("adrec", None) in entries:  # ADRec's stage 1 is the `stage1` model on its own
             entries.insert(entries.index(("adrec", None)), ("adrec", "stage1"))
@@ -89,8 +89,7 @@ def accuracy_tables(runs: list[Run], stamp: dict) -> list[tuple[str, Table]]:
                 continue
             cells = [fmt_mean_sd([m[protocol]["test"][k] for m in ms]) for k in METRICS]
             paper = None if stage == "stage1" else PAPER_TABLE2.get(dataset, {}).get(model)
-            trained_on.update(m["trained_on"] for m in ms)
-            precision.update(m["matmul_precision"] for m in ms)
+            used += ms
             means = [sum(m[protocol]["test"][k] for m in ms) / len(ms)
                      for k in ("HR@20", "NDCG@20")]
             rows.append([NAMES[model] if stage is None else "stage1 (ADRec stage 1)", *cells,
@@ -105,9 +104,7 @@ def accuracy_tables(runs: list[Run], stamp: dict) -> list[tuple[str, Table]]:
                       "mean ± sd over seeds",
                 columns=["Model", *METRICS, "paper HR@20 / NDCG@20", "within 5% of the paper",
                          "vs SASRec+: Δ NDCG@20 [95% CI]", "train+eval s", "seeds"],
-                rows=rows, stamp={"protocol": protocol,
-                                  "trained on": ", ".join(sorted(trained_on)),
-                                  "matmul precision": ", ".join(sorted(precision)), **stamp},
+                rows=rows, stamp={"protocol": protocol, **training_stamp(used), **stamp},
                 notes=["Selection and metrics follow the protocol (README: Evaluation). "
                        "Time: the sum of training and validation seconds of all stages.",
                        "Within 5%: the seed mean of HR@20 and of NDCG@20 each within ±5% "
@@ -182,6 +179,13 @@ def paired_cell(runs: list[Run], model: str, stage: str | None, protocol: str) -
             f" ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})")
 
 
+def training_stamp(metrics: list[dict]) -> dict[str, str]:
+    """The stamp lines saying where and at which matrix-product precision the runs of a table
+    trained (``Run.metrics`` records, each value once, sorted)."""
+    return {"trained on": ", ".join(sorted({m["trained_on"] for m in metrics})),
+            "matmul precision": ", ".join(sorted({m["matmul_precision"] for m in metrics}))}
+
+
 def ablation_tables(runs: list[Run], stamp: dict) -> list[tuple[str, Table]]:
     """Table 4: ADRec and its variants (strict protocol), beside the paper's rows."""
     from adrec.config import ABLATIONS
@@ -190,7 +194,7 @@ def ablation_tables(runs: list[Run], stamp: dict) -> list[tuple[str, Table]]:
     if not variants:
         return []
     dataset = runs[0].spec.dataset_key
-    rows, trained_on, precision = [], set(), set()
+    rows, used = [], []
     for name in ["ADRec", *variants]:
         variant = "" if name == "ADRec" else name
         ms = [r.metrics() for r in runs if r.spec.model == "adrec"
@@ -198,8 +202,7 @@ def ablation_tables(runs: list[Run], stamp: dict) -> list[tuple[str, Table]]:
         ms = [m for m in ms if m]
         if not ms:
             continue
-        trained_on.update(m["trained_on"] for m in ms)
-        precision.update(m["matmul_precision"] for m in ms)
+        used += ms
         paper = PAPER_TABLE4.get(dataset, {}).get(name)
         rows.append([name, fmt_mean_sd([m["strict"]["test"]["HR@20"] for m in ms]),
                      fmt_mean_sd([m["strict"]["test"]["NDCG@20"] for m in ms]),
@@ -207,8 +210,7 @@ def ablation_tables(runs: list[Run], stamp: dict) -> list[tuple[str, Table]]:
     return [("table4", Table(
         title=f"Table 4 ({dataset}): ADRec ablations, test HR@20 / NDCG@20 in %, strict protocol",
         columns=["Variant", "HR@20", "NDCG@20", "paper HR@20 / NDCG@20", "seeds"], rows=rows,
-        stamp={"protocol": "strict", "trained on": ", ".join(sorted(trained_on)),
-               "matmul precision": ", ".join(sorted(precision)), **stamp},
+        stamp={"protocol": "strict", **training_stamp(used), **stamp},
         notes=["Variants start from the stage-1 checkpoint of the main ADRec run of the same "
                "seed, except the end-to-end ones as the paper describes them: w/o pre-train "
                "(no stages 1 and 2, E from N(0, 1)) and w/o mse (end-to-end and CE only)."]))]
