@@ -4,8 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from collapse_kit.commands.popularity_args import (add_popularity_args, popularity_for,
-                                                   popularity_settings, wants_popularity)
+from collapse_kit.commands.options import (add_format_args, add_loading_args, add_popularity_args,
+                                          checkpoint_names, describe, load_table, popularity_for,
+                                          popularity_settings, sample_size, wants_popularity)
 from collapse_kit.errors import UserError
 
 DEFAULT_SAMPLE = 10_000
@@ -20,10 +21,8 @@ def register(subparsers) -> None:
                     "versions, and more) on a checkpoint's item-embedding table. Every key: "
                     "docs/metrics.md.")
     p.add_argument("checkpoint", metavar="CKPT", help="checkpoint, state dict, safetensors, .npy or .npz")
-    _add_loading_args(p)
-    p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
-    p.add_argument("--json", dest="format", action="store_const", const="json",
-                   help="shorthand for --format json")
+    add_loading_args(p)
+    add_format_args(p, FORMATS, "table", json_flag=True)
     p.add_argument("--bootstrap", type=int, default=0, metavar="N",
                    help="item resamples for confidence intervals (default 0: off; e.g. 200)")
     p.add_argument("--confidence", type=float, default=0.95, metavar="C", help="CI level (default 0.95)")
@@ -50,26 +49,16 @@ def register(subparsers) -> None:
                     "for a seeded Gaussian table of the same shape.")
     c.add_argument("checkpoints", nargs="+", metavar="CKPT")
     c.add_argument("--names", nargs="+", metavar="NAME", help="row names, one per checkpoint")
-    c.add_argument("--format", choices=COMPARE_FORMATS, default="markdown",
-                   help="output format (default: markdown)")
+    add_format_args(c, COMPARE_FORMATS, "markdown")
     c.add_argument("--corrected", action="store_true",
                    help="add the log-det KL and the effective rank after the paper's columns")
-    _add_loading_args(c)
+    add_loading_args(c)
     _add_metric_args(c)
     add_popularity_args(c)
     c.add_argument("--popularity-figure", metavar="FILE",
                    help="with --dataset or --popularity: also draw popularity vs row norm and vs "
                         "the popularity direction, one column per checkpoint (FILE.png + FILE.pdf)")
     c.set_defaults(func=run_compare)
-
-
-def _add_loading_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--key", metavar="K", help="tensor to analyse (default: auto-detect the item table)")
-    p.add_argument("--padding", choices=("auto", "drop", "keep"), default="auto",
-                   help="drop row 0 as padding: auto (default; see docs/metrics.md), drop, keep")
-    p.add_argument("--trust-pickle", action="store_true",
-                   help="allow a full unpickle of files that need one; it can run code from the "
-                        "file, so use it only for files you trust")
 
 
 def _add_metric_args(p: argparse.ArgumentParser) -> None:
@@ -89,29 +78,10 @@ def _add_metric_args(p: argparse.ArgumentParser) -> None:
                         "values agree up to rounding)")
 
 
-def sample_size(text: str) -> int | None:
-    """An argparse type: an integer >= 2, or 'all' (None)."""
-    if text.lower() == "all":
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 2 or 'all'; got {text!r}") from None
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 2 or 'all'; got {value}")
-    return value
-
-
 def _metric_settings(args) -> dict:
     return {"n_clusters": args.clusters, "kmeans_seed": args.kmeans_seed,
             "kmeans_n_init": args.kmeans_n_init, "silhouette_sample": args.silhouette_sample,
             "uniformity_sample": args.uniformity_sample, "seed": args.seed, "threads": args.threads}
-
-
-def _load(path: str, args):
-    from collapse_kit.io import load_embeddings
-
-    return load_embeddings(path, args.key, padding=args.padding, trust_pickle=args.trust_pickle)
 
 
 def _checkpoint_keys(path: str, meta: dict) -> dict:
@@ -185,10 +155,7 @@ def run_compare(args) -> int:
     from collapse_kit.analyze import compare_metrics, format_comparison, undefined_reasons
     from collapse_kit.metrics import gaussian_table
 
-    names = args.names or [_default_name(p) for p in args.checkpoints]
-    if len(names) != len(args.checkpoints):
-        raise UserError(f"--names got {len(names)} name(s) for {len(args.checkpoints)} checkpoints; "
-                        "give one name per checkpoint")
+    names = checkpoint_names(args)
     settings = _metric_settings(args)
     pop = wants_popularity(args)
     if args.popularity_figure and not pop:
@@ -199,7 +166,7 @@ def run_compare(args) -> int:
         output_paths(args.popularity_figure)  # a bad path fails before any work
     rows, shapes, pop_rows, panels, datasets = [], [], [], [], {}
     for name, path in zip(names, args.checkpoints):
-        table, meta = _load(path, args)
+        table, meta = load_table(path, args)
         if pop:
             from collapse_kit.popularity import popularity_analysis, rank_statistics
 
@@ -209,9 +176,7 @@ def run_compare(args) -> int:
             res.update(rank_statistics(table))
             pop_rows.append((name, res))
             panels.append((name, table, counts))
-        pad = "padding row dropped" if meta["padding_row_dropped"] else "no padding row dropped"
-        print(f"{name}: {path}: tensor {meta['key']} {table.shape[0]}x{table.shape[1]}, {pad}",
-              file=sys.stderr)
+        print(describe(path, meta, table, name), file=sys.stderr)
         rows.append((name, compare_metrics(table, corrected=args.corrected, **settings)))
         if table.shape not in shapes:
             shapes.append(table.shape)
@@ -234,9 +199,3 @@ def run_compare(args) -> int:
             for written in save_figure(plot_popularity(panels), args.popularity_figure):
                 print(f"wrote {written}", file=sys.stderr)
     return 0
-
-
-def _default_name(path: str) -> str:
-    from pathlib import Path
-
-    return Path(path).stem

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from collapse_kit.commands.probe import add_loading_args, load_table
+from collapse_kit.commands.options import add_loading_args, load_table
 from collapse_kit.errors import UserError
 
 
@@ -49,7 +49,7 @@ def register(subparsers) -> None:
 
 
 def run_export(args) -> int:
-    from collapse_kit.export import ID_KINDS, export_table
+    from collapse_kit.export import export_table
 
     if args.what == "users":
         return _export_users(args)
@@ -71,11 +71,8 @@ def run_export(args) -> int:
         ids, kind = list(range(table.shape[0])), "row"
     metadata = item_metadata(dataset, table.shape[0]) if args.format in ("tsv", "parquet") else {}
     paths = export_table(table, ids, args.out, args.format, id_kind=kind, metadata=metadata)
-    print(f"export: {args.checkpoint}: tensor {meta['key']} {table.shape[0]}x{table.shape[1]}; "
-          f"ids: {kind}: {ID_KINDS[kind]}", file=sys.stderr)
-    for path in paths:
-        print(path)
-    return 0
+    return _print_written(paths, f"{args.checkpoint}: tensor {meta['key']} "
+                                 f"{table.shape[0]}x{table.shape[1]}", kind)
 
 
 def _export_users(args) -> int:
@@ -85,7 +82,7 @@ def _export_users(args) -> int:
     from adrec.data import eval_histories
     from adrec.evaluate import user_representations
     from collapse_kit.commands.train import load_model
-    from collapse_kit.export import ID_KINDS, export_table
+    from collapse_kit.export import export_table
 
     if args.key is not None or args.padding != "auto" or args.trust_pickle:
         raise UserError("--key, --padding and --trust-pickle choose an item table; --what users "
@@ -109,9 +106,16 @@ def _export_users(args) -> int:
                     f"{args.split}_item": [item_ids[t - 1] for t in targets]}
     paths = export_table(reps, ids, args.out, args.format, id_kind=kind, metadata=metadata,
                          what="users")
-    print(f"export: {args.checkpoint}: {model.name} representations of the {dataset.n_users} "
-          f"{args.split} users ({reps.shape[0]}x{reps.shape[1]}, noise seed {args.seed}); "
-          f"ids: {kind}: {ID_KINDS[kind]}", file=sys.stderr)
+    return _print_written(paths, f"{args.checkpoint}: {model.name} representations of the "
+                                 f"{dataset.n_users} {args.split} users ({reps.shape[0]}x"
+                                 f"{reps.shape[1]}, noise seed {args.seed})", kind)
+
+
+def _print_written(paths, what: str, kind: str) -> int:
+    """What was exported and the kind of its ids to stderr, the written files to stdout."""
+    from collapse_kit.export import ID_KINDS
+
+    print(f"export: {what}; ids: {kind}: {ID_KINDS[kind]}", file=sys.stderr)
     for path in paths:
         print(path)
     return 0

@@ -7,8 +7,8 @@ import math
 import sys
 from pathlib import Path
 
-from collapse_kit.commands.analyze import sample_size
-from collapse_kit.commands.probe import add_loading_args, load_table
+from collapse_kit.commands.options import (add_loading_args, checkpoint_names, dataset_popularity,
+                                          describe, load_table, sample_size)
 from collapse_kit.errors import UserError
 
 # plot-stages: (label, function name in collapse_kit.metrics, what it says)
@@ -23,17 +23,15 @@ STAGE_METRICS = (
 
 
 def register(subparsers) -> None:
-    t = subparsers.add_parser(
-        "tsne", help="t-SNE density panels of item tables (ADRec paper Figures 1 and 10)",
+    t = _figure_parser(
+        subparsers, "tsne", run_tsne, "NAME",
+        "panel (column) names, one per checkpoint (default: file names)",
+        help="t-SNE density panels of item tables (ADRec paper Figures 1 and 10)",
         description="One t-SNE density panel per checkpoint (models across, datasets down), plus a "
                     "same-shape Gaussian panel per dataset; every panel with the same t-SNE "
                     "settings. Each panel is zoomed to its own size and labelled 'xk' (reference "
                     "radius / its radius), or all share one scale with --shared-scale. Writes "
                     "FILE.png and FILE.pdf (and FILE.svg with --svg).")
-    t.add_argument("checkpoints", nargs="+", metavar="CKPT")
-    _add_output_args(t)
-    t.add_argument("--names", nargs="+", metavar="NAME",
-                   help="panel (column) names, one per checkpoint (default: file names)")
     t.add_argument("--datasets", nargs="+", metavar="DATASET",
                    help="row names, one per checkpoint (default: the dataset the checkpoint names, "
                         "else one row)")
@@ -66,17 +64,13 @@ def register(subparsers) -> None:
                         "checkpoint's map (openTSNE transform) instead of mapping each on its "
                         "own; the tables must share one space (e.g. ADRec stage 1 and stage 3); "
                         "no Gaussian panel")
-    add_loading_args(t)
-    t.set_defaults(func=run_tsne)
 
-    s = subparsers.add_parser(
-        "plot-spectrum", help="normalised singular-value spectra of several checkpoints (log scale)",
+    s = _figure_parser(
+        subparsers, "plot-spectrum", run_spectrum, "NAME", "line names, one per checkpoint",
+        help="normalised singular-value spectra of several checkpoints (log scale)",
         description="One line per checkpoint: its singular values divided by the largest (or by "
                     "their sum), log scale, with a same-shape Gaussian table dashed. Writes "
                     "FILE.png and FILE.pdf (and FILE.svg with --svg).")
-    s.add_argument("checkpoints", nargs="+", metavar="CKPT")
-    _add_output_args(s)
-    s.add_argument("--names", nargs="+", metavar="NAME", help="line names, one per checkpoint")
     s.add_argument("--kind", choices=("centered", "zscore", "raw"), default="centered",
                    help="spectrum of the centred table (PCA, default), the column-z-scored table "
                         "(the paper's Table 5) or the raw table")
@@ -84,47 +78,45 @@ def register(subparsers) -> None:
                    help="divide by the largest singular value (default) or by their sum")
     s.add_argument("--no-gaussian", dest="gaussian", action="store_false",
                    help="leave out the Gaussian reference line")
-    s.add_argument("--seed", type=int, default=0, help="Gaussian seed (default 0)")
-    s.add_argument("--title", help="figure title")
-    add_loading_args(s)
-    s.set_defaults(func=run_spectrum)
+    _add_seed_and_title(s)
 
-    g = subparsers.add_parser(
-        "plot-stages", help="collapse metrics across training stages (one checkpoint per stage)",
+    g = _figure_parser(
+        subparsers, "plot-stages", run_stages, "STAGE",
+        "stage names, one per checkpoint (default: the checkpoint's stage, else the file name)",
+        checkpoints_help="one checkpoint per stage, in order",
+        help="collapse metrics across training stages (one checkpoint per stage)",
         description="One small panel per metric (effective rank, singular-value and covariance "
                     "entropy, isotropy, log-det KL to a Gaussian, top singular value), its value "
                     "at each checkpoint in the order given, with a same-shape Gaussian table's "
                     "value dashed. Writes FILE.png and FILE.pdf (and FILE.svg with --svg).")
-    g.add_argument("checkpoints", nargs="+", metavar="CKPT", help="one checkpoint per stage, in order")
-    _add_output_args(g)
-    g.add_argument("--names", nargs="+", metavar="STAGE",
-                   help="stage names, one per checkpoint (default: the checkpoint's stage, else "
-                        "the file name)")
-    g.add_argument("--seed", type=int, default=0, help="Gaussian seed (default 0)")
-    g.add_argument("--title", help="figure title")
-    add_loading_args(g)
-    g.set_defaults(func=run_stages)
+    _add_seed_and_title(g)
 
 
-def _add_output_args(p: argparse.ArgumentParser) -> None:
+def _figure_parser(subparsers, name: str, func, names_metavar: str, names_help: str, *,
+                   checkpoints_help: str | None = None, **parser_kw) -> argparse.ArgumentParser:
+    """A figure command's parser with what they all take: checkpoints, output, --names and the
+    loading flags."""
+    p = subparsers.add_parser(name, **parser_kw)
+    p.add_argument("checkpoints", nargs="+", metavar="CKPT", help=checkpoints_help)
     p.add_argument("-o", "--output", required=True, metavar="FILE",
                    help="output file without extension (e.g. figures/tsne-ml-100k), in an "
                         "existing folder; a folder itself (a trailing '/', an existing "
                         "directory) is refused")
     p.add_argument("--svg", action="store_true", help="also write FILE.svg")
     p.add_argument("--dpi", type=int, default=200, help="PNG resolution, 10 to 1200 (default 200)")
+    p.add_argument("--names", nargs="+", metavar=names_metavar, help=names_help)
+    add_loading_args(p)
+    p.set_defaults(func=func)
+    return p
+
+
+def _add_seed_and_title(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0, help="Gaussian seed (default 0)")
+    p.add_argument("--title", help="figure title")
 
 
 def _formats(args) -> list[str]:
     return ["png", "pdf"] + (["svg"] if args.svg else [])
-
-
-def _names(args, default: list[str], what: str = "checkpoint") -> list[str]:
-    names = args.names or default
-    if len(names) != len(args.checkpoints):
-        raise UserError(f"--names got {len(names)} name(s) for {len(args.checkpoints)} {what}s; "
-                        f"give one name per {what}")
-    return list(names)
 
 
 def _check_output(args) -> None:
@@ -142,8 +134,7 @@ def _load_all(args) -> list[tuple]:
     out = []
     for path in args.checkpoints:
         table, meta = load_table(path, args)
-        pad = "padding row dropped" if meta["padding_row_dropped"] else "no padding row dropped"
-        print(f"{path}: tensor {meta['key']} {table.shape[0]}x{table.shape[1]}, {pad}", file=sys.stderr)
+        print(describe(path, meta, table), file=sys.stderr)
         out.append((table, meta))
     return out
 
@@ -164,7 +155,7 @@ def run_tsne(args) -> int:
     _check_output(args)
     settings = TSNESettings(perplexity=args.perplexity, n_iter=args.iterations, method=args.method,
                             standardize=not args.raw, random_state=args.seed).validate()
-    names = _names(args, [Path(p).stem for p in args.checkpoints])
+    names = checkpoint_names(args)
     loaded = _load_all(args)
     if args.datasets is not None:
         if len(args.datasets) != len(loaded):
@@ -229,7 +220,6 @@ def _stratify_popularity(args, meta: dict, n_items: int):
     """Training interactions per item of --stratify (checked against the table) or of the
     checkpoint's own bundled dataset (None when unknown or of another size)."""
     from adrec.data import BUNDLED
-    from collapse_kit.commands.popularity_args import dataset_popularity
 
     spec = args.stratify or (meta.get("dataset") if meta.get("dataset") in BUNDLED else None)
     if spec is None:
@@ -246,9 +236,7 @@ def run_spectrum(args) -> int:
     from collapse_kit.metrics import gaussian_table
 
     _check_output(args)
-    names = _names(args, [Path(p).stem for p in args.checkpoints])
-    if len(set(names)) != len(names):
-        raise UserError("--names must be distinct; two lines would share a name")
+    names = checkpoint_names(args, distinct="lines")
     loaded = _load_all(args)
     spectra = {name: table_spectrum(t, kind=args.kind) for name, (t, _) in zip(names, loaded)}
     reference = None
@@ -293,7 +281,7 @@ def run_stages(args) -> int:
     _check_output(args)
     loaded = _load_all(args)
     default = [m.get("stage") or Path(p).stem for p, (_, m) in zip(args.checkpoints, loaded)]
-    stages = _names(args, default, "stage")
+    stages = checkpoint_names(args, default, what="stage")
     shapes = {t.shape for t, _ in loaded}
     if len(shapes) > 1:
         raise UserError(f"the checkpoints have different table shapes ({', '.join(f'{n}x{d}' for n, d in shapes)}); "

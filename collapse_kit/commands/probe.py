@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from collapse_kit.commands.options import (add_format_args, add_loading_args, checkpoint_names,
+                                          describe, int_at_least, load_table)
 from collapse_kit.errors import UserError
 
 DEFAULT_LABELS = "ml-100k-genres"
@@ -21,10 +23,7 @@ def register(subparsers) -> None:
                     "and the all-zero predictor.")
     p.add_argument("checkpoint", metavar="CKPT", help="checkpoint, state dict, safetensors, .npy or .npz")
     _add_probe_args(p)
-    p.add_argument("--format", choices=("table", "json", "markdown"), default="table",
-                   help="output format (default: table)")
-    p.add_argument("--json", dest="format", action="store_const", const="json",
-                   help="shorthand for --format json")
+    add_format_args(p, ("table", "json", "markdown"), "table", json_flag=True)
     p.set_defaults(func=run_probe)
 
     c = subparsers.add_parser(
@@ -34,48 +33,8 @@ def register(subparsers) -> None:
     c.add_argument("checkpoints", nargs="+", metavar="CKPT")
     c.add_argument("--names", nargs="+", metavar="NAME", help="column names, one per checkpoint")
     _add_probe_args(c)
-    c.add_argument("--format", choices=("markdown", "table", "json"), default="markdown",
-                   help="output format (default: markdown)")
+    add_format_args(c, ("markdown", "table", "json"), "markdown")
     c.set_defaults(func=run_compare)
-
-
-def add_loading_args(p: argparse.ArgumentParser) -> None:
-    """--key, --padding, --trust-pickle: how to read the item table from a checkpoint."""
-    p.add_argument("--key", metavar="K", help="tensor to use (default: auto-detect the item table)")
-    p.add_argument("--padding", choices=("auto", "drop", "keep"), default="auto",
-                   help="drop row 0 as padding: auto (default), drop, keep")
-    p.add_argument("--trust-pickle", action="store_true",
-                   help="allow a full unpickle of files that need one; it can run code from the "
-                        "file, so use it only for files you trust")
-
-
-def load_table(path: str, args):
-    """(table, meta) of one checkpoint, with the loading flags of ``add_loading_args``."""
-    from collapse_kit.io import load_embeddings
-
-    return load_embeddings(path, args.key, padding=args.padding, trust_pickle=args.trust_pickle)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1; got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1; got {value}")
-    return value
-
-
-def _batch_size(text: str) -> int | None:
-    if text.lower() == "full":
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 2 or 'full'; got {text!r}") from None
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 2 or 'full'; got {value}")
-    return value
 
 
 def _add_probe_args(p: argparse.ArgumentParser) -> None:
@@ -87,11 +46,11 @@ def _add_probe_args(p: argparse.ArgumentParser) -> None:
                         "default: the bundled ml-100k counts with the ml-100k genres, else none")
     p.add_argument("--allow-unlabelled", action="store_true",
                    help="probe only the items the label file lists (default: every item needs a row)")
-    p.add_argument("--seeds", type=_positive_int, default=5, metavar="N",
+    p.add_argument("--seeds", type=int_at_least(1), default=5, metavar="N",
                    help="held-out item splits (seeds 0..N-1; default 5)")
-    p.add_argument("--epochs", type=_positive_int, default=20, help="training epochs (default 20, the paper's)")
+    p.add_argument("--epochs", type=int_at_least(1), default=20, help="training epochs (default 20, the paper's)")
     p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default 0.01, the paper's)")
-    p.add_argument("--batch-size", type=_batch_size, default=64, metavar="N|full",
+    p.add_argument("--batch-size", type=int_at_least(2, "full"), default=64, metavar="N|full",
                    help="mini-batch size (default 64; 'full' for full batch)")
     p.add_argument("--gaussian-seed", type=int, default=0, metavar="S",
                    help="seed of the Gaussian baseline table (default 0)")
@@ -127,11 +86,6 @@ def _popularity(args, n_items: int):
     return load_popularity(spec, n_items)
 
 
-def _describe(name: str, path: str, meta: dict, table) -> str:
-    pad = "padding row dropped" if meta["padding_row_dropped"] else "no padding row dropped"
-    return f"{name}: {path}: tensor {meta['key']} {table.shape[0]}x{table.shape[1]}, {pad}"
-
-
 def _checkpoint_keys(path: str, meta: dict) -> dict:
     out = {"checkpoint": path, "tensor": meta["key"], "shape": meta["shape"],
            "padding_row_dropped": meta["padding_row_dropped"]}
@@ -161,7 +115,7 @@ def probe_table(columns, fmt: str, notes) -> str:
 def run_probe(args) -> int:
     from probes.labels import load_item_labels
     from probes.linear import probe_with_baselines
-    from probes.report import BASELINE_NAMES, result_dict, settings_dict, table_notes
+    from probes.report import result_dict
 
     settings = _settings(args)
     table, meta = load_table(args.checkpoint, args)
@@ -171,33 +125,19 @@ def run_probe(args) -> int:
     results = probe_with_baselines(table, labels.Y, settings=settings, labelled=labels.labelled,
                                    popularity=popularity, gaussian_seed=args.gaussian_seed)
     model = results.pop("model")
-    if args.format == "json":
-        out = {**_checkpoint_keys(args.checkpoint, meta), **result_dict(model),
-               **_labels_keys(labels), "settings": settings_dict(settings),
-               "baselines": {k: result_dict(r) for k, r in results.items()}}
-        print(json.dumps(out, indent=2))
-        return 0
-    print(_describe("probe", args.checkpoint, meta, table), file=sys.stderr)
-    name = Path(args.checkpoint).stem
-    columns = [(name, model)] + [(BASELINE_NAMES[k], r) for k, r in results.items()]
-    n_occ = len(_labels_keys(labels)["labels_occurring"])
-    notes = table_notes(settings, labels.source, int(labels.labelled.sum()), len(labels.names),
-                        n_occ, list(results))
-    print(probe_table(columns, args.format, notes))
-    return 0
+    if args.format != "json":
+        print(describe(args.checkpoint, meta, table, "probe"), file=sys.stderr)
+    head = {**_checkpoint_keys(args.checkpoint, meta), **result_dict(model)}
+    return _print_results(args, labels, settings, [(Path(args.checkpoint).stem, model)], results,
+                          head=head)
 
 
 def run_compare(args) -> int:
     from probes.labels import load_item_labels
     from probes.linear import all_zero_baseline, gaussian_features, linear_probe, popularity_features
-    from probes.report import BASELINE_NAMES, result_dict, settings_dict, table_notes
+    from probes.report import result_dict
 
-    names = args.names or [Path(p).stem for p in args.checkpoints]
-    if len(names) != len(args.checkpoints):
-        raise UserError(f"--names got {len(names)} name(s) for {len(args.checkpoints)} checkpoints; "
-                        "give one name per checkpoint")
-    if len(set(names)) != len(names):
-        raise UserError("--names must be distinct; two columns would share a name")
+    names = checkpoint_names(args, distinct="columns")
     settings = _settings(args)
     columns, rows, shapes, labels = [], [], [], None
     for name, path in zip(names, args.checkpoints):
@@ -208,7 +148,7 @@ def run_compare(args) -> int:
                             f"{labels.Y.shape[0]}; Table 6 compares tables of one dataset")
         if labels is None:
             labels = load_item_labels(args.labels, table.shape[0], allow_unlabelled=args.allow_unlabelled)
-        print(_describe(name, path, meta, table), file=sys.stderr)
+        print(describe(path, meta, table, name), file=sys.stderr)
         result = linear_probe(table, labels.Y, settings=settings, labelled=labels.labelled)
         columns.append((name, result))
         rows.append({"name": name, **_checkpoint_keys(path, meta), **result_dict(result)})
@@ -224,14 +164,25 @@ def run_compare(args) -> int:
         baselines["popularity"] = linear_probe(popularity_features(popularity), labels.Y,
                                                settings=settings, labelled=labels.labelled)
     baselines["all_zero"] = all_zero_baseline(labels.Y, settings=settings, labelled=labels.labelled)
+    return _print_results(args, labels, settings, columns, baselines, rows=rows)
+
+
+def _print_results(args, labels, settings, columns, baselines, *, head: dict | None = None,
+                   rows: list | None = None) -> int:
+    """The JSON (``head``'s keys first, ``rows`` after the settings) or Table 6 of ``columns``
+    with the ``baselines`` as extra columns, to stdout."""
+    from probes.report import BASELINE_NAMES, result_dict, settings_dict, table_notes
+
+    keys = _labels_keys(labels)
     if args.format == "json":
-        out = {**_labels_keys(labels), "settings": settings_dict(settings), "rows": rows,
+        out = {**(head or {}), **keys, "settings": settings_dict(settings),
+               **({} if rows is None else {"rows": rows}),
                "baselines": {k: result_dict(r) for k, r in baselines.items()}}
         print(json.dumps(out, indent=2))
         return 0
-    columns += [(BASELINE_NAMES.get(k, k.replace("gaussian_", "Gaussian ")), r) for k, r in baselines.items()]
-    n_occ = len(_labels_keys(labels)["labels_occurring"])
-    notes = table_notes(settings, labels.source, int(labels.labelled.sum()), len(labels.names), n_occ,
-                        [k for k in baselines if k in BASELINE_NAMES])
+    columns = columns + [(BASELINE_NAMES.get(k, k.replace("gaussian_", "Gaussian ")), r)
+                         for k, r in baselines.items()]
+    notes = table_notes(settings, labels.source, keys["n_labelled_items"], keys["n_labels"],
+                        len(keys["labels_occurring"]), [k for k in baselines if k in BASELINE_NAMES])
     print(probe_table(columns, args.format, notes))
     return 0

@@ -71,7 +71,6 @@ def _log(msg: str) -> None:
 
 
 def cmd_reproduce(args) -> int:
-    from collapse_kit.study.report import write_reports
     from collapse_kit.study.runs import STUDY_DEFAULTS, plan_study, study_options
     from collapse_kit.study.schedule import run_plan
 
@@ -97,10 +96,7 @@ def cmd_reproduce(args) -> int:
     if args.train_only:
         print(out)
         return 1 if failed else 0
-    for f in write_reports(plan, out, preset=o["preset"], seeds=o["seeds"],
-                           bootstrap=o["bootstrap"], log=_log):
-        _log(f"wrote {f}")
-    print(out / "report.md")
+    _write_reports(plan, out, preset=o["preset"], seeds=o["seeds"], bootstrap=o["bootstrap"])
     if failed:
         _log(f"{len(failed)} run(s) failed; see train.out in their folders")
         return 1
@@ -108,7 +104,6 @@ def cmd_reproduce(args) -> int:
 
 
 def cmd_quickstart(args) -> int:
-    from collapse_kit.study.report import write_reports
     from collapse_kit.study.runs import plan_runs
     from collapse_kit.study.schedule import run_plan
 
@@ -119,10 +114,18 @@ def cmd_quickstart(args) -> int:
     _log(f"quickstart: SASRec+ and ADRec (3 stages) on ML-100K, preset {args.preset!r}, "
          f"output in {out}")
     status = run_plan(plan, out, args.preset, jobs=1, log=_log, progress=True)
-    if any(v.startswith(("failed", "refused")) for v in status.values()):
-        failed = {k: v for k, v in status.items() if v.startswith(("failed", "refused"))}
+    failed = {k: v for k, v in status.items() if v.startswith(("failed", "refused"))}
+    if failed:
         raise UserError(f"training failed: {failed}; see train.out in {out / 'runs'}")
-    for f in write_reports(plan, out, preset=args.preset, seeds=1, bootstrap=100, log=_log):
+    _write_reports(plan, out, preset=args.preset, seeds=1, bootstrap=100)
+    return 0
+
+
+def _write_reports(plan, out: Path, **options) -> None:
+    """The tables, figures and report.md of ``plan`` (each file logged), the report's path
+    printed."""
+    from collapse_kit.study.report import write_reports
+
+    for f in write_reports(plan, out, log=_log, **options):
         _log(f"wrote {f}")
     print(out / "report.md")
-    return 0

@@ -69,6 +69,18 @@ def write_reports(plan: list[RunSpec], out: Path, *, preset: str, seeds: int, bo
     return written
 
 
+def _main_runs(runs: list[Run], model: str, protocol: str, seed: int | None = None) -> list[Run]:
+    """The runs of ``model`` itself (not an ablation variant) under ``protocol``, of ``seed``
+    only when it is given."""
+    return [r for r in runs if r.spec.model == model and not r.spec.variant
+            and r.spec.protocol == protocol and (seed is None or r.spec.seed == seed)]
+
+
+def _finished_metrics(runs, stage: str | None = None) -> list[dict]:
+    """``Run.metrics(stage)`` of the runs that have that checkpoint."""
+    return [m for m in (r.metrics(stage) for r in runs) if m]
+
+
 # -- Table 2 and Table 4: accuracy ------------------------------------------------------------
 
 def accuracy_tables(runs: list[Run], stamp: dict) -> list[tuple[str, Table]]:
@@ -82,9 +94,7 @@ def accuracy_tables(runs: list[Run], stamp: dict) -> list[tuple[str, Table]]:
         if ("adrec", None) in entries:  # ADRec's stage 1 is the `stage1` model on its own
             entries.insert(entries.index(("adrec", None)), ("adrec", "stage1"))
         for model, stage in entries:
-            ms = [r.metrics(stage) for r in runs
-                  if r.spec.model == model and not r.spec.variant and r.spec.protocol == protocol]
-            ms = [m for m in ms if m]
+            ms = _finished_metrics(_main_runs(runs, model, protocol), stage)
             if not ms:
                 continue
             cells = [fmt_mean_sd([m[protocol]["test"][k] for m in ms]) for k in METRICS]
@@ -126,9 +136,7 @@ def strict_ordering(runs: list[Run]) -> str:
     has ("ADRec (22.07) > SASRec+ (...) > ..."), and the models without a strict run."""
     means = {}
     for model in PAPER_ORDER:
-        ms = [r.metrics() for r in runs if r.spec.model == model and not r.spec.variant
-              and r.spec.protocol == "strict"]
-        ms = [m for m in ms if m]
+        ms = _finished_metrics(_main_runs(runs, model, "strict"))
         if ms:
             means[NAMES[model]] = sum(m["strict"]["test"]["HR@20"] for m in ms) / len(ms)
     order = sorted(means, key=means.get, reverse=True)
@@ -157,15 +165,13 @@ def paired_cell(runs: list[Run], model: str, stage: str | None, protocol: str) -
 
     def ranks(name, st):
         out = {}
-        for r in runs:
-            if r.spec.model == name and not r.spec.variant and r.spec.protocol == protocol:
-                ck = r.checkpoint(st)
-                if ck is not None and ck.get("test_ranks") is not None:
-                    out[r.spec.seed] = ck["test_ranks"].numpy()
+        for r in _main_runs(runs, name, protocol):
+            ck = r.checkpoint(st)
+            if ck is not None and ck.get("test_ranks") is not None:
+                out[r.spec.seed] = ck["test_ranks"].numpy()
         return out
 
-    if not any(r.spec.model == "sasrec" and not r.spec.variant and r.spec.protocol == protocol
-               for r in runs):
+    if not _main_runs(runs, "sasrec", protocol):
         return "– (no SASRec+ run)"
     mine, base = ranks(model, stage), ranks("sasrec", None)
     seeds = sorted(set(mine) & set(base))
@@ -197,9 +203,8 @@ def ablation_tables(runs: list[Run], stamp: dict) -> list[tuple[str, Table]]:
     rows, used = [], []
     for name in ["ADRec", *variants]:
         variant = "" if name == "ADRec" else name
-        ms = [r.metrics() for r in runs if r.spec.model == "adrec"
-              and r.spec.variant == variant and r.spec.protocol == "strict"]
-        ms = [m for m in ms if m]
+        ms = _finished_metrics(r for r in runs if r.spec.model == "adrec"
+                               and r.spec.variant == variant and r.spec.protocol == "strict")
         if not ms:
             continue
         used += ms
@@ -226,8 +231,7 @@ def item_tables(runs: list[Run]) -> list[tuple[str, Run, str | None]]:
     seed0 = min(r.spec.seed for r in runs)
     for model in PAPER_ORDER:
         for protocol in ("strict", "official"):
-            run = next((r for r in runs if r.spec.model == model and not r.spec.variant
-                        and r.spec.protocol == protocol and r.spec.seed == seed0), None)
+            run = next(iter(_main_runs(runs, model, protocol, seed0)), None)
             if run is None:
                 continue
             got = []
@@ -244,6 +248,18 @@ def item_tables(runs: list[Run]) -> list[tuple[str, Run, str | None]]:
     return found
 
 
+def _item_arrays(runs: list[Run]) -> dict:
+    """{name: item table (n_items, d)} of ``item_tables`` (empty when no run has one)."""
+    return {name: run.item_table(stage) for name, run, stage in item_tables(runs)}
+
+
+def _gaussian_like(tables: dict):
+    """The reports' reference: a seed-0 Gaussian table of the item tables' shape."""
+    from collapse_kit.metrics import gaussian_table
+
+    return gaussian_table(*next(iter(tables.values())).shape, random_state=0)
+
+
 def embedding_checkpoints(specs: list[RunSpec], out: Path) -> list[tuple[str, Path]]:
     """(name, checkpoint path) of ``item_tables`` for run specs (notebooks, tests)."""
     return [(name, run.path(stage))
@@ -255,7 +271,6 @@ def embedding_tables(runs: list[Run], stamp: dict, *, bootstrap: int) -> list[tu
     paper's values, and bootstrap intervals when ``bootstrap`` >= 2."""
     from collapse_kit.analyze import (COMPARE_COLUMNS, CORRECTED_COLUMNS, analyze,
                                       comparison_cells, compare_metrics)
-    from collapse_kit.metrics import gaussian_table
 
     found = item_tables(runs)
     if not found:
@@ -263,10 +278,9 @@ def embedding_tables(runs: list[Run], stamp: dict, *, bootstrap: int) -> list[tu
     dataset = runs[0].spec.dataset_key
     tables = {name: run.item_table(stage) for name, run, stage in found}
     protocol_of = {name: run.spec.protocol for name, run, _ in found}
-    n, d = next(iter(tables.values())).shape
     rows = [(name, compare_metrics(E, corrected=True)) for name, E in tables.items()]
     rows.append(("Gaussian (same shape, seed 0)",
-                 compare_metrics(gaussian_table(n, d, random_state=0), corrected=True)))
+                 compare_metrics(_gaussian_like(tables), corrected=True)))
     protocols = sorted(set(protocol_of.values()))
     table5 = Table(title=f"Table 5 ({dataset}): embedding metrics of the item tables (seed "
                          f"{min(r.spec.seed for r in runs)}, {' and '.join(protocols)} runs)",
@@ -335,35 +349,29 @@ def _dataset_counts(spec: str, version):
 def popularity_tables(runs: list[Run], stamp: dict) -> list[tuple[str, Table]]:
     """Collapse and popularity: per item table, the popularity correlations (docs/metrics.md),
     stable rank, participation ratio and the effective rank of the head / torso / tail items."""
-    from collapse_kit.metrics import gaussian_table
     from collapse_kit.popularity import popularity_analysis, rank_statistics
 
-    found = item_tables(runs)
-    if not found:
+    tables = _item_arrays(runs)
+    if not tables:
         return []
     dataset = runs[0].spec.dataset_key
-    tables = {name: run.item_table(stage) for name, run, stage in found}
-    n, d = next(iter(tables.values())).shape
-    popularity = _training_popularity(runs, n)
+    popularity = _training_popularity(runs, next(iter(tables.values())).shape[0])
     if popularity is None:
         return []
-    tables["Gaussian (same shape, seed 0)"] = gaussian_table(n, d, random_state=0)
-
-    def num(v, digits=3):
-        return "n/a" if v is None else f"{v:.{digits}f}"
+    tables["Gaussian (same shape, seed 0)"] = _gaussian_like(tables)
 
     rows = []
     for name, E in tables.items():
         r = popularity_analysis(E, popularity, null_draws=0, seed=0)
         r.update(rank_statistics(E))
-        direction = (f"{num(r['popularity_direction_spearman'])} "
+        direction = (f"{_num(r['popularity_direction_spearman'])} "
                      f"(dir {r['popularity_direction_index']})"
                      if r["popularity_direction_spearman"] is not None else "n/a")
-        rows.append([name, num(r["popularity_norm_spearman"]), num(r["popularity_norm_pearson"]),
-                     direction, num(r["stable_rank"], 2), num(r["participation_ratio"], 2),
-                     " / ".join(num(r[g].get("effective_rank"), 1)
+        rows.append([name, _num(r["popularity_norm_spearman"]), _num(r["popularity_norm_pearson"]),
+                     direction, _num(r["stable_rank"], 2), _num(r["participation_ratio"], 2),
+                     " / ".join(_num(r[g].get("effective_rank"), 1)
                                 for g in ("head", "torso", "tail")),
-                     " / ".join(num(r[g].get("mean_cosine_similarity"), 3)
+                     " / ".join(_num(r[g].get("mean_cosine_similarity"), 3)
                                 for g in ("head", "torso", "tail"))])
     return [("popularity", Table(
         title=f"Collapse and popularity ({dataset}): item popularity = training interactions",
@@ -458,11 +466,13 @@ def _interval_cell(r: dict, key: str) -> str:
     if r.get(key) is None:
         return f"n/a ({r.get(key + '_undefined', 'undefined')})"
 
-    def num(k):
-        return "n/a" if r.get(k) is None else f"{r[k]:.3f}"
+    return (f"{r[key]:.3f} [{_num(r.get(key + '_ci_low'))}, {_num(r.get(key + '_ci_high'))}] "
+            f"(G {_num(r.get(key + '_gaussian'))})")
 
-    return (f"{r[key]:.3f} [{num(key + '_ci_low')}, {num(key + '_ci_high')}] "
-            f"(G {num(key + '_gaussian')})")
+
+def _num(v, digits: int = 3) -> str:
+    """A table cell: ``v`` to ``digits`` decimals, or ``n/a`` for None."""
+    return "n/a" if v is None else f"{v:.{digits}f}"
 
 
 def probe_tables(runs: list[Run], stamp: dict) -> list[tuple[str, Table]]:
@@ -473,10 +483,9 @@ def probe_tables(runs: list[Run], stamp: dict) -> list[tuple[str, Table]]:
     from probes.linear import ProbeSettings, probe_columns
     from probes.report import result_rows
 
-    found = item_tables(runs)
-    if not found:
+    tables = _item_arrays(runs)
+    if not tables:
         return []
-    tables = {name: run.item_table(stage) for name, run, stage in found}
     n = next(iter(tables.values())).shape[0]
     columns = probe_columns(tables, load_item_labels("ml-100k-genres", n).Y,
                             settings=ProbeSettings(seeds=5),
@@ -501,8 +510,7 @@ def draw_figures(runs: list[Run], out: Path, dataset: str) -> list[tuple[str, Pa
     seed0 = min(r.spec.seed for r in runs)
     trajs = {}
     for model in PAPER_ORDER:
-        run = next((r for r in runs if r.spec.model == model and not r.spec.variant
-                    and r.spec.protocol == "strict" and r.spec.seed == seed0), None)
+        run = next(iter(_main_runs(runs, model, "strict", seed0)), None)
         if run is not None and run.folder.exists():
             try:
                 trajs[NAMES[model]] = run.trajectory()
@@ -514,16 +522,14 @@ def draw_figures(runs: list[Run], out: Path, dataset: str) -> list[tuple[str, Pa
         made.append((f"Collapse statistics during training ({dataset}, seed {seed0}; dotted "
                      "lines: stage boundaries; a stage starts from the previous stage's "
                      "selected epoch, so a curve can step back there)", path))
-    found = item_tables(runs)
-    if not found:
+    tables = _item_arrays(runs)
+    if not tables:
         return made
     from collapse_kit.figures import save_figure, spectrum_figure, table_spectrum, tsne_figure
-    from collapse_kit.metrics import gaussian_table
     from collapse_kit.tsne import TSNESettings, tsne_map
 
-    tables = {name: run.item_table(stage) for name, run, stage in found}
-    n, d = next(iter(tables.values())).shape
-    tables["Gaussian"] = gaussian_table(n, d, random_state=0)
+    n = next(iter(tables.values())).shape[0]
+    tables["Gaussian"] = _gaussian_like(tables)
     settings = TSNESettings()
     note = ""
     if n <= 3 * settings.perplexity:  # a toy table: the default perplexity needs > 90 items

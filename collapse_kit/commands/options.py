@@ -1,13 +1,86 @@
-"""The popularity options of `analyze` and `compare` (--dataset, --popularity, --popularity-split,
---directions) and the per-item popularity they name."""
+"""Option blocks shared by several sub-commands, and the readers of what they give: how to read
+an item table (--key, --padding, --trust-pickle), --format / --json, --names, integer types, and
+the popularity options of `analyze` and `compare` (--dataset, --popularity, --popularity-split,
+--directions) with the per-item popularity they name."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 
 from collapse_kit.errors import UserError
 
+
+def add_loading_args(p: argparse.ArgumentParser) -> None:
+    """--key, --padding, --trust-pickle: how to read the item table from a checkpoint."""
+    p.add_argument("--key", metavar="K", help="tensor to use (default: auto-detect the item table)")
+    p.add_argument("--padding", choices=("auto", "drop", "keep"), default="auto",
+                   help="drop row 0 as padding: auto (default; see docs/metrics.md), drop, keep")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow a full unpickle of files that need one; it can run code from the "
+                        "file, so use it only for files you trust")
+
+
+def load_table(path: str, args):
+    """(table, meta) of one checkpoint, with the loading flags of ``add_loading_args``."""
+    from collapse_kit.io import load_embeddings
+
+    return load_embeddings(path, args.key, padding=args.padding, trust_pickle=args.trust_pickle)
+
+
+def describe(path: str, meta: dict, table, name: str | None = None) -> str:
+    """The stderr line saying which tensor of ``path`` was read, and whether row 0 was dropped."""
+    pad = "padding row dropped" if meta["padding_row_dropped"] else "no padding row dropped"
+    line = f"{path}: tensor {meta['key']} {table.shape[0]}x{table.shape[1]}, {pad}"
+    return line if name is None else f"{name}: {line}"
+
+
+def add_format_args(p: argparse.ArgumentParser, choices, default: str, *,
+                    json_flag: bool = False) -> None:
+    """--format (and with ``json_flag`` its shorthand --json)."""
+    p.add_argument("--format", choices=choices, default=default,
+                   help=f"output format (default: {default})")
+    if json_flag:
+        p.add_argument("--json", dest="format", action="store_const", const="json",
+                       help="shorthand for --format json")
+
+
+def checkpoint_names(args, default: list[str] | None = None, *, what: str = "checkpoint",
+                     distinct: str | None = None) -> list[str]:
+    """--names, else ``default`` (the checkpoints' file names): one per checkpoint, and with
+    ``distinct`` (what would share a name, e.g. "columns") no two alike."""
+    names = list(args.names or default or [Path(p).stem for p in args.checkpoints])
+    if len(names) != len(args.checkpoints):
+        raise UserError(f"--names got {len(names)} name(s) for {len(args.checkpoints)} {what}s; "
+                        f"give one name per {what}")
+    if distinct and len(set(names)) != len(names):
+        raise UserError(f"--names must be distinct; two {distinct} would share a name")
+    return names
+
+
+def int_at_least(minimum: int, word: str | None = None):
+    """An argparse type: an integer >= ``minimum``, or ``word`` (None) when given."""
+    expected = f"an integer >= {minimum}" + (f" or {word!r}" if word else "")
+
+    def parse(text: str) -> int | None:
+        if word and text.lower() == word:
+            return None
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}; got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {expected}; got {value}")
+        return value
+
+    return parse
+
+
+sample_size = int_at_least(2, "all")  # a sample of at least 2 items, or 'all' (None)
+
+
+# -- popularity (analyze, compare; tsne's --stratify) -------------------------------------------
 
 def add_popularity_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("collapse and popularity (docs/metrics.md)")
