@@ -54,13 +54,12 @@ class TrainConfig:
                                  # epoch only when this many seconds have passed since the last
                                  # write (a kill loses at most about this much training); 0 =
                                  # after every epoch
-    matmul_precision: str = "highest"  # float32 matrix products while training (evaluation is
-                                 # always "highest"): torch.set_float32_matmul_precision; "medium"
-                                 # lets them run on bfloat16 units (AMX on recent Intel CPUs,
-                                 # tensor cores on GPUs), "high" TF32 on GPUs; "auto" picks one
-                                 # for the device (resolve_matmul_precision) and the checkpoint
-                                 # records what it resolved to
-
+    matmul_precision: str = "auto"  # the training passes' matrix products (every evaluation
+                                 # is float32): "auto" = bfloat16 on a CPU with bfloat16 units
+                                 # (avx512_bf16 / amx_bf16), TF32 on CUDA GPUs, float32
+                                 # elsewhere (resolve_matmul_precision; checkpoints record what
+                                 # it resolved to); "highest" = float32 everywhere; "medium" =
+                                 # bfloat16 (bf16_products on a CPU); "high" = TF32 on GPUs
 
 
 # Training schedules by name (TrainConfig fields), as ``collapse-kit reproduce --preset`` uses them.

@@ -119,6 +119,10 @@ def retain_freed_memory() -> bool:
 
 # Settings that may change between a run and its resumption: they do not change what is trained.
 RESUME_EXEMPT = ("resume_seconds",)
+# Settings whose planned value "auto" accepts whatever a finished run resolved it to: a study
+# planned at the default matmul_precision="auto" reuses runs trained at any precision (each
+# report stamps the precision its runs trained at); an explicit value must match.
+AUTO_ACCEPTS_ANY = ("matmul_precision",)
 
 
 def run_settings(model, dataset: SequenceDataset, cfg: TrainConfig, *,
@@ -142,12 +146,14 @@ def checkpoint_settings(ckpt: dict) -> dict:
 
 def settings_diff(saved: dict, current: dict) -> list[str]:
     """``key: saved -> current`` for every setting that differs (keys missing on one side, e.g.
-    from an older version, are not compared)."""
+    from an older version, are not compared; a current "auto" of ``AUTO_ACCEPTS_ANY`` matches
+    any saved value: the trainer itself compares resolved values)."""
     diffs = []
     for section in ("config", "model_args", "dataset"):
         a, b = saved.get(section) or {}, current.get(section) or {}
         diffs += [f"{k}: {a[k]!r} -> {b[k]!r}" for k in sorted(set(a) & set(b))
-                  if k not in RESUME_EXEMPT and a[k] != b[k]]
+                  if k not in RESUME_EXEMPT and a[k] != b[k]
+                  and not (k in AUTO_ACCEPTS_ANY and b[k] == "auto")]
     if saved.get("parent") != current.get("parent"):
         short = [str(x)[:12] if x else None for x in (saved.get("parent"), current.get("parent"))]
         diffs.append(f"parent checkpoint sha256: {short[0]} -> {short[1]}")

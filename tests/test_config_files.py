@@ -321,6 +321,9 @@ def _readme_block(start: str, end: str) -> str:
 
 
 def test_readme_config_examples_read_as_documented(tmp_path, captured, capsys, monkeypatch):
+    from adrec.config import resolve_matmul_precision
+    from adrec.train import resolve_device
+
     monkeypatch.chdir(tmp_path)
     _write(tmp_path / "run.yaml", _readme_block("cat > run.yaml <<'EOF'\n", "EOF\n"))
     assert main(["train", "--config", "run.yaml", "--set", "lr=5e-4", "--out",
@@ -328,7 +331,11 @@ def test_readme_config_examples_read_as_documented(tmp_path, captured, capsys, m
     assert main(["train", "--config", "runs/sasrec-yaml/config.yaml", "--out",
                  "runs/sasrec-again", "--no-monitor", "--json"]) == 0
     (name, cfg, margs, _), (name2, cfg2, margs2, _) = captured.calls
-    assert name == name2 == "sasrec" and cfg == cfg2
+    # config.yaml holds matmul_precision as "auto" resolved on this machine (what the run used)
+    resolved = resolve_matmul_precision(cfg.matmul_precision, resolve_device(cfg.device).type)
+    assert cfg.matmul_precision == "auto" and cfg2.matmul_precision == resolved
+    assert name == name2 == "sasrec"
+    assert dataclasses.replace(cfg, matmul_precision=resolved) == cfg2
     assert (cfg.epochs, cfg.patience, cfg.lr) == (30, 2, 5e-4) and margs == {"hidden": 64}
     assert model_class("sasrec").Args(**margs2) == model_class("sasrec").Args(hidden=64)
     capsys.readouterr()

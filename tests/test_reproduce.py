@@ -107,6 +107,29 @@ def test_table2_stamp_names_the_training_matmul_precision(tmp_path):
     assert "# matmul precision: medium\n" in csv
 
 
+def test_default_auto_precision_reuses_runs_of_any_precision_an_explicit_one_must_match(
+        tmp_path, capsys):
+    """Regression (default matmul_precision=auto): a study planned at the default reuses runs
+    trained at "highest" (the planned "auto" is not compared with a saved, resolved value), while
+    an explicit --set matmul_precision=medium refuses them, naming the key."""
+    data = _tiny_file(tmp_path)
+    out = tmp_path / "out"
+    common = ["reproduce", "--datasets", str(data), "--models", "sasrec", "--seeds", "1",
+              "--protocols", "strict", "--preset", "tiny", "--out", str(out), "--bootstrap", "0",
+              "--set", "hidden=16", "--set", "n_heads=2"]
+    assert main(common + ["--set", "matmul_precision=highest", "--train-only"]) == 0
+    ckpt = next(out.glob("runs/**/sasrec.pt"))
+    mtime = ckpt.stat().st_mtime
+    capsys.readouterr()
+    assert main(common) == 0  # default auto: reused, not retrained
+    assert ckpt.stat().st_mtime == mtime
+    assert "# matmul precision: highest\n" in (out / "tables" / "table2-strict-tiny.csv").read_text()
+    capsys.readouterr()
+    assert main(common + ["--set", "matmul_precision=medium"]) == 2
+    assert "matmul_precision: 'highest' -> 'medium'" in capsys.readouterr().err
+    assert ckpt.stat().st_mtime == mtime
+
+
 def test_reproduce_bad_dataset(capsys, tmp_path):
     assert main(["reproduce", "--datasets", "nope", "--out", str(tmp_path)]) == 2
     assert "unknown dataset" in capsys.readouterr().err

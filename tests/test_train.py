@@ -283,6 +283,32 @@ def test_auto_matmul_precision_trains_and_records_what_it_resolved_to(tmp_path, 
     assert again.metrics == r.metrics  # resuming with "auto" on the same machine matches
 
 
+def test_default_precision_is_auto_and_a_planned_auto_matches_any_saved_precision():
+    from adrec.train import settings_diff
+
+    assert TrainConfig().matmul_precision == "auto"
+    saved = {"config": {"matmul_precision": "highest", "lr": 0.001}}
+    assert settings_diff(saved, {"config": {"matmul_precision": "auto", "lr": 0.001}}) == []
+    assert settings_diff(saved, {"config": {"matmul_precision": "medium", "lr": 0.001}}) == [
+        "matmul_precision: 'highest' -> 'medium'"]
+    assert settings_diff(saved, {"config": {"matmul_precision": "auto", "lr": 0.01}}) == [
+        "lr: 0.001 -> 0.01"]
+
+
+def test_resuming_at_the_default_compares_the_precision_it_resolves_to(tmp_path, monkeypatch):
+    """The trainer resolves "auto" before its settings check: a stage finished at "highest" is
+    not silently reused by a default run that would train in bfloat16 here."""
+    import adrec.config
+    from adrec.train import SettingsMismatch
+
+    monkeypatch.setattr(adrec.config, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    first, _ = _run(tmp_path, epochs=2, eval_every=1, matmul_precision="highest")
+    with pytest.raises(SettingsMismatch, match="matmul_precision: 'highest' -> 'medium'"):
+        _run(tmp_path, resume=True, epochs=2, eval_every=1)
+    again, _ = _run(tmp_path, resume=True, epochs=2, eval_every=1, matmul_precision="highest")
+    assert again.metrics == first.metrics
+
+
 RESUME_STATE_KEYS = {"epoch", "best_state", "running", "selected", "best_epoch", "bad",
                      "stopped", "train_seconds", "eval_seconds"}  # on disk since the first version
 

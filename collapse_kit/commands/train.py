@@ -1,6 +1,7 @@
 """`collapse-kit train`, `collapse-kit evaluate` and `collapse-kit data stats`."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -82,16 +83,17 @@ def register(sub) -> None:
 
 
 def cmd_train(args) -> int:
-    from adrec.config import TrainConfig, file_settings
+    from adrec.config import TrainConfig, config_yaml, file_settings, parse_overrides, \
+        resolve_matmul_precision
     from adrec.data import load_dataset
     from adrec.models import model_class
     from adrec.pipeline import train_model
-    from adrec.train import retain_freed_memory
+    from adrec.train import resolve_device, retain_freed_memory
 
     entries = _read_config(args)
     cls = model_class(args.model)
     file_train, file_model = file_settings(entries, TrainConfig, cls.Args)
-    train_over, model_over = _parse_sets(args.overrides, TrainConfig, cls.Args)
+    train_over, model_over = parse_overrides(args.overrides, TrainConfig, cls.Args)
     train_over, model_over = {**file_train, **train_over}, {**file_model, **model_over}
     if args.seed is not None:
         train_over["seed"] = args.seed
@@ -107,7 +109,13 @@ def cmd_train(args) -> int:
         if args.model != "adrec":
             raise UserError("--stage1 applies only to --model adrec")
         options["stage1"] = args.stage1
-    config_text = _config_text(args, cfg, cls.Args(**model_over))  # checked before training
+    # the run's settings as its config.yaml (what --config reads back), checked before training;
+    # matmul_precision as "auto" resolves here, as the checkpoints record it, so that the file
+    # repeats this run's numerics on another machine too
+    resolved = dataclasses.replace(cfg, matmul_precision=resolve_matmul_precision(
+        cfg.matmul_precision, resolve_device(cfg.device).type))
+    config_text = config_yaml(args.model, args.dataset, resolved, cls.Args(**model_over),
+                              stage1=args.stage1)
     from collapse_kit.monitor import CollapseMonitor
 
     callbacks = [] if args.no_monitor else [CollapseMonitor()]
@@ -168,12 +176,6 @@ def _finish_logger(logger, summary: dict, dataset) -> None:
                   metadata=item_metadata(dataset, table.shape[0]))
 
 
-def _parse_sets(pairs, *configs):
-    from adrec.config import parse_overrides
-
-    return parse_overrides(pairs, *configs)
-
-
 RUN_KEYS = ("model", "dataset", "stage1")  # what a train config file holds besides settings
 
 
@@ -192,13 +194,6 @@ def _read_config(args) -> list:
         lines = " and ".join(f"{key}:" for key in missing)
         raise UserError(f"give --{' and --'.join(missing)} (or {lines} in --config FILE)")
     return list(entries.values())
-
-
-def _config_text(args, cfg, model_args) -> str:
-    """The run's settings as the text of its ``config.yaml``, which ``--config`` reads back."""
-    from adrec.config import config_yaml
-
-    return config_yaml(args.model, args.dataset, cfg, model_args, stage1=args.stage1)
 
 
 def cmd_evaluate(args) -> int:
