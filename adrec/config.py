@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import functools
 import math
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,13 @@ def resolve_matmul_precision(precision: str, device_type: str,
         if any(f in flags for f in BF16_CPU_FLAGS):
             return "medium"
     return "highest"
+
+
+def with_resolved_precision(cfg: TrainConfig, device_type: str) -> TrainConfig:
+    """``cfg`` with ``matmul_precision`` as it resolves on ``device_type``: what a stage trains
+    at, and what its checkpoint and the run's config.yaml record instead of "auto"."""
+    return dataclasses.replace(cfg, matmul_precision=resolve_matmul_precision(
+        cfg.matmul_precision, device_type))
 
 
 @contextlib.contextmanager

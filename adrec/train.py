@@ -36,7 +36,7 @@ from adrec.checkpoint import (atomic_save, device_description, file_sha256, load
                               make_checkpoint, safe_load)
 from adrec import distributed
 from adrec.config import TrainConfig, bf16_products, matmul_precision, resolve_matmul_precision, \
-    validate
+    validate, with_resolved_precision
 from adrec.data import BatchIterator, SequenceDataset, training_pairs
 from adrec.evaluate import (PROTOCOLS, aggregate, best_of, compute_ranks_all, evaluate,
                             improved, ranking_metrics)
@@ -467,8 +467,7 @@ def train_stage(model, dataset: SequenceDataset, cfg: TrainConfig, out_dir: str 
     info, device = distributed.setup(resolve_device(cfg.device))
     # "auto" becomes what it means here, so the checkpoint (and a resume's settings check)
     # records the precision the stage really trained at
-    cfg = dataclasses.replace(cfg, matmul_precision=resolve_matmul_precision(
-        cfg.matmul_precision, device.type))
+    cfg = with_resolved_precision(cfg, device.type)
     n_epochs = cfg.epochs if epochs is None else epochs
     _check_max_len(model, cfg)
     settings = run_settings(model, dataset, cfg, parent=parent)

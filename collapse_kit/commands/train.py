@@ -1,7 +1,6 @@
 """`collapse-kit train`, `collapse-kit evaluate` and `collapse-kit data stats`."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from pathlib import Path
@@ -84,7 +83,7 @@ def register(sub) -> None:
 
 def cmd_train(args) -> int:
     from adrec.config import TrainConfig, config_yaml, file_settings, parse_overrides, \
-        resolve_matmul_precision
+        with_resolved_precision
     from adrec.data import load_dataset
     from adrec.models import model_class
     from adrec.pipeline import train_model
@@ -112,10 +111,9 @@ def cmd_train(args) -> int:
     # the run's settings as its config.yaml (what --config reads back), checked before training;
     # matmul_precision as "auto" resolves here, as the checkpoints record it, so that the file
     # repeats this run's numerics on another machine too
-    resolved = dataclasses.replace(cfg, matmul_precision=resolve_matmul_precision(
-        cfg.matmul_precision, resolve_device(cfg.device).type))
-    config_text = config_yaml(args.model, args.dataset, resolved, cls.Args(**model_over),
-                              stage1=args.stage1)
+    config_text = config_yaml(args.model, args.dataset,
+                              with_resolved_precision(cfg, resolve_device(cfg.device).type),
+                              cls.Args(**model_over), stage1=args.stage1)
     from collapse_kit.monitor import CollapseMonitor
 
     callbacks = [] if args.no_monitor else [CollapseMonitor()]
