@@ -37,6 +37,7 @@ import torch
 AUTHORS = {"stage1": 5 * 60 + 29, "stage2+3": 17 * 60 + 23, "total": 23 * 60,
            "stage1_epoch": 2.75, "adrec_epoch": 7.0, "adrec_valid": 19.9, "peak_gb": 6.9}
 STAGES = ("stage1", "stage2", "stage3", "best")
+TARGET_S = 240  # issue 15: the default three-stage ML-100K run on the 2-core machine
 
 
 def rss_kb(pid: int, field: str = "VmRSS") -> int:
@@ -171,8 +172,8 @@ def main() -> None:
         f"| **total** | | **{r['total']:.1f} s ({r['total'] / 60:.1f} min)** | | | "
         f"**{r['hwm_gb']:.2f} GB** (VmHWM) | about 23 min, {AUTHORS['peak_gb']} GB |",
         "",
-        f"- target: the whole run within 300 s: "
-        f"{'met' if r['total'] <= 300 else 'NOT met (%.0f s over)' % (r['total'] - 300)}",
+        f"- target (issue 15): the whole run within {TARGET_S} s: "
+        f"{'met' if r['total'] <= TARGET_S else 'NOT met (%.0f s over)' % (r['total'] - TARGET_S)}",
     ]
     if sas is not None:
         ad = stats["stage3"]["epoch_s"]

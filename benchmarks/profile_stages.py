@@ -1,7 +1,7 @@
 """Where an ADRec run's CPU time goes, per stage, next to the matrix-product floor (issue 15).
 
 Usage:  python benchmarks/profile_stages.py [--dataset ml-100k] [--batches 0] [--threads 0]
-        [--out benchmarks/profile_stages.md]
+        [--precision auto] [--out benchmarks/profile_stages.md]
 
 For each of ADRec's stages (stage 1: the pre-training SASRec; warm-up: ADRec with the item
 table frozen; stage 3: everything trained) one untimed warm-up epoch, then one epoch under
@@ -120,15 +120,16 @@ def peak_gflops(size: int = 1536, repeats: int = 8) -> float:
     return 2 * size ** 3 * repeats / (time.perf_counter() - t0) / 1e9
 
 
-def stages(dataset: str):
+def stages(dataset: str, precision: str):
     """(dataset, cfg, [(name, model, optimizer, batches, frozen ids)]) for stage 1, the warm-up
-    and stage 3 (frozen ids: None = leave requires_grad as it is)."""
+    and stage 3 (frozen ids: None = leave requires_grad as it is), training at ``precision``
+    (``TrainConfig.matmul_precision``)."""
     import torch
 
     from bench_training import training_setup
 
-    m1, ds, opt1, it1, cfg = training_setup("stage1", dataset)
-    m, _, _, it, _ = training_setup("adrec", dataset)
+    m1, ds, opt1, it1, cfg = training_setup("stage1", dataset, precision=precision)
+    m, _, _, it, _ = training_setup("adrec", dataset, precision=precision)
     emb = {id(p) for p in m.embedding_parameters()}
     warm = [p for p in m.parameters() if id(p) not in emb]
     opt_w = torch.optim.Adam(warm, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -214,16 +215,21 @@ def main(argv=None) -> None:
     ap.add_argument("--dataset", default="ml-100k")
     ap.add_argument("--batches", type=int, default=0, help="profile the first N batches (0 = all)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    ap.add_argument("--precision", default="auto",
+                    help="TrainConfig.matmul_precision of the training epochs (default: the "
+                         "trainer's default, auto)")
     ap.add_argument("--out", default="benchmarks/profile_stages.md")
     args = ap.parse_args(argv)
     import torch
+
+    from adrec.config import resolve_matmul_precision
 
     if args.threads:
         torch.set_num_threads(args.threads)
     scoped_dropout()
     load = os.getloadavg()
     peak = peak_gflops()
-    ds, cfg, plan = stages(args.dataset)
+    ds, cfg, plan = stages(args.dataset, args.precision)
     n_rows = ds.n_items + 1
     rows = []
     for name, model, opt, batches, freeze in plan:
@@ -245,6 +251,8 @@ def main(argv=None) -> None:
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                        f"torch {torch.__version__}, {torch.get_num_threads()} threads",
             "code": commit,
+            "training precision": f"{args.precision} (resolved: "
+                                  f"{resolve_matmul_precision(args.precision, 'cpu')})",
             "load average before (1, 5, 15 min)": ", ".join(f"{x:.2f}" for x in load),
             "load average after": ", ".join(f"{x:.2f}" for x in os.getloadavg()),
             "measured float32 mm peak": f"{peak:.0f} GFLOP/s (1536 x 1536 products)"}
