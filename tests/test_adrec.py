@@ -88,15 +88,19 @@ def test_per_token_noise_and_clean_padding(monkeypatch):
     assert rows_with_distinct_t > len(t) // 2               # noise levels differ within sequences
 
 
-def test_loss_is_ce_plus_mse_and_mean_merge():
+def test_loss_merges_ce_and_mse_by_sum_or_mean():
     ds = tiny_dataset()
     batch = tiny_batch(ds)
     for merge, factor in (("sum", 1.0), ("mean", 0.5)):
         torch.manual_seed(0)
         out = ADRec(ADRecArgs(**SMALL, loss_merge=merge), ds.n_items).loss(batch)
         torch.testing.assert_close(out["loss"], factor * (out["ce"] + out["mse"]))
+
+
+def test_without_mse_the_loss_is_the_cross_entropy():
+    ds = tiny_dataset()
     torch.manual_seed(0)
-    out = ADRec(ADRecArgs(**SMALL, use_mse=False), ds.n_items).loss(batch)
+    out = ADRec(ADRecArgs(**SMALL, use_mse=False), ds.n_items).loss(tiny_batch(ds))
     assert "mse" not in out and out["loss"] is out["ce"]
 
 

@@ -10,11 +10,14 @@ from collapse_kit.study.runs import RunSpec, plan_runs
 from tests.conftest import make_dataset
 
 
-def test_plan_layout_and_ablation_sources(tmp_path):
+def test_plan_has_every_model_seed_and_protocol_and_one_seed_per_ablation():
     plan = plan_runs(["ml-100k"], ["sasrec", "adrec"], 2, ablations=True)
     main_runs = [s for s in plan if not s.variant]
     assert len(main_runs) == 2 * 2 * 2  # models x seeds x protocols
     assert len([s for s in plan if s.variant]) == len(ABLATIONS)  # one seed by default
+
+
+def test_run_folders_and_stage1_sources(tmp_path):
     spec = RunSpec("ml-100k", "adrec", 1, "strict", "w/o warm-up", {"warmup": False})
     assert spec.folder(tmp_path) == tmp_path / "runs/ml-100k/adrec-no-warm-up/s1-strict"
     assert spec.stage1_source(tmp_path) == tmp_path / "runs/ml-100k/adrec/s1-strict/stage1.pt"
@@ -22,6 +25,10 @@ def test_plan_layout_and_ablation_sources(tmp_path):
                   dict(ABLATIONS["w/o pre-train"]))
     assert e2e.stage1_source(tmp_path) is None
     assert RunSpec("ml-100k", "adrec", 0).checkpoint(tmp_path).name == "best.pt"
+
+
+def test_an_ablation_run_is_a_resumable_train_command_from_the_shared_stage1(tmp_path):
+    spec = RunSpec("ml-100k", "adrec", 1, "strict", "w/o warm-up", {"warmup": False})
     cmd = spec.command(tmp_path, "quick")
     assert cmd[1:4] == ["-m", "collapse_kit.cli", "train"] and "--resume" in cmd
     assert "--stage1" in cmd and "warmup=false" in cmd and "epochs=30" in cmd

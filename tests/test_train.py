@@ -24,17 +24,25 @@ def _run(tmp_path, name="run", resume=False, callbacks=(), **kw):
                        progress=False, callbacks=callbacks), model
 
 
-def test_deterministic_and_logged(tmp_path):
+def test_the_same_seed_gives_the_same_run(tmp_path):
     a, ma = _run(tmp_path, "a")
     b, mb = _run(tmp_path, "b")
     assert a.metrics["strict"] == b.metrics["strict"]
     for (k, v), w in zip(ma.state_dict().items(), mb.state_dict().values()):
         assert torch.equal(v, w), k
+
+
+def test_epoch_log_has_one_record_per_epoch_and_validation_every_eval_every(tmp_path):
+    _run(tmp_path, "a")
     rows = [json.loads(x) for x in (tmp_path / "a" / "sasrec.log.jsonl").read_text().split("\n")
             if x]
     assert [r["epoch"] for r in rows] == list(range(1, len(rows) + 1))
     assert all("loss" in r and "seconds" in r for r in rows)
     assert [r["epoch"] for r in rows if "valid" in r] == [e for e in (2, 4, 6) if e <= len(rows)]
+
+
+def test_a_finished_stage_leaves_its_checkpoint_and_no_resume_file(tmp_path):
+    a, _ = _run(tmp_path, "a")
     ck = load_checkpoint(a.checkpoint)
     assert ck["stage"] == "sasrec" and set(ck["metrics"]) >= {"strict", "official"}
     assert not (tmp_path / "a" / "sasrec.resume.pt").exists()
@@ -283,10 +291,13 @@ def test_auto_matmul_precision_trains_and_records_what_it_resolved_to(tmp_path, 
     assert again.metrics == r.metrics  # resuming with "auto" on the same machine matches
 
 
-def test_default_precision_is_auto_and_a_planned_auto_matches_any_saved_precision():
+def test_the_default_precision_is_auto():
+    assert TrainConfig().matmul_precision == "auto"
+
+
+def test_a_planned_auto_precision_matches_any_saved_precision_an_explicit_one_must_match():
     from adrec.train import settings_diff
 
-    assert TrainConfig().matmul_precision == "auto"
     saved = {"config": {"matmul_precision": "highest", "lr": 0.001}}
     assert settings_diff(saved, {"config": {"matmul_precision": "auto", "lr": 0.001}}) == []
     assert settings_diff(saved, {"config": {"matmul_precision": "medium", "lr": 0.001}}) == [
