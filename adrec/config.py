@@ -164,7 +164,9 @@ def bf16_products(precision: str, device_type: str):
     dtype=torch.bfloat16)`` around the training forward (its backward then runs in the same
     types), so every Linear / bmm / SDPA multiplies bfloat16 operands and accumulates in
     float32, while parameters, optimizer state, the item softmax's cross-entropy and the MSE
-    stay float32 (and the project's dropout scales in float32, ``layers.Dropout``). Inside it,
+    stay float32 (and the project's dropout scales in float32, ``layers.Dropout``; the FFN's
+    hidden dropout, whose output only feeds a product, keeps bfloat16 with the values that
+    product would round to). Inside it,
     the rows of every 2-D Linear input are padded with zeros to a multiple of
     ``BF16_ROW_MULTIPLE`` and cut off after the product (``_padded_rows_mode``): the CPU's
     bfloat16 kernels are built per matrix shape, and packed passes give a new row count almost

@@ -122,6 +122,42 @@ def test_dropout_backward_uses_the_forward_mask_and_odd_sizes_work():
     torch.testing.assert_close(x.grad, kept.float() * scale)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_dropout_feeding_a_product_gives_what_the_product_would_see(dtype):
+    """Regression for the FFN hidden layer's faster low-precision dropout: with
+    ``feeds_product`` a bfloat16/float16 input comes out in its own dtype with exactly the
+    values (and gradients) of the float32 path rounded to that dtype, i.e. what the next
+    bfloat16 matrix product multiplies, and the same lanes are dropped."""
+    torch.manual_seed(0)
+    x = (torch.randn(300, 129) * 3).to(dtype)  # odd size: lanes not a multiple of 4
+    g = (torch.randn(300, 129) * 3).to(dtype)
+    outs = {}
+    for feeds in (False, True):
+        xi = x.clone().requires_grad_()
+        torch.manual_seed(5)
+        y = Dropout(0.1, feeds_product=feeds).train()(xi)
+        y.backward(g.to(y.dtype))
+        outs[feeds] = (y, xi.grad)
+    (y32, g32), (y_low, g_low) = outs[False], outs[True]
+    assert y32.dtype == torch.float32 and y_low.dtype == dtype
+    assert torch.equal(y_low, y32.to(dtype)) and torch.equal(g_low, g32.to(dtype))
+    assert ((y_low == 0) == (y32 == 0)).all() and (y_low == 0).any()
+    x32 = torch.randn(50, 7)  # a float32 input is untouched by the flag
+    torch.manual_seed(5)
+    a = Dropout(0.1, feeds_product=True).train()(x32)
+    torch.manual_seed(5)
+    assert torch.equal(a, Dropout(0.1).train()(x32))
+
+
+def test_only_dropouts_that_feed_a_product_keep_the_low_precision():
+    from adrec.models import build_model
+
+    m = build_model("adrec", 20, {"hidden": 16, "n_heads": 2, "max_len": 8})
+    feeding = {name for name, mod in m.named_modules()
+               if isinstance(mod, Dropout) and mod.feeds_product}
+    assert feeding and all(name.endswith("ffn.drop") for name in feeding)
+
+
 def test_encoder_rejects_unknown_mask():
     with pytest.raises(ValueError, match="attention_mask"):
         Encoder(8, attention_mask="sometimes")

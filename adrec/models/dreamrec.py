@@ -71,8 +71,10 @@ class DreamRec(Recommender):
                                attention_mask=args.attention_mask)
         self.time_mlp = nn.Sequential(nn.Linear(D, 4 * D), nn.SiLU(), nn.Linear(4 * D, D))
         self.denoiser = nn.Sequential(
-            nn.Linear(3 * D, 4 * D), nn.SiLU(), Dropout(args.dropout), nn.Linear(4 * D, D),
-            nn.Linear(D, 4 * D), nn.SiLU(), Dropout(args.dropout), nn.Linear(4 * D, D),
+            nn.Linear(3 * D, 4 * D), nn.SiLU(), Dropout(args.dropout, feeds_product=True),
+            nn.Linear(4 * D, D),
+            nn.Linear(D, 4 * D), nn.SiLU(), Dropout(args.dropout, feeds_product=True),
+            nn.Linear(4 * D, D),
             Dropout(args.dropout), nn.LayerNorm(D, eps=LN_EPS))
         self.schedule = NoiseSchedule(args.steps)
 

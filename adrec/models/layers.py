@@ -53,12 +53,17 @@ class Dropout(nn.Module):
     ``F.dropout``.
     """
 
-    def __init__(self, p: float):
+    def __init__(self, p: float, *, feeds_product: bool = False):
         super().__init__()
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout probability must be in [0, 1), got {p}")
         self.p = p
         self.threshold = round(p * 65536)  # drop a lane when its 16-bit value is below this
+        self.scale = 65536.0 / (65536 - self.threshold)  # exact 1 / (1 - p_quantised)
+        # feeds_product: the output goes only into a matrix product, which under the CPU's
+        # bfloat16 products (config.bf16_products) rounds it to bfloat16 anyway (the FFN's
+        # hidden layer); see apply_lanes
+        self.feeds_product = feeds_product
 
     def forward(self, x: torch.Tensor, full: "tuple[tuple[int, ...], Callable] | None" = None
                 ) -> torch.Tensor:
@@ -86,13 +91,22 @@ class Dropout(nn.Module):
         if lanes.shape != x.shape:
             raise ValueError(f"dropout: take() gave {tuple(lanes.shape)} for an input of "
                              f"{tuple(x.shape)}")
+        if self.feeds_product and x.dtype in (torch.bfloat16, torch.float16):
+            # a {0, 1} mask in x's dtype (exact), then the scale as a Python scalar, which the
+            # CPU kernels apply in float32 before rounding once to x's dtype: the values (and,
+            # backward, the gradients) the product would get from the float32 path below after
+            # its own rounding (up to a double-rounding tie), at about half the time of that
+            # path's mixed-dtype multiply and casts
+            mask = torch.ge(lanes, self.threshold - 32768,
+                            out=torch.empty(x.shape, dtype=x.dtype))
+            return (x * mask) * self.scale
         # float32 at least: in a bfloat16 mask the scale 1 / (1 - p) would round (1.1111 ->
         # 1.1094 for p = 0.1), so under the CPU's bfloat16 products (config.bf16_products) a
         # bfloat16 input comes out float32, as the residual stream around it is
         dtype = torch.promote_types(x.dtype, torch.float32)
         mask = torch.ge(lanes, self.threshold - 32768, out=torch.empty(x.shape, dtype=dtype))
         # autograd keeps only the mask (the multiplier that needs no gradient)
-        return x * mask.mul_(65536.0 / (65536 - self.threshold))
+        return x * mask.mul_(self.scale)
 
 
 def attention_bias(valid: torch.Tensor, *, causal: bool, mode: str) -> torch.Tensor:
@@ -263,7 +277,7 @@ class FeedForward(nn.Module):
         self.w1, self.w2 = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
         nn.init.xavier_normal_(self.w1.weight)
         nn.init.xavier_normal_(self.w2.weight)
-        self.drop = Dropout(dropout)
+        self.drop = Dropout(dropout, feeds_product=True)  # the hidden layer's, before w2
 
     def forward(self, x: torch.Tensor, full: "tuple[tuple[int, ...], Callable] | None" = None
                 ) -> torch.Tensor:
