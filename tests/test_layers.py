@@ -149,13 +149,18 @@ def test_dropout_feeding_a_product_gives_what_the_product_would_see(dtype):
     assert torch.equal(a, Dropout(0.1).train()(x32))
 
 
-def test_only_dropouts_that_feed_a_product_keep_the_low_precision():
+@pytest.mark.parametrize("model,extra", [("adrec", set()), ("sasrec", set()),
+                                         ("dreamrec", {"denoiser.2", "denoiser.6"})])
+def test_only_dropouts_that_feed_a_product_keep_the_low_precision(model, extra):
+    """The FFN hidden layers (and DreamRec's two MLP hidden layers) feed a product; the
+    residual, input and attention-probability dropouts do not."""
     from adrec.models import build_model
 
-    m = build_model("adrec", 20, {"hidden": 16, "n_heads": 2, "max_len": 8})
+    m = build_model(model, 20, {"hidden": 16, "n_heads": 2})
     feeding = {name for name, mod in m.named_modules()
                if isinstance(mod, Dropout) and mod.feeds_product}
-    assert feeding and all(name.endswith("ffn.drop") for name in feeding)
+    ffn = {name for name in feeding if name.endswith("ffn.drop")}
+    assert ffn and feeding - ffn == extra
 
 
 def test_encoder_rejects_unknown_mask():
