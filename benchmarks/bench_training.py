@@ -65,7 +65,7 @@ def training_setup(model: str, dataset: str, batching: str = "random", micro: st
 
 
 def run_one(model: str, dataset: str, batching: str, micro: str, epochs: int, evals: int, *,
-            precision: str = "highest") -> dict:
+            precision: str = "auto") -> dict:
     from adrec.evaluate import evaluate
     from adrec.train import train_epoch
 
@@ -87,8 +87,10 @@ def run_one(model: str, dataset: str, batching: str, micro: str, epochs: int, ev
         evaluate(m, ds, "valid", protocol="strict")
         ev.append(time.perf_counter() - t0)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    from adrec.config import resolve_matmul_precision
+
     return {"model": model, "dataset": dataset, "batching": batching,
-            "micro": micro,
+            "micro": micro, "precision": resolve_matmul_precision(cfg.matmul_precision, "cpu"),
             "epoch_s": statistics.median(times), "epoch_s_all": [round(x, 3) for x in times],
             "eval_s": statistics.median(ev) if ev else None, "peak_mb": peak_kb / 1024,
             "batches": len(it)}
@@ -104,10 +106,13 @@ def main() -> None:
     ap.add_argument("--datasets", nargs="+", default=["ml-100k", "beauty"])
     ap.add_argument("--passes", nargs="+", default=[f"{b}/{p}" for b, p in PASSES],
                     help="BATCHING/PASSES pairs: random|bucket / auto|padded|whole|cells[:C[:T]]")
+    ap.add_argument("--precision", default="auto",
+                    help="TrainConfig.matmul_precision of the training epochs (default: the "
+                         "trainer's default, auto; evaluation is float32 either way)")
     ap.add_argument("--one", nargs=4, metavar=("MODEL", "DATASET", "BATCHING", "MICRO"))
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(run_one(*args.one, args.epochs, args.evals)))
+        print(json.dumps(run_one(*args.one, args.epochs, args.evals, precision=args.precision)))
         return
     for x in args.passes:
         if not re.fullmatch(r"(random|bucket)/(auto|padded|whole|cells(:[1-9]\d*){0,2})", x):
@@ -121,7 +126,8 @@ def main() -> None:
     for rep in range(args.repeats):  # configurations interleaved, so slow spells hit all alike
         for cfg in configs:
             out = subprocess.run([sys.executable, __file__, "--one", *cfg, "--epochs",
-                                  str(args.epochs), "--evals", str(args.evals)],
+                                  str(args.epochs), "--evals", str(args.evals),
+                                  "--precision", args.precision],
                                  capture_output=True, text=True, check=True)
             runs.setdefault(cfg, []).append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(rep, runs[cfg][-1], file=sys.stderr, flush=True)
@@ -135,12 +141,17 @@ def main() -> None:
         rows.append(r)
     import torch
 
+    from adrec.config import resolve_matmul_precision
+
     lines = [
         "# Training and evaluation speed (SASRec+, ADRec)",
         "",
         f"Command: `python benchmarks/bench_training.py --epochs {args.epochs} "
         f"--evals {args.evals} --repeats {args.repeats} --models {' '.join(args.models)} "
-        f"--datasets {' '.join(args.datasets)}`  ",
+        f"--datasets {' '.join(args.datasets)} --passes {' '.join(args.passes)} "
+        f"--precision {args.precision}`  ",
+        f"Training precision: {args.precision} (resolved here: "
+        f"{resolve_matmul_precision(args.precision, 'cpu')}); evaluation float32.  ",
         f"Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {platform.machine()}, "
         f"{os.cpu_count()} CPU cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; seed 0.  ",

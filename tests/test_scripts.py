@@ -46,6 +46,23 @@ def test_bench_training_refuses_a_malformed_passes_value_in_one_line(bad):
     assert f"--passes {bad!r}" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("flag,expected", [([], None), (["--precision", "highest"], "highest")])
+def test_bench_training_trains_at_the_precision_it_is_given(flag, expected):
+    """Regression: bench_training timed float32 epochs whatever the trainer's default was; it
+    now takes --precision (default auto, the trainer's default) and reports what it resolved to."""
+    import json
+    import subprocess
+    import sys
+
+    from adrec.config import resolve_matmul_precision
+
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_training.py"), "--one",
+                        "sasrec", "ml-100k", "random", "auto", "--epochs", "1", "--evals", "0",
+                        *flag], capture_output=True, text=True, check=True)
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["precision"] == (expected or resolve_matmul_precision("auto", "cpu"))
+
+
 def test_pack_runs_keeps_the_tables_the_reports_read():
     keep = _load("pack_runs").keep_table
     assert keep("ml-100k", "adrec", "s0-strict", "stage1.pt")
