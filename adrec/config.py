@@ -111,31 +111,35 @@ def cpu_flags() -> frozenset[str]:
 
 
 def resolve_matmul_precision(precision: str, device_type: str,
-                             flags: frozenset[str] | None = None) -> str:
-    """What ``matmul_precision="auto"`` means on ``device_type`` ("cpu", "cuda", "mps"); any
-    other value is returned as it is.
+                             flags: frozenset[str] | None = None, *, cpu_bf16: bool) -> str:
+    """What ``matmul_precision="auto"`` means on ``device_type`` ("cpu", "cuda", "mps") for a
+    model whose ``Recommender.cpu_bf16`` is ``cpu_bf16``; any other value is returned as it is.
 
     ``auto``: "high" (TF32) on CUDA GPUs, as the authors' code sets; "medium" (bfloat16 products)
     on a CPU with bfloat16 matrix units (``flags`` holds ``avx512_bf16`` or ``amx_bf16``; default
-    ``cpu_flags()``: detected, never assumed); plain float32 ("highest") everywhere else, where a
-    lower precision would round without running faster.
+    ``cpu_flags()``: detected, never assumed) for a model with ``cpu_bf16`` (measured faster
+    there, accuracy checked: SASRec+, ADRec and its stage 1); plain float32 ("highest")
+    everywhere else, where a lower precision would round without running faster (DiffuRec and
+    DreamRec ran slower with bfloat16 products on the CPU).
     """
     if precision != "auto":
         return precision
     if device_type == "cuda":
         return "high"
-    if device_type == "cpu":
+    if device_type == "cpu" and cpu_bf16:
         flags = cpu_flags() if flags is None else flags
         if any(f in flags for f in BF16_CPU_FLAGS):
             return "medium"
     return "highest"
 
 
-def with_resolved_precision(cfg: TrainConfig, device_type: str) -> TrainConfig:
-    """``cfg`` with ``matmul_precision`` as it resolves on ``device_type``: what a stage trains
-    at, and what its checkpoint and the run's config.yaml record instead of "auto"."""
+def with_resolved_precision(cfg: TrainConfig, device_type: str, *, cpu_bf16: bool
+                            ) -> TrainConfig:
+    """``cfg`` with ``matmul_precision`` as it resolves on ``device_type`` for a model with
+    ``cpu_bf16`` (``Recommender.cpu_bf16``): what a stage trains at, and what its checkpoint and
+    the run's config.yaml record instead of "auto"."""
     return dataclasses.replace(cfg, matmul_precision=resolve_matmul_precision(
-        cfg.matmul_precision, device_type))
+        cfg.matmul_precision, device_type, cpu_bf16=cpu_bf16))
 
 
 @contextlib.contextmanager

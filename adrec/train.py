@@ -322,7 +322,8 @@ def train_epoch(model, batches, optimizer, cfg: TrainConfig, *,
     model.train()
     t0 = time.perf_counter()
     sums: dict[str, torch.Tensor] = {}
-    precision = resolve_matmul_precision(cfg.matmul_precision, device.type)
+    precision = resolve_matmul_precision(cfg.matmul_precision, device.type,
+                                         cpu_bf16=model.cpu_bf16)
     with matmul_precision(precision):
         for batch in batches:
             batch, weight = distributed.shard(batch, info)
@@ -467,7 +468,7 @@ def train_stage(model, dataset: SequenceDataset, cfg: TrainConfig, out_dir: str 
     info, device = distributed.setup(resolve_device(cfg.device))
     # "auto" becomes what it means here, so the checkpoint (and a resume's settings check)
     # records the precision the stage really trained at
-    cfg = with_resolved_precision(cfg, device.type)
+    cfg = with_resolved_precision(cfg, device.type, cpu_bf16=model.cpu_bf16)
     n_epochs = cfg.epochs if epochs is None else epochs
     _check_max_len(model, cfg)
     settings = run_settings(model, dataset, cfg, parent=parent)

@@ -90,7 +90,9 @@ def run_one(model: str, dataset: str, batching: str, micro: str, epochs: int, ev
     from adrec.config import resolve_matmul_precision
 
     return {"model": model, "dataset": dataset, "batching": batching,
-            "micro": micro, "precision": resolve_matmul_precision(cfg.matmul_precision, "cpu"),
+            "micro": micro,
+            "precision": resolve_matmul_precision(cfg.matmul_precision, "cpu",
+                                                  cpu_bf16=m.cpu_bf16),
             "epoch_s": statistics.median(times), "epoch_s_all": [round(x, 3) for x in times],
             "eval_s": statistics.median(ev) if ev else None, "peak_mb": peak_kb / 1024,
             "batches": len(it)}
@@ -141,8 +143,6 @@ def main() -> None:
         rows.append(r)
     import torch
 
-    from adrec.config import resolve_matmul_precision
-
     lines = [
         "# Training and evaluation speed (SASRec+, ADRec)",
         "",
@@ -150,8 +150,9 @@ def main() -> None:
         f"--evals {args.evals} --repeats {args.repeats} --models {' '.join(args.models)} "
         f"--datasets {' '.join(args.datasets)} --passes {' '.join(args.passes)} "
         f"--precision {args.precision}`  ",
-        f"Training precision: {args.precision} (resolved here: "
-        f"{resolve_matmul_precision(args.precision, 'cpu')}); evaluation float32.  ",
+        f"Training precision: {args.precision} (resolved here, per model: "
+        f"{', '.join(sorted({r['model'] + ' ' + r['precision'] for r in rows}))}); "
+        "evaluation float32.  ",
         f"Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {platform.machine()}, "
         f"{os.cpu_count()} CPU cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; seed 0.  ",

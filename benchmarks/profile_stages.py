@@ -245,14 +245,15 @@ def main(argv=None) -> None:
                                 text=True, cwd=Path(__file__).resolve().parents[1]).stdout.strip()
     except OSError:
         commit = "unknown"
+    resolved = resolve_matmul_precision(args.precision, "cpu", cpu_bf16=True)
     meta = {"command": "python benchmarks/profile_stages.py " + " ".join(argv or sys.argv[1:]),
             "dataset": args.dataset,
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                        f"torch {torch.__version__}, {torch.get_num_threads()} threads",
             "code": commit,
-            "training precision": f"{args.precision} (resolved: "
-                                  f"{resolve_matmul_precision(args.precision, 'cpu')})",
+            "training precision": f"{args.precision} (resolved for stage 1 and ADRec: "
+                                  f"{resolved})",
             "load average before (1, 5, 15 min)": ", ".join(f"{x:.2f}" for x in load),
             "load average after": ", ".join(f"{x:.2f}" for x in os.getloadavg()),
             "measured float32 mm peak": f"{peak:.0f} GFLOP/s (1536 x 1536 products)"}

@@ -332,7 +332,8 @@ def test_readme_config_examples_read_as_documented(tmp_path, captured, capsys, m
                  "runs/sasrec-again", "--no-monitor", "--json"]) == 0
     (name, cfg, margs, _), (name2, cfg2, margs2, _) = captured.calls
     # config.yaml holds matmul_precision as "auto" resolved on this machine (what the run used)
-    resolved = resolve_matmul_precision(cfg.matmul_precision, resolve_device(cfg.device).type)
+    resolved = resolve_matmul_precision(cfg.matmul_precision, resolve_device(cfg.device).type,
+                                        cpu_bf16=model_class("sasrec").cpu_bf16)
     assert cfg.matmul_precision == "auto" and cfg2.matmul_precision == resolved
     assert name == name2 == "sasrec"
     assert dataclasses.replace(cfg, matmul_precision=resolved) == cfg2

@@ -60,7 +60,7 @@ def test_bench_training_trains_at_the_precision_it_is_given(flag, expected):
                         "sasrec", "ml-100k", "random", "auto", "--epochs", "1", "--evals", "0",
                         *flag], capture_output=True, text=True, check=True)
     out = json.loads(r.stdout.strip().splitlines()[-1])
-    assert out["precision"] == (expected or resolve_matmul_precision("auto", "cpu"))
+    assert out["precision"] == (expected or resolve_matmul_precision("auto", "cpu", cpu_bf16=True))
 
 
 def test_pack_runs_keeps_the_tables_the_reports_read():

@@ -106,6 +106,7 @@ class MLPDenoiser(nn.Module):
 class ADRec(Recommender):
     name = "adrec"
     Args = ADRecArgs
+    cpu_bf16 = True  # auto: bfloat16 products on a bfloat16 CPU (bench_matmul_precision.md)
 
     def __init__(self, args: ADRecArgs, n_items: int):
         check_args(args)

@@ -15,8 +15,11 @@ implements:
 * ``item_embeddings() -> Tensor (n_items, D)``: the item table without the padding row.
 * ``embedding_parameters()``: the parameters that make up the item table (for freezing).
 
-Class attributes: ``name`` (registry key), ``Args`` (dataclass; saved in checkpoints) and
-``train_samples`` (``"sequence"``: one teacher-forced sample per user, or ``"prefixes"``).
+Class attributes: ``name`` (registry key), ``Args`` (dataclass; saved in checkpoints),
+``train_samples`` (``"sequence"``: one teacher-forced sample per user, or ``"prefixes"``) and
+``cpu_bf16`` (whether ``matmul_precision="auto"`` trains it with bfloat16 products on a CPU with
+bfloat16 units, ``config.resolve_matmul_precision``: True only where that was measured to be
+faster and its accuracy was checked; False, the default, trains in float32 there).
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ class Recommender(nn.Module):
     name: ClassVar[str] = ""
     Args: ClassVar[type]
     train_samples: ClassVar[str] = "sequence"
+    cpu_bf16: ClassVar[bool] = False
 
     def __init__(self, args, n_items: int):
         super().__init__()

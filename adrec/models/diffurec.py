@@ -73,6 +73,9 @@ class DiffuRec(Recommender):
     name = "diffurec"
     Args = DiffuRecArgs
     train_samples = "prefixes"
+    # cpu_bf16 stays False: bfloat16 products made a Beauty epoch 1.44x slower on the AVX512-BF16
+    # dev CPU (44.8 s against 31.1 s; its attention by length group gives many product shapes),
+    # so auto trains DiffuRec in float32 there (benchmarks/bench_diffurec_epoch.md)
 
     def __init__(self, args: DiffuRecArgs, n_items: int):
         super().__init__(args, n_items)

@@ -58,6 +58,8 @@ class DreamRecArgs:
 class DreamRec(Recommender):
     name = "dreamrec"
     Args = DreamRecArgs
+    # cpu_bf16 stays False: a Beauty epoch took about 2.85 s with bfloat16 products against
+    # about 2.6 s at float32 on the AVX512-BF16 dev CPU, so auto trains DreamRec in float32 there
 
     def __init__(self, args: DreamRecArgs, n_items: int):
         super().__init__(args, n_items)

@@ -112,7 +112,8 @@ def cmd_train(args) -> int:
     # matmul_precision as "auto" resolves here, as the checkpoints record it, so that the file
     # repeats this run's numerics on another machine too
     config_text = config_yaml(args.model, args.dataset,
-                              with_resolved_precision(cfg, resolve_device(cfg.device).type),
+                              with_resolved_precision(cfg, resolve_device(cfg.device).type,
+                                                      cpu_bf16=cls.cpu_bf16),
                               cls.Args(**model_over), stage1=args.stage1)
     from collapse_kit.monitor import CollapseMonitor
 
