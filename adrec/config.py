@@ -118,7 +118,8 @@ def resolve_matmul_precision(precision: str, device_type: str,
     ``auto``: "high" (TF32) on CUDA GPUs, as the authors' code sets; "medium" (bfloat16 products)
     on a CPU with bfloat16 matrix units (``flags`` holds ``avx512_bf16`` or ``amx_bf16``; default
     ``cpu_flags()``: detected, never assumed) for a model with ``cpu_bf16`` (measured faster
-    there, accuracy checked: SASRec+, ADRec and its stage 1); plain float32 ("highest")
+    there: SASRec+, ADRec and its stage 1; accuracy checked over 3 seeds for ADRec and its
+    stage 1, over one for SASRec+, which is stage 1 with positions); plain float32 ("highest")
     everywhere else, where a lower precision would round without running faster (DiffuRec and
     DreamRec ran slower with bfloat16 products on the CPU).
     """
