@@ -534,13 +534,8 @@ def format_analysis(result: dict, fmt: str = "table") -> str:
         lines += ["", Table(columns=["group", "metric", "value", "Gaussian", ci_title],
                             rows=[[g, f"`{k}`", v, gv, ci] for g, k, v, gv, ci in rows]
                             ).render("markdown")]
-        undefined = undefined_reasons(result)
-        if undefined:
-            lines += ["", "Undefined for this table:"]
-            lines += [f"- `{k}`: {why}" for k, why in undefined.items()]
-        lines += ["", _notes(result)]
-        return "\n".join(lines)
-    if fmt == "table":
+        undefined_title, undefined_line = "Undefined for this table:", "- `{key}`: {why}"
+    elif fmt == "table":
         width = max(len(label) for label, _ in _header_lines(result))
         lines = [f"{label:<{width}}  {text}" for label, text in _header_lines(result)]
         kw = max(len(k) for _, k, *_ in rows) + 2
@@ -553,13 +548,15 @@ def format_analysis(result: dict, fmt: str = "table") -> str:
                 lines.append(group)
                 current = group
             lines.append(f"  {key:<{kw - 2}}  {value:<{vw}}  {gv:<{gw}}  {ci}".rstrip())
-        undefined = undefined_reasons(result)
-        if undefined:
-            lines += ["", "undefined for this table:"]
-            lines += [f"  {k}: {why}" for k, why in undefined.items()]
-        lines += ["", _notes(result)]
-        return "\n".join(lines)
-    raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        undefined_title, undefined_line = "undefined for this table:", "  {key}: {why}"
+    else:
+        raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    undefined = undefined_reasons(result)
+    if undefined:
+        lines += ["", undefined_title]
+        lines += [undefined_line.format(key=k, why=why) for k, why in undefined.items()]
+    lines += ["", _notes(result)]
+    return "\n".join(lines)
 
 
 def _ci_title(result: dict) -> str:
