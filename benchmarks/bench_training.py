@@ -66,6 +66,7 @@ def training_setup(model: str, dataset: str, batching: str = "random", micro: st
 
 def run_one(model: str, dataset: str, batching: str, micro: str, epochs: int, evals: int, *,
             precision: str = "auto") -> dict:
+    from adrec.config import resolve_matmul_precision
     from adrec.evaluate import evaluate
     from adrec.train import train_epoch
 
@@ -87,8 +88,6 @@ def run_one(model: str, dataset: str, batching: str, micro: str, epochs: int, ev
         evaluate(m, ds, "valid", protocol="strict")
         ev.append(time.perf_counter() - t0)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    from adrec.config import resolve_matmul_precision
-
     return {"model": model, "dataset": dataset, "batching": batching,
             "micro": micro,
             "precision": resolve_matmul_precision(cfg.matmul_precision, "cpu",

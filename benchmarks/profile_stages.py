@@ -245,7 +245,9 @@ def main(argv=None) -> None:
                                 text=True, cwd=Path(__file__).resolve().parents[1]).stdout.strip()
     except OSError:
         commit = "unknown"
-    resolved = resolve_matmul_precision(args.precision, "cpu", cpu_bf16=True)
+    resolved = ", ".join(sorted({resolve_matmul_precision(args.precision, "cpu",
+                                                          cpu_bf16=model.cpu_bf16)
+                                 for _, model, *_ in plan}))
     meta = {"command": "python benchmarks/profile_stages.py " + " ".join(argv or sys.argv[1:]),
             "dataset": args.dataset,
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
