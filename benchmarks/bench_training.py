@@ -98,6 +98,8 @@ def run_one(model: str, dataset: str, batching: str, micro: str, epochs: int, ev
 
 
 def main() -> None:
+    from adrec.config import CHOICES
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--evals", type=int, default=3)
@@ -107,7 +109,7 @@ def main() -> None:
     ap.add_argument("--datasets", nargs="+", default=["ml-100k", "beauty"])
     ap.add_argument("--passes", nargs="+", default=[f"{b}/{p}" for b, p in PASSES],
                     help="BATCHING/PASSES pairs: random|bucket / auto|padded|whole|cells[:C[:T]]")
-    ap.add_argument("--precision", default="auto",
+    ap.add_argument("--precision", default="auto", choices=CHOICES["matmul_precision"],
                     help="TrainConfig.matmul_precision of the training epochs (default: the "
                          "trainer's default, auto; evaluation is float32 either way)")
     ap.add_argument("--one", nargs=4, metavar=("MODEL", "DATASET", "BATCHING", "MICRO"))

@@ -211,11 +211,13 @@ def render(rows, meta) -> str:
 
 
 def main(argv=None) -> None:
+    from adrec.config import CHOICES
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", default="ml-100k")
     ap.add_argument("--batches", type=int, default=0, help="profile the first N batches (0 = all)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
-    ap.add_argument("--precision", default="auto",
+    ap.add_argument("--precision", default="auto", choices=CHOICES["matmul_precision"],
                     help="TrainConfig.matmul_precision of the training epochs (default: the "
                          "trainer's default, auto)")
     ap.add_argument("--out", default="benchmarks/profile_stages.md")

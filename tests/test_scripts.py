@@ -63,6 +63,17 @@ def test_bench_training_trains_at_the_precision_it_is_given(flag, expected):
     assert out["precision"] == (expected or resolve_matmul_precision("auto", "cpu", cpu_bf16=True))
 
 
+@pytest.mark.parametrize("script", ["bench_training.py", "profile_stages.py"])
+def test_benchmark_precision_flag_refuses_an_unknown_value_in_one_line(script):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--precision", "low"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "--precision" in r.stderr and "'low'" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
 def test_pack_runs_keeps_the_tables_the_reports_read():
     keep = _load("pack_runs").keep_table
     assert keep("ml-100k", "adrec", "s0-strict", "stage1.pt")
