@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from collapse_kit.commands.options import (add_format_args, add_loading_args, add_popularity_args,
+from collapse_kit.commands.options import (CHECKPOINT_HELP, add_checkpoints_parser,
+                                          add_format_args, add_loading_args, add_popularity_args,
                                           checkpoint_names, describe, load_table, popularity_for,
                                           popularity_settings, sample_size, wants_popularity)
 from collapse_kit.errors import UserError
@@ -20,7 +21,7 @@ def register(subparsers) -> None:
         description="Run every embedding-collapse metric (the ADRec paper's Table 5 ones, corrected "
                     "versions, and more) on a checkpoint's item-embedding table. Every key: "
                     "docs/metrics.md.")
-    p.add_argument("checkpoint", metavar="CKPT", help="checkpoint, state dict, safetensors, .npy or .npz")
+    p.add_argument("checkpoint", metavar="CKPT", help=CHECKPOINT_HELP)
     add_loading_args(p)
     add_format_args(p, FORMATS, "table", json_flag=True)
     p.add_argument("--bootstrap", type=int, default=0, metavar="N",
@@ -43,12 +44,11 @@ def register(subparsers) -> None:
     add_popularity_args(p)
     p.set_defaults(func=run_analyze)
 
-    c = subparsers.add_parser(
-        "compare", help="Table 5 of the ADRec paper for several checkpoints",
+    c = add_checkpoints_parser(
+        subparsers, "compare", what="row",
+        help="Table 5 of the ADRec paper for several checkpoints",
         description="One row per checkpoint in the layout of the ADRec paper's Table 5, plus a row "
                     "for a seeded Gaussian table of the same shape.")
-    c.add_argument("checkpoints", nargs="+", metavar="CKPT")
-    c.add_argument("--names", nargs="+", metavar="NAME", help="row names, one per checkpoint")
     add_format_args(c, COMPARE_FORMATS, "markdown")
     c.add_argument("--corrected", action="store_true",
                    help="add the log-det KL and the effective rank after the paper's columns")

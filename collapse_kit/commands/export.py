@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from collapse_kit.commands.options import add_loading_args, load_table
+from collapse_kit.commands.options import CHECKPOINT_HELP, add_loading_args, load_table
 from collapse_kit.errors import UserError
 
 
@@ -17,7 +17,7 @@ def register(subparsers) -> None:
                     "log's original item ids for data built from an interaction log, the "
                     "dataset's ids 1..n for the bundled data, the row index for a foreign "
                     "checkpoint with no dataset. Every output says which (id_kind).")
-    p.add_argument("checkpoint", metavar="CKPT", help="checkpoint, state dict, safetensors, .npy or .npz")
+    p.add_argument("checkpoint", metavar="CKPT", help=CHECKPOINT_HELP)
     p.add_argument("-o", "--out", required=True, metavar="OUT",
                    help="output file (npy, safetensors, parquet; the suffix is added if missing) "
                         "or folder (tsv: vectors.tsv and metadata.tsv)")

@@ -46,6 +46,19 @@ def add_format_args(p: argparse.ArgumentParser, choices, default: str, *,
                        help="shorthand for --format json")
 
 
+CHECKPOINT_HELP = "checkpoint, state dict, safetensors, .npy or .npz"  # what a table command reads
+
+
+def add_checkpoints_parser(subparsers, name: str, *, what: str, **texts) -> argparse.ArgumentParser:
+    """The sub-command ``name`` over several checkpoints: CKPT ... and --names (one ``what`` name
+    per checkpoint; read back by ``checkpoint_names``). ``texts``: add_parser's help and
+    description."""
+    p = subparsers.add_parser(name, **texts)
+    p.add_argument("checkpoints", nargs="+", metavar="CKPT")
+    p.add_argument("--names", nargs="+", metavar="NAME", help=f"{what} names, one per checkpoint")
+    return p
+
+
 def checkpoint_names(args, default: list[str] | None = None, *, what: str = "checkpoint",
                      distinct: str | None = None) -> list[str]:
     """--names, else ``default`` (the checkpoints' file names): one per checkpoint, and with

@@ -7,7 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from collapse_kit.commands.options import (add_format_args, add_loading_args, checkpoint_names,
+from collapse_kit.commands.options import (CHECKPOINT_HELP, add_checkpoints_parser,
+                                          add_format_args, add_loading_args, checkpoint_names,
                                           describe, int_at_least, load_table)
 from collapse_kit.errors import UserError
 
@@ -21,17 +22,16 @@ def register(subparsers) -> None:
                     "labels (the ADRec paper's Table 6 probe), over several held-out item splits, "
                     "beside three baselines: a same-shape Gaussian table, item popularity alone, "
                     "and the all-zero predictor.")
-    p.add_argument("checkpoint", metavar="CKPT", help="checkpoint, state dict, safetensors, .npy or .npz")
+    p.add_argument("checkpoint", metavar="CKPT", help=CHECKPOINT_HELP)
     _add_probe_args(p)
     add_format_args(p, ("table", "json", "markdown"), "table", json_flag=True)
     p.set_defaults(func=run_probe)
 
-    c = subparsers.add_parser(
-        "probe-compare", help="Table 6 of the ADRec paper: the probe over several checkpoints",
+    c = add_checkpoints_parser(
+        subparsers, "probe-compare", what="column",
+        help="Table 6 of the ADRec paper: the probe over several checkpoints",
         description="The linear probe of every checkpoint, as one table (metrics down, models "
                     "across, mean +- sd in percent), with the baselines as extra columns.")
-    c.add_argument("checkpoints", nargs="+", metavar="CKPT")
-    c.add_argument("--names", nargs="+", metavar="NAME", help="column names, one per checkpoint")
     _add_probe_args(c)
     add_format_args(c, ("markdown", "table", "json"), "markdown")
     c.set_defaults(func=run_compare)
