@@ -2,7 +2,9 @@
 
 Single-stage models (sasrec, stage1, diffurec, dreamrec) run one ``train_stage``. A model with a
 recipe of several stages has it here, in ``PIPELINES`` (ADRec's three stages: ``train_adrec``);
-the trainer itself is the same for all.
+the trainer itself is the same for all. The readers of what it writes (or of the authors' state
+dicts) back into a model: ``load_stage1_embedding`` (ADRec's pre-trained table) and
+``load_ranking_model`` (any checkpoint that can rank items, for evaluate and export).
 """
 from __future__ import annotations
 
@@ -12,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from adrec.checkpoint import FORMAT, atomic_save, load_checkpoint, load_weights, \
-    make_checkpoint, safe_load
+from adrec.checkpoint import FORMAT, atomic_save, check_has_weights, load_checkpoint, \
+    load_weights, make_checkpoint, model_from_checkpoint, non_finite_tensors, safe_load
 from adrec.config import TrainConfig
-from adrec.data import SequenceDataset
+from adrec.data import SequenceDataset, load_dataset
 from adrec.models import build_model, model_class
 from adrec.models.adrec import ADRec, ADRecArgs, check_args
 from adrec.models.sasrec import convert_official_state_dict, is_official_state_dict
@@ -194,3 +196,52 @@ def load_stage1_embedding(path: str | Path, *, n_items: int, hidden: int) -> tor
 
 # the models trained by a recipe of several stages; every other model is one ``train_stage``
 PIPELINES = {"adrec": train_adrec}
+
+
+def load_ranking_model(path: str | Path, *, model: str | None = None, dataset: str | None = None,
+                       attention_mask: str | None = None):
+    """(model, dataset, max_len) of a checkpoint that can rank items: a collapse-kit checkpoint
+    (its model, data and max_len unless ``model`` / ``dataset`` say otherwise) or the authors'
+    SASRec / pretrain state dict (``model`` and ``dataset`` required). Anything else, a model
+    that does not match its data, or non-finite weights: one ValueError naming the fix."""
+    raw = safe_load(path)
+    overrides = {"attention_mask": attention_mask} if attention_mask else {}
+    if isinstance(raw, dict) and raw.get("format") == FORMAT:
+        ckpt = load_checkpoint(path)
+        check_has_weights(ckpt, path)
+        if model and model != ckpt["model"]:
+            raise ValueError(f"{path} holds a {ckpt['model']!r} model, not {model!r}; "
+                             "drop --model")
+        data = load_dataset(dataset or ckpt["dataset"]["name"])
+        if data.n_items != ckpt["dataset"]["n_items"]:
+            raise ValueError(f"{path} was trained on {ckpt['dataset']['n_items']} items "
+                             f"but {data.name} has {data.n_items}; pass the right --dataset")
+        _check_finite(ckpt["state_dict"], path)
+        return (model_from_checkpoint(ckpt, overrides=overrides), data,
+                ckpt.get("config", {}).get("max_len", 50))
+    if isinstance(raw, dict) and is_official_state_dict(raw):
+        if not model or not dataset:
+            raise ValueError("this is a foreign state dict: name the model and data, e.g. "
+                             "--model stage1 --dataset ml-100k")
+        if model not in ("stage1", "sasrec"):
+            raise ValueError(f"the authors' SASRec/pretrain weights load into --model stage1 or "
+                             f"sasrec, not {model!r}")
+        data = load_dataset(dataset)
+        rows = raw["item_embedding.weight"].shape[0]
+        if rows != data.n_items + 1:
+            raise ValueError(f"{path} has {rows - 1} items but {data.name} has "
+                             f"{data.n_items}; pass the dataset it was trained on")
+        _check_finite(raw, path)
+        net = build_model(model, data.n_items, overrides)
+        load_weights(net, convert_official_state_dict(raw, positions=net.args.positions))
+        return net, data, 50
+    raise ValueError(f"{path} is neither a collapse-kit checkpoint nor a known "
+                     "state dict (expected item_embedding.weight and trm_encoder.* keys)")
+
+
+def _check_finite(state_dict: dict, path) -> None:
+    bad = non_finite_tensors(state_dict)
+    if bad:
+        raise ValueError(f"{path}: {len(bad)} weight tensor(s) hold NaN or infinity (e.g. "
+                         f"{bad[0]}); the run diverged or the file is damaged, and its rankings "
+                         "would be meaningless")

@@ -81,13 +81,14 @@ def _export_users(args) -> int:
 
     from adrec.data import eval_histories
     from adrec.evaluate import user_representations
-    from collapse_kit.commands.train import load_model
+    from adrec.pipeline import load_ranking_model
     from collapse_kit.export import export_table
 
     if args.key is not None or args.padding != "auto" or args.trust_pickle:
         raise UserError("--key, --padding and --trust-pickle choose an item table; --what users "
                         "computes the representations with the checkpoint's model, drop them")
-    model, dataset, max_len = load_model(args.checkpoint, model=args.model, dataset=args.dataset)
+    model, dataset, max_len = load_ranking_model(args.checkpoint, model=args.model,
+                                                 dataset=args.dataset)
     from adrec.models.base import Recommender
 
     if type(model).represent is Recommender.represent:

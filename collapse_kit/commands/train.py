@@ -201,14 +201,16 @@ def cmd_evaluate(args) -> int:
     from adrec.data import training_counts
     from adrec.evaluate import (KS, aggregate, ranking_metrics, recommendation_popularity,
                                 scoring_pass)
+    from adrec.pipeline import load_ranking_model
 
     if args.against is not None:
         return _cmd_paired(args)
     if len(args.checkpoint) > 1:
         raise UserError(f"evaluate takes one checkpoint ({len(args.checkpoint)} given); several "
                         "are for a paired comparison with --against")
-    model, dataset, max_len = load_model(args.checkpoint[0], model=args.model,
-                                         dataset=args.dataset, attention_mask=args.attention_mask)
+    model, dataset, max_len = load_ranking_model(args.checkpoint[0], model=args.model,
+                                                 dataset=args.dataset,
+                                                 attention_mask=args.attention_mask)
     popularity = training_counts(dataset)
     result = {}
     for split in ("valid", "test"):
@@ -228,6 +230,7 @@ def _cmd_paired(args) -> int:
     import torch
 
     from adrec.evaluate import METRIC_NAMES, compute_ranks_all, ranking_metrics
+    from adrec.pipeline import load_ranking_model
     from collapse_kit.paired import paired_comparison
 
     if len(args.against) != len(args.checkpoint):
@@ -239,8 +242,8 @@ def _cmd_paired(args) -> int:
     reference = None
     for side, paths in (("a", args.checkpoint), ("b", args.against)):
         for path in paths:
-            model, dataset, max_len = load_model(path, model=args.model, dataset=args.dataset,
-                                                 attention_mask=args.attention_mask)
+            model, dataset, max_len = load_ranking_model(
+                path, model=args.model, dataset=args.dataset, attention_mask=args.attention_mask)
             key = (dataset.name, dataset.n_items, dataset.n_users, dataset.fingerprint)
             if reference is None:
                 reference = (key, path)
@@ -285,64 +288,6 @@ def _print_paired(result: dict, args) -> None:
             p = "n/a" if r["p_wilcoxon"] is None else f"{r['p_wilcoxon']:.3g}"
             ci = f"[{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}]"
             print(f"  {m:<9}{r['a']:9.3f}{r['b']:9.3f}{r['delta']:+9.3f}   {ci:<19}{p:>10}")
-
-
-def load_model(path: str, *, model: str | None = None, dataset: str | None = None,
-               attention_mask: str | None = None):
-    """(model, dataset, max_len) of a checkpoint that can rank items: a collapse-kit checkpoint
-    (its model, data and max_len unless ``model`` / ``dataset`` say otherwise) or the authors'
-    SASRec / pretrain state dict (``model`` and ``dataset`` required). Anything else, a model
-    that does not match its data, or non-finite weights: one UserError naming the fix."""
-    from adrec.checkpoint import FORMAT, check_has_weights, load_checkpoint, load_weights, safe_load
-    from adrec.data import load_dataset
-    from adrec.models import build_model
-    from adrec.models.sasrec import convert_official_state_dict, is_official_state_dict
-
-    raw = safe_load(path)
-    overrides = {"attention_mask": attention_mask} if attention_mask else {}
-    if isinstance(raw, dict) and raw.get("format") == FORMAT:
-        ckpt = load_checkpoint(path)
-        check_has_weights(ckpt, path)
-        name = model or ckpt["model"]
-        if name != ckpt["model"]:
-            raise UserError(f"{path} holds a {ckpt['model']!r} model, not {name!r}; "
-                            "drop --model")
-        data = load_dataset(dataset or ckpt["dataset"]["name"])
-        if data.n_items != ckpt["dataset"]["n_items"]:
-            raise UserError(f"{path} was trained on {ckpt['dataset']['n_items']} items "
-                            f"but {data.name} has {data.n_items}; pass the right --dataset")
-        _check_finite(ckpt["state_dict"], path)
-        net = build_model(name, data.n_items, {**ckpt["model_args"], **overrides})
-        load_weights(net, ckpt["state_dict"])
-        return net, data, ckpt.get("config", {}).get("max_len", 50)
-    if isinstance(raw, dict) and is_official_state_dict(raw):
-        if not model or not dataset:
-            raise UserError("this is a foreign state dict: name the model and data, e.g. "
-                            "--model stage1 --dataset ml-100k")
-        if model not in ("stage1", "sasrec"):
-            raise UserError(f"the authors' SASRec/pretrain weights load into --model stage1 or "
-                            f"sasrec, not {model!r}")
-        data = load_dataset(dataset)
-        rows = raw["item_embedding.weight"].shape[0]
-        if rows != data.n_items + 1:
-            raise UserError(f"{path} has {rows - 1} items but {data.name} has "
-                            f"{data.n_items}; pass the dataset it was trained on")
-        _check_finite(raw, path)
-        net = build_model(model, data.n_items, overrides)
-        load_weights(net, convert_official_state_dict(raw, positions=net.args.positions))
-        return net, data, 50
-    raise UserError(f"{path} is neither a collapse-kit checkpoint nor a known "
-                    "state dict (expected item_embedding.weight and trm_encoder.* keys)")
-
-
-def _check_finite(state_dict: dict, path) -> None:
-    from adrec.checkpoint import non_finite_tensors
-
-    bad = non_finite_tensors(state_dict)
-    if bad:
-        raise UserError(f"{path}: {len(bad)} weight tensor(s) hold NaN or infinity (e.g. "
-                        f"{bad[0]}); the run diverged or the file is damaged, and its rankings "
-                        "would be meaningless")
 
 
 def _print_metrics(result: dict, protocol: str) -> None:
