@@ -308,6 +308,39 @@ def spectrum_figure(spectra: Mapping[str, np.ndarray], *, normalize: str = "max"
     return fig
 
 
+# plot-stages: (label, function name in collapse_kit.metrics)
+STAGE_METRICS = (
+    ("effective rank", "effective_rank"),
+    ("SV entropy (nats)", "singular_value_entropy"),
+    ("covariance entropy (nats)", "covariance_entropy"),
+    ("isotropy", "isotropy"),
+    ("KL to Gaussian (log-det)", "kl_to_gaussian_logdet"),
+    ("top singular value", "top_singular_values"),
+)
+
+
+def stage_values(tables, names=None) -> tuple[dict[str, list[float]], list[str]]:
+    """Every STAGE_METRICS value of each table, in order, and one line per value left out:
+    NaN (a gap in ``stage_figure``'s panel) where a metric is undefined for a table, with the
+    reason in the line (``names`` label the tables)."""
+    from collapse_kit import metrics
+    from collapse_kit.errors import UndefinedMetric
+
+    names = names or [f"table {i + 1}" for i in range(len(tables))]
+    out, undefined = {}, []
+    for label, fn_name in STAGE_METRICS:
+        fn = getattr(metrics, fn_name)
+        out[label] = []
+        for name, t in zip(names, tables):
+            try:
+                value = fn(t, 1)[0] if fn_name == "top_singular_values" else fn(t)
+            except UndefinedMetric as exc:
+                undefined.append(f"{name}: {label} not drawn: {exc}")
+                value = math.nan
+            out[label].append(float(value))
+    return out, undefined
+
+
 def stage_figure(values: Mapping[str, Sequence[float]], stages: Sequence[str], *,
                  reference: Mapping[str, float] | None = None, ncols: int = 3,
                  panel_size=(2.6, 2.1), title: str | None = None) -> Figure:

@@ -312,6 +312,31 @@ def test_regression_figures_of_tables_with_undefined_metrics(tmp_path, capsys):
         warnings.simplefilter("error")
         assert main(["plot-stages", str(tmp_path / "w0.npy"), str(tmp_path / "w1.npy"),
                      "-o", str(tmp_path / "st")]) == 0
-        assert "w0: isotropy not drawn: isotropy needs more items than dimensions" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert "w0: isotropy not drawn: isotropy needs more items than dimensions" in err
+        # the same-shape Gaussian reference is d > n too: its missing line is said as well
+        assert "Gaussian: isotropy not drawn: isotropy needs more items than dimensions" in err
         assert main(["plot-spectrum", str(tmp_path / "ones.npy"), "-o", str(tmp_path / "sp")]) == 0
     assert {"st.png", "st.pdf", "sp.png", "sp.pdf"} <= {p.name for p in tmp_path.iterdir()}
+
+
+def test_stage_values_are_the_metric_functions_values_with_the_undefined_ones_named():
+    from collapse_kit import metrics
+    from collapse_kit.figures import STAGE_METRICS, stage_values
+
+    rng = np.random.default_rng(1)
+    tall, wide = rng.standard_normal((60, 6)), rng.standard_normal((4, 6))
+    values, undefined = stage_values([tall, wide], ["tall", "wide"])
+    assert list(values) == [label for label, _ in STAGE_METRICS]
+    assert values["effective rank"][0] == pytest.approx(metrics.effective_rank(tall), rel=1e-12)
+    assert values["isotropy"][0] == pytest.approx(metrics.isotropy(tall), rel=1e-12)
+    z = (wide - wide.mean(0)) / wide.std(0)  # the paper's top singular value: of zscore(E)
+    assert values["top singular value"][1] == pytest.approx(
+        np.linalg.svd(z, compute_uv=False)[0], rel=1e-6)
+    # d > n: isotropy and the log-det KL are undefined (gaps in the panels), each named once
+    assert np.isnan(values["isotropy"][1]) and np.isnan(values["KL to Gaussian (log-det)"][1])
+    assert [line.split(";")[0] for line in undefined] == [
+        "wide: isotropy not drawn: isotropy needs more items than dimensions",
+        "wide: KL to Gaussian (log-det) not drawn: kl_to_gaussian_logdet needs more items than "
+        "dimensions"]
+    assert np.isfinite([v[0] for v in values.values()]).all()

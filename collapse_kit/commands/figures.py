@@ -11,17 +11,6 @@ from collapse_kit.commands.options import (add_loading_args, checkpoint_names, d
                                           describe, load_table, sample_size)
 from collapse_kit.errors import UserError
 
-# plot-stages: (label, function name in collapse_kit.metrics, what it says)
-STAGE_METRICS = (
-    ("effective rank", "effective_rank"),
-    ("SV entropy (nats)", "singular_value_entropy"),
-    ("covariance entropy (nats)", "covariance_entropy"),
-    ("isotropy", "isotropy"),
-    ("KL to Gaussian (log-det)", "kl_to_gaussian_logdet"),
-    ("top singular value", "top_singular_values"),
-)
-
-
 def register(subparsers) -> None:
     t = _figure_parser(
         subparsers, "tsne", run_tsne, "NAME",
@@ -253,29 +242,8 @@ def run_spectrum(args) -> int:
     return _save(fig, args)
 
 
-def stage_values(tables, names=None) -> dict[str, list[float]]:
-    """Every STAGE_METRICS value of each table, in order; NaN (a gap in the panel) where a
-    metric is undefined for a table, with the reason on stderr (``names`` label the tables)."""
-    from collapse_kit import metrics
-    from collapse_kit.errors import UndefinedMetric
-
-    names = names or [f"table {i + 1}" for i in range(len(tables))]
-    out = {}
-    for label, fn_name in STAGE_METRICS:
-        fn = getattr(metrics, fn_name)
-        out[label] = []
-        for name, t in zip(names, tables):
-            try:
-                value = fn(t, 1)[0] if fn_name == "top_singular_values" else fn(t)
-            except UndefinedMetric as exc:
-                print(f"{name}: {label} not drawn: {exc}", file=sys.stderr)
-                value = math.nan
-            out[label].append(float(value))
-    return out
-
-
 def run_stages(args) -> int:
-    from collapse_kit.figures import stage_figure
+    from collapse_kit.figures import stage_figure, stage_values
     from collapse_kit.metrics import gaussian_table
 
     _check_output(args)
@@ -287,9 +255,12 @@ def run_stages(args) -> int:
         raise UserError(f"the checkpoints have different table shapes ({', '.join(f'{n}x{d}' for n, d in shapes)}); "
                         "plot-stages compares the stages of one model on one dataset")
     tables = [t for t, _ in loaded]
-    values = stage_values(tables, stages)
     n, d = tables[0].shape
-    gaussian = stage_values([gaussian_table(n, d, random_state=args.seed)], ["Gaussian"])
+    values, undefined = stage_values(tables, stages)
+    gaussian, undefined_g = stage_values([gaussian_table(n, d, random_state=args.seed)],
+                                         ["Gaussian"])
+    for line in undefined + undefined_g:  # why a value is missing from its panel
+        print(line, file=sys.stderr)
     reference = {k: v[0] for k, v in gaussian.items() if math.isfinite(v[0])}
     fig = stage_figure(values, stages, reference=reference, title=args.title)
     return _save(fig, args)
