@@ -404,3 +404,59 @@ def tsne_map_and_place(E, others, settings: TSNESettings = TSNESettings()):
     embedding = tsne.fit(affinities=P, initialization=init)
     placed = [np.asarray(embedding.transform(T), dtype=np.float64) for T in prep[1:]]
     return np.asarray(embedding, dtype=np.float64), placed
+
+
+def panel_maps(tables, names, rows, settings: TSNESettings = TSNESettings(), *,
+               sample: int | None = MAP_SAMPLE_DEFAULT, popularity=None, gaussian: bool = True,
+               transform: bool = False, seed: int = 0, say=lambda line: None):
+    """The maps of a t-SNE figure's panels (``collapse_kit.figures.tsne_figure``), with their
+    names and rows: (maps, names, rows).
+
+    Each table is first cut to ``sample_for_map``'s rows (``popularity``: one per table, or
+    None; a sampled panel's name says how). ``gaussian``: one same-shape Gaussian panel per
+    row (of the row's first table, seeded), named "Gaussian". ``transform``: the first table is
+    mapped and the others are placed in its map (``tsne_map_and_place``; no Gaussian panels).
+    ``say`` receives one progress line per map.
+    """
+    from collapse_kit.metrics import gaussian_table
+
+    names, rows = list(names), list(rows)
+    popularity = popularity or [None] * len(tables)
+    sampled = []
+    for i, table in enumerate(tables):
+        kept, text = sample_for_map(table.shape[0], sample, popularity=popularity[i], seed=seed)
+        if kept.size < table.shape[0]:
+            names[i] = f"{names[i]}\n({text})"
+            table = table[kept]
+        sampled.append(table)
+    tables = sampled
+    if transform and len(tables) < 2:
+        raise UserError("--transform places the items of the second and later checkpoints in "
+                        "the first one's map: give at least two checkpoints")
+    if transform:
+        say(f"t-SNE {names[0]}: {tables[0].shape[0]}x{tables[0].shape[1]}; placing "
+            f"{', '.join(names[1:])} in its map (openTSNE transform)")
+        first, placed = tsne_map_and_place(tables[0], tables[1:], settings)
+        return ([first, *placed],
+                [names[0]] + [f"{n} (placed in {names[0]}'s map)" for n in names[1:]], rows)
+    if gaussian:
+        if "Gaussian" in names:
+            raise UserError("a checkpoint is named 'Gaussian', the reference panel's name; rename "
+                            "it or pass --no-gaussian")
+        for row in list(dict.fromkeys(rows)):
+            n, d = tables[rows.index(row)].shape
+            tables.append(gaussian_table(n, d, random_state=seed))
+            names.append("Gaussian")
+            rows.append(row)
+    maps = []
+    for name, row, table in zip(names, rows, tables):
+        n = table.shape[0]
+        label = f"t-SNE {name}{' (' + row + ')' if row else ''}: {n}x{table.shape[1]}"
+        if single_point(table):
+            say(f"{label}: every row is the same point (complete collapse); drawn as one point "
+                "with a note, no t-SNE run")
+        else:
+            say(f"{label}, {settings.method_for(n)}, 250 + {settings.iterations_for(n)} "
+                "iterations")
+        maps.append(tsne_map(table, settings))
+    return maps, names, rows

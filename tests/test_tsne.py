@@ -257,3 +257,23 @@ def test_tsne_command_refuses_a_lone_transform_or_a_stratify_of_another_size(tmp
                  str(tmp_path / "v")]) == 2
     assert "4731 items, but the table has 1008 rows" in capsys.readouterr().err
     assert not (tmp_path / "u.png").exists() and not (tmp_path / "v.png").exists()
+
+
+def test_panel_maps_samples_names_and_adds_one_gaussian_per_row():
+    from collapse_kit.tsne import TSNESettings, panel_maps
+
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((50, 4)), rng.standard_normal((40, 4))
+    said = []
+    maps, names, rows = panel_maps([a, b], ["A", "B"], ["row1", "row2"],
+                                   TSNESettings(perplexity=5, n_iter=10), sample=30, seed=0,
+                                   say=said.append)
+    assert names == ["A\n(a uniform sample of 30 of 50 items (seed 0))",
+                     "B\n(a uniform sample of 30 of 40 items (seed 0))", "Gaussian", "Gaussian"]
+    assert rows == ["row1", "row2", "row1", "row2"]
+    assert [m.shape for m in maps] == [(30, 2)] * 4  # the Gaussian panels take the sampled shape
+    assert len(said) == 4 and said[2].startswith("t-SNE Gaussian (row1): 30x4")
+    maps, names, _ = panel_maps([a, b], ["A", "B"], ["", ""],
+                                TSNESettings(perplexity=5, n_iter=10), transform=True)
+    assert names == ["A", "B (placed in A's map)"] and [m.shape for m in maps] == [(50, 2),
+                                                                                   (40, 2)]

@@ -138,8 +138,7 @@ def _save(fig, args) -> int:
 
 def run_tsne(args) -> int:
     from collapse_kit.figures import tsne_figure
-    from collapse_kit.metrics import gaussian_table
-    from collapse_kit.tsne import TSNESettings, sample_for_map, single_point, tsne_map
+    from collapse_kit.tsne import TSNESettings, panel_maps
 
     _check_output(args)
     settings = TSNESettings(perplexity=args.perplexity, n_iter=args.iterations, method=args.method,
@@ -156,50 +155,11 @@ def run_tsne(args) -> int:
         if len(set(rows)) > 1 and "" in rows:
             raise UserError("some checkpoints name their dataset and some do not; give every "
                             "panel's row with --datasets")
-    tables = [t for t, _ in loaded]
-    sampled = []
-    for i, table in enumerate(tables):
-        meta = loaded[i][1]
-        rows_i, text = sample_for_map(table.shape[0], args.sample,
-                                      popularity=_stratify_popularity(args, meta, table.shape[0]),
-                                      seed=args.seed)
-        if rows_i.size < table.shape[0]:
-            names[i] = f"{names[i]}\n({text})"
-            table = table[rows_i]
-        sampled.append(table)
-    tables = sampled
-    if args.transform and len(tables) < 2:
-        raise UserError("--transform places the items of the second and later checkpoints in "
-                        "the first one's map: give at least two checkpoints")
-    if args.gaussian and not args.transform:
-        if "Gaussian" in names:
-            raise UserError("a checkpoint is named 'Gaussian', the reference panel's name; rename "
-                            "it or pass --no-gaussian")
-        for row in list(dict.fromkeys(rows)):
-            n, d = tables[rows.index(row)].shape
-            tables.append(gaussian_table(n, d, random_state=args.seed))
-            names.append("Gaussian")
-            rows.append(row)
-    if args.transform:
-        from collapse_kit.tsne import tsne_map_and_place
-
-        print(f"t-SNE {names[0]}: {tables[0].shape[0]}x{tables[0].shape[1]}; placing "
-              f"{', '.join(names[1:])} in its map (openTSNE transform)", file=sys.stderr)
-        first, placed = tsne_map_and_place(tables[0], tables[1:], settings)
-        maps = [first, *placed]
-        names = [names[0]] + [f"{n} (placed in {names[0]}'s map)" for n in names[1:]]
-    else:
-        maps = []
-        for name, row, table in zip(names, rows, tables):
-            n = table.shape[0]
-            label = f"t-SNE {name}{' (' + row + ')' if row else ''}: {n}x{table.shape[1]}"
-            if single_point(table):
-                print(f"{label}: every row is the same point (complete collapse); drawn as one "
-                      "point with a note, no t-SNE run", file=sys.stderr)
-            else:
-                print(f"{label}, {settings.method_for(n)}, 250 + {settings.iterations_for(n)} "
-                      "iterations", file=sys.stderr)
-            maps.append(tsne_map(table, settings))
+    popularity = [_stratify_popularity(args, m, t.shape[0]) for t, m in loaded]
+    maps, names, rows = panel_maps([t for t, _ in loaded], names, rows, settings,
+                                   sample=args.sample, popularity=popularity,
+                                   gaussian=args.gaussian, transform=args.transform,
+                                   seed=args.seed, say=lambda line: print(line, file=sys.stderr))
     fig = tsne_figure(maps, names, rows=rows, shared_scale=args.shared_scale or args.transform,
                       reference=args.reference, title=args.title)
     return _save(fig, args)
