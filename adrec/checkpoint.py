@@ -211,7 +211,12 @@ def safe_load(path: str | Path) -> dict:
 
 def load_checkpoint(path: str | Path) -> dict:
     """Load and validate a collapse-kit checkpoint (raises ValueError naming what is wrong)."""
-    ckpt = safe_load(path)
+    return checked_checkpoint(safe_load(path), path)
+
+
+def checked_checkpoint(ckpt, path: str | Path) -> dict:
+    """``load_checkpoint``'s checks on what ``safe_load(path)`` already returned (for readers
+    that first look at the file's kind, so that it is read from disk once)."""
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ValueError(f"{path} is not a collapse-kit checkpoint; to evaluate the authors' "
                          "stage-1 state dict use `collapse-kit evaluate PATH --model stage1 "

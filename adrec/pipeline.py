@@ -14,8 +14,9 @@ from pathlib import Path
 
 import torch
 
-from adrec.checkpoint import FORMAT, atomic_save, check_has_weights, load_checkpoint, \
-    load_weights, make_checkpoint, model_from_checkpoint, non_finite_tensors, safe_load
+from adrec.checkpoint import FORMAT, atomic_save, check_has_weights, checked_checkpoint, \
+    load_checkpoint, load_weights, make_checkpoint, model_from_checkpoint, non_finite_tensors, \
+    safe_load
 from adrec.config import TrainConfig
 from adrec.data import SequenceDataset, load_dataset
 from adrec.models import build_model, model_class
@@ -176,7 +177,7 @@ def load_stage1_embedding(path: str | Path, *, n_items: int, hidden: int) -> tor
     """
     raw = safe_load(path)
     if isinstance(raw, dict) and raw.get("format") == FORMAT:
-        ckpt = load_checkpoint(path)
+        ckpt = checked_checkpoint(raw, path)
         if ckpt["model"] not in ("stage1", "sasrec"):
             raise ValueError(f"{path} holds a {ckpt['model']!r} model; --stage1 needs a stage1 "
                              "(or sasrec) checkpoint")
@@ -207,7 +208,7 @@ def load_ranking_model(path: str | Path, *, model: str | None = None, dataset: s
     raw = safe_load(path)
     overrides = {"attention_mask": attention_mask} if attention_mask else {}
     if isinstance(raw, dict) and raw.get("format") == FORMAT:
-        ckpt = load_checkpoint(path)
+        ckpt = checked_checkpoint(raw, path)
         check_has_weights(ckpt, path)
         if model and model != ckpt["model"]:
             raise ValueError(f"{path} holds a {ckpt['model']!r} model, not {model!r}; "

@@ -120,3 +120,23 @@ def test_collapse_kit_io_reads_the_same_format_constants():
 
     assert (io.PROJECT_FORMAT, io.PROJECT_FORMAT_VERSION, io.PROJECT_TABLE_KEY) == \
         (ck.FORMAT, ck.FORMAT_VERSION, ck.TABLE_KEY)
+
+
+def test_readers_that_sniff_the_file_kind_read_it_once(tmp_path, monkeypatch):
+    """load_stage1_embedding looks at the file's kind, then validates it with
+    checked_checkpoint instead of loading it a second time (it used to read it twice)."""
+    from adrec.checkpoint import checked_checkpoint
+    from adrec.pipeline import load_stage1_embedding
+
+    m, path = _ckpt(tmp_path)
+    calls = []
+    real = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    table = load_stage1_embedding(path, n_items=30, hidden=128)
+    assert len(calls) == 1
+    torch.testing.assert_close(table, m.item_embedding.weight.detach())
+    # the same checks, and messages, as load_checkpoint on what safe_load returned
+    with pytest.raises(ValueError, match="is not a collapse-kit checkpoint"):
+        checked_checkpoint({"item_embedding.weight": torch.zeros(2, 2)}, path)
+    with pytest.raises(ValueError, match=r"is missing fields \['format_version', 'model'"):
+        checked_checkpoint({"format": "collapse-kit-checkpoint"}, path)
