@@ -255,8 +255,28 @@ def strip_weights(ckpt: dict) -> dict:
 
 def check_has_weights(ckpt: dict, path: str | Path = "checkpoint") -> None:
     if ckpt.get("weights_stripped"):
+        hint = (" (it kept each test user's rank: `collapse-kit evaluate CKPT --against "
+                "CKPT2 --stored-ranks` compares those)" if ckpt.get("test_ranks") is not None else "")
         raise ValueError(f"{path} carries no model weights (stripped for transport); its "
-                         "metrics and item table are usable, but it cannot be evaluated again")
+                         "metrics and item table are usable, but it cannot be evaluated again"
+                         + hint)
+
+
+def stored_test_ranks(path: str | Path) -> tuple[torch.Tensor, dict]:
+    """(test_ranks, dataset) of a checkpoint that kept its per-user test ranks: int32 (n_users,)
+    strict ranks at the saved weights (the format table's ``test_ranks``) and the ``dataset``
+    entry naming the users they belong to. Weights are not needed, so a light (stripped) run
+    works. A checkpoint without them, or whose ranks do not match its data: one ValueError."""
+    ckpt = load_checkpoint(path)
+    ranks = ckpt.get("test_ranks")
+    if ranks is None:
+        raise ValueError(f"{path} has no stored per-user test ranks (the trainer writes them "
+                         "since 2026-12-06); drop --stored-ranks to rank its users again")
+    n_users = int(ckpt["dataset"]["n_users"])
+    if ranks.dim() != 1 or ranks.numel() != n_users or bool((ranks < 1).any()):
+        raise ValueError(f"{path}: its test_ranks (shape {tuple(ranks.shape)}) are not one rank "
+                         f">= 1 for each of its {n_users} users; the file is damaged")
+    return ranks, ckpt["dataset"]
 
 
 def model_from_checkpoint(ckpt: dict, *, overrides: dict | None = None):

@@ -180,3 +180,95 @@ def test_checkpoints_keep_the_test_ranks_for_later_paired_comparisons(runs):
     assert 100 * metrics["NDCG@20"].mean() == pytest.approx(
         ckpt["metrics"]["strict"]["test"]["NDCG@20"], abs=1e-9)
     assert strip_weights(ckpt)["test_ranks"] is saved
+
+
+def _light(path, tmp_path, name):
+    """A light copy of a checkpoint: weights stripped, test ranks kept (scripts/pack_runs.py)."""
+    from adrec.checkpoint import atomic_save, load_checkpoint, strip_weights
+
+    return str(atomic_save(strip_weights(load_checkpoint(path)), tmp_path / f"{name}.pt"))
+
+
+def test_stored_ranks_compare_light_runs_as_ranking_their_users_again(runs, tmp_path, capsys):
+    """`evaluate --against --stored-ranks` on light (stripped) checkpoints gives the test
+    comparison that ranking the users again gives for the full ones (SASRec+ and stage 1 rank
+    without sampling noise, so the saved ranks are exactly those), and no valid split."""
+    ds, paths = runs
+    light = {name: _light(paths[name], tmp_path, name) for name in ("a0", "a1", "b0")}
+    # the full checkpoints, ranked again (seed 0 = their config seed)
+    assert main(["evaluate", paths["a0"], paths["a1"], "--against", paths["b0"], paths["b0"],
+                 "--json", "--bootstrap", "300"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["ranks"] == "computed"
+    assert main(["evaluate", light["a0"], light["a1"], "--against", light["b0"], light["b0"],
+                 "--json", "--bootstrap", "300", "--stored-ranks"]) == 0
+    stored = json.loads(capsys.readouterr().out)
+    assert stored["ranks"] == "stored" and "valid" not in stored
+    assert stored["pairs"] == 2 and stored["n_users"] == ds.n_users
+    assert stored["test"] == again["test"]
+    # the text form says where the ranks come from and shows the test split only
+    assert main(["evaluate", light["a0"], "--against", light["b0"], "--stored-ranks"]) == 0
+    text = capsys.readouterr().out
+    assert "stored at training" in text and "\ntest\n" in text and "\nvalid\n" not in text
+
+
+def test_stored_ranks_equal_the_reports_paired_cell(runs, tmp_path, capsys):
+    """The reports' "vs SASRec+" cell (study.report.paired_cell: NDCG@20, 2000 resamples, seed
+    0) is what `evaluate --stored-ranks` prints for the same runs."""
+    from collapse_kit.study import report
+
+    ds, paths = runs
+    a, b = _light(paths["b0"], tmp_path, "b0"), _light(paths["a0"], tmp_path, "a0")
+    assert main(["evaluate", a, "--against", b, "--stored-ranks", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)["test"]["NDCG@20"]
+
+    class FakeRun:  # what paired_cell reads of a Run
+        def __init__(self, model, path):
+            from adrec.checkpoint import load_checkpoint
+
+            self.spec = type("Spec", (), {"model": model, "variant": None,
+                                          "protocol": "strict", "seed": 0})()
+            self._ckpt = load_checkpoint(path)
+
+        def checkpoint(self, stage=None):
+            return self._ckpt
+
+    cell = report.paired_cell([FakeRun("stage1", a), FakeRun("sasrec", b)], "stage1", None,
+                              "strict")
+    expected = (f"{r['delta']:+.2f} [{r['ci95'][0]:+.2f}, {r['ci95'][1]:+.2f}], "
+                f"p {r['p_wilcoxon']:.2g} (1 seed)")
+    assert cell == expected
+
+
+def test_stored_ranks_errors_are_one_line(runs, tmp_path, capsys):
+    from adrec.checkpoint import atomic_save, load_checkpoint, strip_weights
+
+    ds, paths = runs
+    light = _light(paths["a0"], tmp_path, "a0")
+    old = strip_weights(load_checkpoint(paths["b0"]))
+    del old["test_ranks"]  # a run from before 2026-12-06
+    old_path = str(atomic_save(old, tmp_path / "old.pt"))
+    bad = load_checkpoint(paths["b0"])
+    bad["test_ranks"] = bad["test_ranks"][:5]
+    bad_path = str(atomic_save(bad, tmp_path / "bad.pt"))
+    other = load_checkpoint(paths["b0"])
+    other["dataset"] = {**other["dataset"], "name": "beauty", "n_items": 6086}
+    other_path = str(atomic_save(other, tmp_path / "other.pt"))
+    cases = [
+        # a light run without the flag: the error points at it
+        (["evaluate", light, "--against", paths["b0"]], "--stored-ranks` compares those"),
+        (["evaluate", light, "--against", old_path, "--stored-ranks"],
+         "has no stored per-user test ranks"),
+        (["evaluate", light, "--against", bad_path, "--stored-ranks"], "damaged"),
+        (["evaluate", light, "--against", other_path, "--stored-ranks"],
+         "trained on other data (beauty, 6086 items)"),
+        (["evaluate", light, "--against", paths["b0"], "--stored-ranks", "--protocol",
+          "official"], "--protocol official cannot change them (drop it,"),
+        (["evaluate", light, "--against", paths["b0"], "--stored-ranks", "--model", "sasrec",
+          "--dataset", "ml-100k"], "--model, --dataset cannot change them (drop them,"),
+        (["evaluate", light, "--stored-ranks"], "add --against CKPT"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and err.strip().count("\n") == 0, (argv, err)

@@ -59,6 +59,11 @@ def register(sub) -> None:
                         "seed i): each user's differences are averaged over the pairs")
     p.add_argument("--bootstrap", type=int, default=2000, metavar="N",
                    help="--against: user resamples for the interval (default 2000)")
+    p.add_argument("--stored-ranks", action="store_true",
+                   help="--against: compare the per-user test ranks the checkpoints stored at "
+                        "training (test_ranks; strict protocol, test split only) instead of "
+                        "ranking the users again; works on light runs whose weights were "
+                        "stripped, and gives the reports' paired cells")
     p.add_argument("--dataset", default=None, help="dataset (default: the checkpoint's own)")
     p.add_argument("--model", default=None,
                    help="model to load a foreign state dict into (e.g. stage1 for the authors' "
@@ -205,6 +210,8 @@ def cmd_evaluate(args) -> int:
 
     if args.against is not None:
         return _cmd_paired(args)
+    if args.stored_ranks:
+        raise UserError("--stored-ranks is for a paired comparison: add --against CKPT")
     if len(args.checkpoint) > 1:
         raise UserError(f"evaluate takes one checkpoint ({len(args.checkpoint)} given); several "
                         "are for a paired comparison with --against")
@@ -227,10 +234,7 @@ def cmd_evaluate(args) -> int:
 
 def _cmd_paired(args) -> int:
     """``evaluate A [A2 ...] --against B [B2 ...]``: paired per-user differences."""
-    import torch
-
-    from adrec.evaluate import METRIC_NAMES, compute_ranks_all, ranking_metrics
-    from adrec.pipeline import load_ranking_model
+    from adrec.evaluate import METRIC_NAMES
     from collapse_kit.paired import paired_comparison
 
     if len(args.against) != len(args.checkpoint):
@@ -238,27 +242,12 @@ def _cmd_paired(args) -> int:
                         f"{len(args.checkpoint)} and {len(args.against)}")
     if args.bootstrap < 100:
         raise UserError(f"--bootstrap must be at least 100 user resamples; got {args.bootstrap}")
-    per_user = {"a": {}, "b": {}}
-    reference = None
-    for side, paths in (("a", args.checkpoint), ("b", args.against)):
-        for path in paths:
-            model, dataset, max_len = load_ranking_model(
-                path, model=args.model, dataset=args.dataset, attention_mask=args.attention_mask)
-            key = (dataset.name, dataset.n_items, dataset.n_users, dataset.fingerprint)
-            if reference is None:
-                reference = (key, path)
-            elif key != reference[0]:
-                raise UserError(f"{path} was trained on other data ({dataset.name}, "
-                                f"{dataset.n_items} items) than {reference[1]}: a paired "
-                                "comparison needs the same users")
-            for split in ("valid", "test"):
-                ranks = compute_ranks_all(model, dataset, split, protocols=(args.protocol,),
-                                          max_len=max_len, device=torch.device("cpu"),
-                                          seed=args.seed)[args.protocol]
-                per_user[side].setdefault(split, []).append(ranking_metrics(ranks))
+    per_user = _stored_per_user(args) if args.stored_ranks else _ranked_per_user(args)
+    splits = [s for s in ("valid", "test") if s in per_user["a"]]
     result = {"protocol": args.protocol, "pairs": len(args.checkpoint),
-              "n_users": int(reference[0][2]), "bootstrap": args.bootstrap, "seed": args.seed}
-    for split in ("valid", "test"):
+              "n_users": per_user["n_users"], "bootstrap": args.bootstrap, "seed": args.seed,
+              "ranks": "stored" if args.stored_ranks else "computed"}
+    for split in splits:
         result[split] = {m: paired_comparison(
             [r[m] * 100.0 for r in per_user["a"][split]],
             [r[m] * 100.0 for r in per_user["b"][split]],
@@ -266,11 +255,67 @@ def _cmd_paired(args) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        _print_paired(result, args)
+        _print_paired(result, args, splits)
     return 0
 
 
-def _print_paired(result: dict, args) -> None:
+def _same_users(reference, key, path) -> tuple:
+    """The first checkpoint's (data key, path); a later one on other data is a UserError."""
+    if reference is None:
+        return key, path
+    if key != reference[0]:
+        raise UserError(f"{path} was trained on other data ({key[0]}, {key[1]} items) than "
+                        f"{reference[1]}: a paired comparison needs the same users")
+    return reference
+
+
+def _ranked_per_user(args) -> dict:
+    """Per-user metrics of every checkpoint, ranking its valid and test users again."""
+    import torch
+
+    from adrec.evaluate import compute_ranks_all, ranking_metrics
+    from adrec.pipeline import load_ranking_model
+
+    per_user, reference = {"a": {}, "b": {}}, None
+    for side, paths in (("a", args.checkpoint), ("b", args.against)):
+        for path in paths:
+            model, dataset, max_len = load_ranking_model(
+                path, model=args.model, dataset=args.dataset, attention_mask=args.attention_mask)
+            reference = _same_users(reference, (dataset.name, dataset.n_items, dataset.n_users,
+                                                dataset.fingerprint), path)
+            for split in ("valid", "test"):
+                ranks = compute_ranks_all(model, dataset, split, protocols=(args.protocol,),
+                                          max_len=max_len, device=torch.device("cpu"),
+                                          seed=args.seed)[args.protocol]
+                per_user[side].setdefault(split, []).append(ranking_metrics(ranks))
+    return {**per_user, "n_users": int(reference[0][2])}
+
+
+def _stored_per_user(args) -> dict:
+    """Per-user test metrics from the ranks the checkpoints stored at training
+    (``--stored-ranks``: strict protocol, test split; light runs work)."""
+    from adrec.checkpoint import stored_test_ranks
+    from adrec.evaluate import ranking_metrics
+
+    given = [flag for flag, value in (("--protocol official", args.protocol != "strict"),
+                                      ("--model", args.model), ("--dataset", args.dataset),
+                                      ("--attention-mask", args.attention_mask)) if value]
+    if given:
+        raise UserError(f"--stored-ranks uses the strict test ranks saved at training; "
+                        f"{', '.join(given)} cannot change them (drop "
+                        f"{'it' if len(given) == 1 else 'them'}, or drop --stored-ranks to rank "
+                        "the users again)")
+    per_user, reference = {"a": {}, "b": {}}, None
+    for side, paths in (("a", args.checkpoint), ("b", args.against)):
+        for path in paths:
+            ranks, data = stored_test_ranks(path)
+            reference = _same_users(reference, (data["name"], data["n_items"],
+                                                data["n_users"], data.get("fingerprint")), path)
+            per_user[side].setdefault("test", []).append(ranking_metrics(ranks.numpy()))
+    return {**per_user, "n_users": int(reference[0][2])}
+
+
+def _print_paired(result: dict, args, splits: list[str]) -> None:
     from adrec.evaluate import METRIC_NAMES
 
     a = " ".join(args.checkpoint)
@@ -280,7 +325,10 @@ def _print_paired(result: dict, args) -> None:
           f"{result['protocol']}; metrics in %, delta = A - B, 95% paired bootstrap interval "
           f"over users ({result['bootstrap']} resamples, seed {result['seed']}), Wilcoxon "
           "signed-rank p")
-    for split in ("valid", "test"):
+    if result["ranks"] == "stored":
+        print("ranks: the per-user test ranks the checkpoints stored at training (test_ranks; "
+              "no valid split)")
+    for split in splits:
         print(f"{split}")
         print(f"  {'metric':<9}{'A':>9}{'B':>9}{'delta':>9}   {'95% CI':<19}{'p':>10}")
         for m in METRIC_NAMES:
