@@ -255,8 +255,9 @@ def strip_weights(ckpt: dict) -> dict:
 
 def check_has_weights(ckpt: dict, path: str | Path = "checkpoint") -> None:
     if ckpt.get("weights_stripped"):
-        hint = (" (it kept each test user's rank: `collapse-kit evaluate CKPT --against "
-                "CKPT2 --stored-ranks` compares those)" if ckpt.get("test_ranks") is not None else "")
+        hint = "" if ckpt.get("test_ranks") is None else (
+            " (it kept each test user's rank: `collapse-kit evaluate CKPT --against CKPT2 "
+            "--stored-ranks` compares those)")
         raise ValueError(f"{path} carries no model weights (stripped for transport); its "
                          "metrics and item table are usable, but it cannot be evaluated again"
                          + hint)
