@@ -195,7 +195,7 @@ def test_stored_ranks_compare_light_runs_as_ranking_their_users_again(runs, tmp_
     without sampling noise, so the saved ranks are exactly those), and no valid split."""
     ds, paths = runs
     light = {name: _light(paths[name], tmp_path, name) for name in ("a0", "a1", "b0")}
-    # the full checkpoints, ranked again (seed 0 = their config seed)
+    # the full checkpoints, ranked again
     assert main(["evaluate", paths["a0"], paths["a1"], "--against", paths["b0"], paths["b0"],
                  "--json", "--bootstrap", "300"]) == 0
     again = json.loads(capsys.readouterr().out)

@@ -259,43 +259,49 @@ def _cmd_paired(args) -> int:
     return 0
 
 
-def _same_users(reference, key, path) -> tuple:
-    """The first checkpoint's (data key, path); a later one on other data is a UserError."""
-    if reference is None:
-        return key, path
-    if key != reference[0]:
-        raise UserError(f"{path} was trained on other data ({key[0]}, {key[1]} items) than "
-                        f"{reference[1]}: a paired comparison needs the same users")
-    return reference
-
-
-def _ranked_per_user(args) -> dict:
-    """Per-user metrics of every checkpoint, ranking its valid and test users again."""
-    import torch
-
-    from adrec.evaluate import compute_ranks_all, ranking_metrics
-    from adrec.pipeline import load_ranking_model
+def _per_user(args, ranks_of) -> dict:
+    """Per-user metrics of every CKPT ("a") and AGAINST ("b") checkpoint, by split, and the
+    number of users. ``ranks_of(path)`` gives (data key, {split: ranks}); the data key
+    (name, n_items, n_users, fingerprint) must be the same for all: a UserError otherwise."""
+    from adrec.evaluate import ranking_metrics
 
     per_user, reference = {"a": {}, "b": {}}, None
     for side, paths in (("a", args.checkpoint), ("b", args.against)):
         for path in paths:
-            model, dataset, max_len = load_ranking_model(
-                path, model=args.model, dataset=args.dataset, attention_mask=args.attention_mask)
-            reference = _same_users(reference, (dataset.name, dataset.n_items, dataset.n_users,
-                                                dataset.fingerprint), path)
-            for split in ("valid", "test"):
-                ranks = compute_ranks_all(model, dataset, split, protocols=(args.protocol,),
-                                          max_len=max_len, device=torch.device("cpu"),
-                                          seed=args.seed)[args.protocol]
+            key, ranks_by_split = ranks_of(path)
+            if reference is None:
+                reference = (key, path)
+            elif key != reference[0]:
+                raise UserError(f"{path} was trained on other data ({key[0]}, {key[1]} items) "
+                                f"than {reference[1]}: a paired comparison needs the same users")
+            for split, ranks in ranks_by_split.items():
                 per_user[side].setdefault(split, []).append(ranking_metrics(ranks))
     return {**per_user, "n_users": int(reference[0][2])}
 
 
+def _ranked_per_user(args) -> dict:
+    """``_per_user``, ranking every checkpoint's valid and test users again."""
+    import torch
+
+    from adrec.evaluate import compute_ranks_all
+    from adrec.pipeline import load_ranking_model
+
+    def ranks_of(path):
+        model, dataset, max_len = load_ranking_model(
+            path, model=args.model, dataset=args.dataset, attention_mask=args.attention_mask)
+        return ((dataset.name, dataset.n_items, dataset.n_users, dataset.fingerprint),
+                {split: compute_ranks_all(model, dataset, split, protocols=(args.protocol,),
+                                          max_len=max_len, device=torch.device("cpu"),
+                                          seed=args.seed)[args.protocol]
+                 for split in ("valid", "test")})
+
+    return _per_user(args, ranks_of)
+
+
 def _stored_per_user(args) -> dict:
-    """Per-user test metrics from the ranks the checkpoints stored at training
+    """``_per_user`` from the test ranks the checkpoints stored at training
     (``--stored-ranks``: strict protocol, test split; light runs work)."""
     from adrec.checkpoint import stored_test_ranks
-    from adrec.evaluate import ranking_metrics
 
     given = [flag for flag, value in (("--protocol official", args.protocol != "strict"),
                                       ("--model", args.model), ("--dataset", args.dataset),
@@ -305,14 +311,13 @@ def _stored_per_user(args) -> dict:
                         f"{', '.join(given)} cannot change them (drop "
                         f"{'it' if len(given) == 1 else 'them'}, or drop --stored-ranks to rank "
                         "the users again)")
-    per_user, reference = {"a": {}, "b": {}}, None
-    for side, paths in (("a", args.checkpoint), ("b", args.against)):
-        for path in paths:
-            ranks, data = stored_test_ranks(path)
-            reference = _same_users(reference, (data["name"], data["n_items"],
-                                                data["n_users"], data.get("fingerprint")), path)
-            per_user[side].setdefault("test", []).append(ranking_metrics(ranks.numpy()))
-    return {**per_user, "n_users": int(reference[0][2])}
+
+    def ranks_of(path):
+        ranks, data = stored_test_ranks(path)
+        return ((data["name"], data["n_items"], data["n_users"], data.get("fingerprint")),
+                {"test": ranks.numpy()})
+
+    return _per_user(args, ranks_of)
 
 
 def _print_paired(result: dict, args, splits: list[str]) -> None:
