@@ -269,15 +269,24 @@ def stored_test_ranks(path: str | Path) -> tuple[torch.Tensor, dict]:
     entry naming the users they belong to. Weights are not needed, so a light (stripped) run
     works. A checkpoint without them, or whose ranks do not match its data: one ValueError."""
     ckpt = load_checkpoint(path)
-    ranks = ckpt.get("test_ranks")
+    ranks = checked_test_ranks(ckpt, path)
     if ranks is None:
         raise ValueError(f"{path} has no stored per-user test ranks (the trainer writes them "
                          "since 2026-12-06); drop --stored-ranks to rank its users again")
+    return ranks, ckpt["dataset"]
+
+
+def checked_test_ranks(ckpt: dict, source: str | Path) -> torch.Tensor | None:
+    """The ``test_ranks`` of an already loaded checkpoint (``source`` names it in the error), or
+    None when it has none; ranks that are not one rank >= 1 per user of its data: ValueError."""
+    ranks = ckpt.get("test_ranks")
+    if ranks is None:
+        return None
     n_users = int(ckpt["dataset"]["n_users"])
     if ranks.dim() != 1 or ranks.numel() != n_users or bool((ranks < 1).any()):
-        raise ValueError(f"{path}: its test_ranks (shape {tuple(ranks.shape)}) are not one rank "
+        raise ValueError(f"{source}: its test_ranks (shape {tuple(ranks.shape)}) are not one rank "
                          f">= 1 for each of its {n_users} users; the file is damaged")
-    return ranks, ckpt["dataset"]
+    return ranks
 
 
 def model_from_checkpoint(ckpt: dict, *, overrides: dict | None = None):

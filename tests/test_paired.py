@@ -212,6 +212,42 @@ def test_stored_ranks_compare_light_runs_as_ranking_their_users_again(runs, tmp_
     assert "stored at training" in text and "\ntest\n" in text and "\nvalid\n" not in text
 
 
+class FakeRun:  # what study.report.paired_cell reads of a Run
+    def __init__(self, model, path, ckpt=None):
+        from adrec.checkpoint import load_checkpoint
+
+        self.spec = type("Spec", (), {"model": model, "variant": None,
+                                      "protocol": "strict", "seed": 0})()
+        self._path = path
+        self._ckpt = load_checkpoint(path) if ckpt is None else ckpt
+
+    def checkpoint(self, stage=None):
+        return self._ckpt
+
+    def path(self, stage=None):
+        return self._path
+
+
+def test_reports_paired_cell_names_damaged_ranks(runs, tmp_path):
+    """Regression: the report's cell read `test_ranks` without the shape check that
+    `evaluate --stored-ranks` makes, so a damaged vector failed inside ranking_metrics; it now
+    fails with the same message naming the file."""
+    from adrec.checkpoint import load_checkpoint
+    from collapse_kit.study import report
+
+    ds, paths = runs
+    bad = load_checkpoint(paths["b0"])
+    bad["test_ranks"] = bad["test_ranks"][:5]
+    with pytest.raises(ValueError, match=r"bad\.pt: its test_ranks \(shape \(5,\)\) .* damaged"):
+        report.paired_cell([FakeRun("stage1", "runs/bad.pt", bad), FakeRun("sasrec", paths["a0"])],
+                           "stage1", None, "strict")
+    bad["test_ranks"] = load_checkpoint(paths["b0"])["test_ranks"].clone()
+    bad["test_ranks"][0] = 0  # ranks start at 1
+    with pytest.raises(ValueError, match="damaged"):
+        report.paired_cell([FakeRun("stage1", "runs/bad.pt", bad), FakeRun("sasrec", paths["a0"])],
+                           "stage1", None, "strict")
+
+
 def test_stored_ranks_equal_the_reports_paired_cell(runs, tmp_path, capsys):
     """The reports' "vs SASRec+" cell (study.report.paired_cell: NDCG@20, 2000 resamples, seed
     0) is what `evaluate --stored-ranks` prints for the same runs."""
@@ -221,17 +257,6 @@ def test_stored_ranks_equal_the_reports_paired_cell(runs, tmp_path, capsys):
     a, b = _light(paths["b0"], tmp_path, "b0"), _light(paths["a0"], tmp_path, "a0")
     assert main(["evaluate", a, "--against", b, "--stored-ranks", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)["test"]["NDCG@20"]
-
-    class FakeRun:  # what paired_cell reads of a Run
-        def __init__(self, model, path):
-            from adrec.checkpoint import load_checkpoint
-
-            self.spec = type("Spec", (), {"model": model, "variant": None,
-                                          "protocol": "strict", "seed": 0})()
-            self._ckpt = load_checkpoint(path)
-
-        def checkpoint(self, stage=None):
-            return self._ckpt
 
     cell = report.paired_cell([FakeRun("stage1", a), FakeRun("sasrec", b)], "stage1", None,
                               "strict")

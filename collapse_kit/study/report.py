@@ -160,6 +160,7 @@ def replication_cell(ours: list[float], paper) -> str:
 def paired_cell(runs: list[Run], model: str, stage: str | None, protocol: str) -> str:
     """``Δ [lo, hi], p`` of ``model`` against SASRec+ on the seeds where both runs kept their
     per-user test ranks; ``n/a`` and why otherwise."""
+    from adrec.checkpoint import checked_test_ranks
     from adrec.evaluate import ranking_metrics
     from collapse_kit.paired import paired_comparison
 
@@ -167,8 +168,9 @@ def paired_cell(runs: list[Run], model: str, stage: str | None, protocol: str) -
         out = {}
         for r in _main_runs(runs, name, protocol):
             ck = r.checkpoint(st)
-            if ck is not None and ck.get("test_ranks") is not None:
-                out[r.spec.seed] = ck["test_ranks"].numpy()
+            got = None if ck is None else checked_test_ranks(ck, r.path(st))
+            if got is not None:
+                out[r.spec.seed] = got.numpy()
         return out
 
     if not _main_runs(runs, "sasrec", protocol):
