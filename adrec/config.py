@@ -13,7 +13,6 @@ import contextlib
 import dataclasses
 import functools
 import math
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

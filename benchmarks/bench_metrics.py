@@ -179,7 +179,7 @@ def report(repeats: int, resamples: int) -> str:
     lines = [
         f"# bench_metrics: every collapse metric of a {N_ITEMS:,} x {DIM} table (Yelp's size)",
         f"# machine: {head}",
-        f"# made by: python benchmarks/bench_metrics.py (seeded synthetic table: 64 clusters, "
+        "# made by: python benchmarks/bench_metrics.py (seeded synthetic table: 64 clusters, "
         "decaying spectrum, shared offset)",
         "",
         f"all metrics (compute_metrics; bootstrap and Gaussian null excluded), {repeats} runs:",
