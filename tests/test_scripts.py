@@ -294,3 +294,26 @@ def test_profile_stages_puts_each_operator_in_its_category(monkeypatch):
               "optimizer"):
         assert by_cat[c] > 0, c
     assert total == pytest.approx(sum(by_cat.values()))
+
+
+def test_count_epoch_flops_equals_the_products_of_sasrec_by_hand():
+    """One SASRec+ epoch on ML-100K (d = 128, 2 blocks, FFN 4d): the forward Linear layers are
+    addmm, 2 x tokens x (4 d^2 + 8 d^2) per block; their backward (input and weight gradients)
+    twice that, as mm; the item scores (no bias) 2 x tokens x (n + 1) x d forward and twice that
+    backward, as mm. Attention's bmm depends on the length groups and is only bounded."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        flops = _load("count_epoch_flops", "benchmarks").count_one("sasrec", "ml-100k")
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    d, tokens, n = 128, flops["target_tokens"], flops["n_items"]
+    assert flops["rows"] == 938 and flops["batches"] == 2 and tokens == 30_619
+    linear = 2 * tokens * 12 * d * d * 2  # two blocks
+    assert flops["by_op"]["addmm"] == linear
+    assert flops["by_op"]["mm"] == 2 * linear + 6 * tokens * (n + 1) * d
+    # attention: per block QK^T and PV (2 x 2 x queries x keys x d forward, twice that
+    # backward), at most 938 x 50 query positions (padded within a group) and 50 keys
+    assert 0 < flops["by_op"]["bmm"] <= 2 * 12 * (938 * 50) * 50 * d
+    assert flops["flops"] == sum(flops["by_op"].values())
