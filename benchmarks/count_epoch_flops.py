@@ -71,11 +71,13 @@ def render(results: list[dict]) -> str:
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip() or "unknown"
+    models = " ".join(dict.fromkeys(r["model"] for r in results))
+    datasets = " ".join(dict.fromkeys(r["dataset"] for r in results))
     lines = [
         "# Matrix-product FLOPs of one training epoch (forward + backward)",
         "",
-        f"Command: `python benchmarks/count_epoch_flops.py --models {' '.join(dict.fromkeys(r['model'] for r in results))} "
-        f"--datasets {' '.join(dict.fromkeys(r['dataset'] for r in results))}`  ",
+        f"Command: `python benchmarks/count_epoch_flops.py --models {models} "
+        f"--datasets {datasets}`  ",
         f"Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; code {commit}; "
         f"{platform.machine()}, torch {torch.__version__}; seed 0, shuffled batches, float32.  ",
         "Counted by torch's FlopCounterMode over one real epoch of the trainer "
