@@ -70,7 +70,8 @@ def render(results: list[dict]) -> str:
     import torch
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip() or "unknown"
+                            cwd=Path(__file__).resolve().parent, text=True).stdout.strip()
+    commit = commit or "unknown"
     models = " ".join(dict.fromkeys(r["model"] for r in results))
     datasets = " ".join(dict.fromkeys(r["dataset"] for r in results))
     lines = [
