@@ -82,8 +82,9 @@ def _read_rows(path: Path, what: str) -> tuple[list[str], list[tuple[int, list[s
     return header, body
 
 
-def _item_ids(path: Path, body, n_items: int) -> np.ndarray:
-    """The 1-based item id of each row, checked against the table's items 1..n_items."""
+def _item_ids(path: Path, body, n_items: int, what: str) -> np.ndarray:
+    """The 1-based item id of each row, checked against the table's items 1..n_items (``what``:
+    the kind of file, for the messages)."""
     ids = np.empty(len(body), dtype=np.int64)
     first_line: dict[int, int] = {}
     for k, (line_no, row) in enumerate(body):
@@ -96,7 +97,7 @@ def _item_ids(path: Path, body, n_items: int) -> np.ndarray:
                             "0 is the padding item)")
         if item > n_items:
             raise UserError(f"{path} line {line_no}: item_id {item} is outside 1..{n_items}, the items "
-                            "of the embedding table; is this label file for this checkpoint's dataset?")
+                            f"of the embedding table; is this {what} file for this checkpoint's dataset?")
         if item in first_line:
             raise UserError(f"{path} line {line_no}: item_id {item} repeats line {first_line[item]}; "
                             "give each item one row")
@@ -115,7 +116,7 @@ def load_item_labels(spec: str | os.PathLike, n_items: int, *,
     """
     path, source = resolve(spec, BUNDLED_LABELS, "label")
     header, body = _read_rows(path, "label")
-    ids = _item_ids(path, body, n_items)
+    ids = _item_ids(path, body, n_items, "label")
     names = header[1:]
     Y = np.zeros((n_items, len(names)), dtype=np.uint8)
     for item, (line_no, row) in zip(ids, body):
@@ -150,7 +151,7 @@ def load_class_labels(spec: str | os.PathLike, n_items: int) -> tuple[np.ndarray
     """
     path, _source = resolve(spec, BUNDLED_LABELS, "label")
     header, body = _read_rows(path, "label")
-    ids = _item_ids(path, body, n_items)
+    ids = _item_ids(path, body, n_items, "label")
     labels = np.full(n_items, -1, dtype=np.int64)
     if len(header) > 2:  # multi-hot 0/1 columns
         classes = header[1:]
@@ -182,7 +183,7 @@ def load_popularity(spec: str | os.PathLike, n_items: int, *, column: str = "cou
     if column not in header[1:]:
         raise UserError(f"{path} has no {column!r} column (columns: {', '.join(header[1:])})")
     j = header.index(column)
-    ids = _item_ids(path, body, n_items)
+    ids = _item_ids(path, body, n_items, "popularity")
     counts = np.full(n_items, np.nan)
     for item, (line_no, row) in zip(ids, body):
         try:

@@ -215,6 +215,7 @@ def test_format_is_read_from_content_not_extension(tmp_path):
     (torch.randn(4, 5, 6), UserError, "must be 2-D.*3-D"),
     (torch.arange(40).reshape(20, 2), TypeError, "floating-point.*int64"),
     (torch.randn(1, 8), UserError, "1 row"),
+    (torch.zeros(0, 8), UserError, r"0 row\(s\); at least 1 item is needed"),  # was "1 items are"
 ])
 def test_bad_tables_are_refused(tmp_path, tensor, error, match):
     torch.save({"emb": tensor}, tmp_path / "bad.pt")

@@ -63,7 +63,8 @@ def check_layout(dtype: np.dtype, shape: tuple[int, ...], *, name: str = "E",
             "(pick the item-embedding table itself, e.g. with another --key)")
     n, d = shape
     if n < min_rows:
-        raise UserError(f"{name} has {n} row(s); at least {min_rows} items are needed")
+        needed = "1 item is" if min_rows == 1 else f"{min_rows} items are"
+        raise UserError(f"{name} has {n} row(s); at least {needed} needed")
     if d < 1:
         raise UserError(f"{name} has no columns (shape {tuple(shape)}); d must be at least 1")
 
