@@ -96,8 +96,9 @@ def _item_ids(path: Path, body, n_items: int, what: str) -> np.ndarray:
             raise UserError(f"{path} line {line_no}: item_id {item} is not a real item (ids start at 1; "
                             "0 is the padding item)")
         if item > n_items:
-            raise UserError(f"{path} line {line_no}: item_id {item} is outside 1..{n_items}, the items "
-                            f"of the embedding table; is this {what} file for this checkpoint's dataset?")
+            raise UserError(f"{path} line {line_no}: item_id {item} is outside 1..{n_items}, the "
+                            f"items of the embedding table; is this {what} file for this "
+                            "checkpoint's dataset?")
         if item in first_line:
             raise UserError(f"{path} line {line_no}: item_id {item} repeats line {first_line[item]}; "
                             "give each item one row")
