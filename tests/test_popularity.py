@@ -194,9 +194,10 @@ def test_popularity_errors_are_one_line(tmp_path, capsys):
     bad_ids.write_text("item_id,count\n1,4\n5000,2\n")
     cases = [
         (["analyze", str(SASREC), "--dataset", "baby"], "has 4731 items but the table has 1008"),
-        (["analyze", str(SASREC), "--popularity", str(bad_ids)], "item_id 5000 is outside 1..1008"),
         # the counts file is named as such, not as a "label file" (a message fixed 2026-12-07)
-        (["analyze", str(SASREC), "--popularity", str(bad_ids)], "is this popularity file"),
+        (["analyze", str(SASREC), "--popularity", str(bad_ids)],
+         "item_id 5000 is outside 1..1008, the items of the embedding table; is this popularity "
+         "file"),
         (["analyze", str(SASREC), "--dataset", "ml-100k", "--popularity", str(bad_ids)],
          "not both"),
         (["analyze", str(SASREC), "--popularity-split", "0.2,0.5"], "needs --dataset"),
